@@ -1,0 +1,22 @@
+"""Install unimo_jax: `pip install -e .` (runtime) or `pip install -e .[test]` (with parity-test deps)."""
+import pathlib
+
+from setuptools import find_packages, setup
+
+
+def _requirements(name):
+  lines = pathlib.Path(__file__).with_name(name).read_text().splitlines()
+  return [l.strip() for l in lines if l.strip() and not l.startswith(("#", "-r"))]
+
+
+setup(
+    name="unimo_jax",
+    version="0.1.0",
+    description="UNIMO (unified-modal understanding and generation) in JAX/Flax",
+    long_description=pathlib.Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["unimo_jax", "unimo_jax.*"]),
+    install_requires=_requirements("requirements.txt"),
+    extras_require={"test": _requirements("requirements-test.txt")},
+)

@@ -1,0 +1,1 @@
+"""Weight converters: HF RoBERTa -> unimo_jax parameters."""

@@ -1,0 +1,72 @@
+"""Building blocks with logical axis names on every parameter.
+
+Logical names used across the model (mapped to mesh axes by one rules table, see parallel.py):
+  batch, length, embed, heads, kv, mlp, vocab       sharded or shardable dimensions
+  position_table, region_feature, location,          small or odd dimensions, kept replicated
+  region_classes, patch, contrastive, layers
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# Additive attention bias for blocked pairs. exp(-1e9 - max) underflows to exactly 0 in float32 and
+# bfloat16, so a blocked position has no influence at all (UNIMO used -1e4 with the same effect).
+MASK_BIAS = -1e9
+
+
+def compute_dtype(config) -> jnp.dtype:
+  """The activation dtype named by `config.dtype` ('float32' or 'bfloat16')."""
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"model.dtype: expected 'float32' or 'bfloat16', found {config.dtype!r}")
+  return jnp.dtype(config.dtype)
+
+
+def kernel_init(config, names: Sequence[str]):
+  """Truncated-normal initialiser (std = initializer_range) tagged with logical axis names."""
+  return nn.with_logical_partitioning(
+      nn.initializers.truncated_normal(config.initializer_range), tuple(names))
+
+
+def zeros_init(names: Sequence[str]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), tuple(names))
+
+
+def dense(config, features, names: Sequence[str], name: str, axis=-1) -> nn.Module:
+  """A Dense (or DenseGeneral) layer whose kernel and bias carry logical axis names.
+
+  `names` names every kernel dimension, input dimensions first; the bias takes the output names.
+  """
+  features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
+  return nn.DenseGeneral(
+      features=features if len(features) > 1 else features[0],
+      axis=axis,
+      dtype=compute_dtype(config),
+      param_dtype=jnp.float32,
+      kernel_init=kernel_init(config, names),
+      bias_init=zeros_init(names[-len(features):]),
+      name=name,
+  )
+
+
+def layer_norm(config, name: str) -> nn.Module:
+  """LayerNorm over `embed` with RoBERTa's epsilon; statistics in float32."""
+  return nn.LayerNorm(
+      epsilon=config.layer_norm_eps,
+      dtype=compute_dtype(config),
+      param_dtype=jnp.float32,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+      bias_init=zeros_init(("embed",)),
+      name=name,
+  )
+
+
+def gelu(x):
+  """Exact (erf) GELU, as RoBERTa and Paddle 1.8's default."""
+  return nn.gelu(x, approximate=False)
+
+
+def constrain(x, names: Sequence[str]):
+  """Annotates an activation with logical axis names (a no-op outside a mesh + rules context)."""
+  return nn.with_logical_constraint(x, tuple(names))

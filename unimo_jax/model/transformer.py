@@ -1,0 +1,141 @@
+"""Post-LN transformer encoder exactly as RoBERTa/UNIMO, with an optional decoding cache.
+
+Cache modes (decoding a seq2seq / caption target one token at a time):
+  None       ordinary full-sequence pass;
+  'prefill'  encode the source and store its keys/values in a cache of `cache_length` slots;
+  'step'     one new token per example: write its key/value at `cache_index` and attend to the cache.
+Source rows never see the target, so prefill + steps reproduce the full seq2seq pass exactly.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from unimo_jax.model.layers import compute_dtype, constrain, dense, gelu, layer_norm
+
+CACHE_MODES = (None, "prefill", "step")
+
+
+class SelfAttention(nn.Module):
+  config: object
+  deterministic: bool = True
+  cache_mode: str | None = None
+  cache_length: int = 0
+
+  @nn.compact
+  def __call__(self, x, bias, cache_index):
+    # x [batch, length, hidden]; bias [batch, 1, length, keys]; cache_index: int32 scalar
+    c = self.config
+    head_dim = c.hidden_size // c.num_heads
+    qkv_names = ("embed", "heads", "kv")
+    q = dense(c, (c.num_heads, head_dim), qkv_names, "query")(x)  # [batch, length, heads, kv]
+    k = dense(c, (c.num_heads, head_dim), qkv_names, "key")(x)
+    v = dense(c, (c.num_heads, head_dim), qkv_names, "value")(x)
+    q = constrain(q, ("batch", "length", "heads", "kv"))
+    k = constrain(k, ("batch", "length", "heads", "kv"))
+    v = constrain(v, ("batch", "length", "heads", "kv"))
+    if self.cache_mode is not None:
+      k, v = self._use_cache(k, v, cache_index)
+    q = q * jnp.asarray(head_dim ** -0.5, q.dtype)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias  # [batch, heads, q, k]
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)  # [batch, q, heads, kv]
+    out = constrain(out, ("batch", "length", "heads", "kv"))
+    return dense(c, c.hidden_size, ("heads", "kv", "embed"), "output", axis=(-2, -1))(out)
+
+  def _use_cache(self, k, v, cache_index):
+    """Stores k/v in the cache; in 'step' mode returns the whole cache as keys/values."""
+    batch, length, heads, head_dim = k.shape
+    shape = (batch, self.cache_length, heads, head_dim)
+    cached_k = self.variable("cache", "key", jnp.zeros, shape, k.dtype)
+    cached_v = self.variable("cache", "value", jnp.zeros, shape, v.dtype)
+    if self.cache_mode == "prefill":
+      cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, 0, 0, 0))
+      cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, 0, 0, 0))
+      return k, v
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, cache_index, 0, 0))
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, cache_index, 0, 0))
+    return cached_k.value, cached_v.value
+
+
+class EncoderLayer(nn.Module):
+  """attention -> dropout -> +residual -> LN -> FFN(gelu) -> dropout -> +residual -> LN."""
+  config: object
+  deterministic: bool = True
+  cache_mode: str | None = None
+  cache_length: int = 0
+
+  @nn.compact
+  def __call__(self, x, bias, cache_index):
+    c = self.config
+    dropout = nn.Dropout(c.dropout_rate)
+    attn = SelfAttention(c, self.deterministic, self.cache_mode, self.cache_length,
+                         name="attention")(x, bias, cache_index)
+    x = layer_norm(c, "post_att_layer_norm")(x + dropout(attn, deterministic=self.deterministic))
+    x = constrain(x, ("batch", "length", "embed"))
+    h = gelu(dense(c, c.mlp_dim, ("embed", "mlp"), "ffn_fc_0")(x))  # [batch, length, mlp]
+    h = constrain(h, ("batch", "length", "mlp"))
+    h = dense(c, c.hidden_size, ("mlp", "embed"), "ffn_fc_1")(h)
+    x = layer_norm(c, "post_ffn_layer_norm")(x + dropout(h, deterministic=self.deterministic))
+    return constrain(x, ("batch", "length", "embed")).astype(compute_dtype(c))
+
+
+def _remat_policy(name: str):
+  policies = {
+      "full": None,
+      "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+  }
+  if name not in policies:
+    raise ValueError(f"model.remat: expected 'none', 'full' or 'dots', found {name!r}")
+  return policies[name]
+
+
+class _ScannedLayer(nn.Module):
+  """EncoderLayer with the (carry, output) signature nn.scan expects."""
+  config: object
+  deterministic: bool = True
+  cache_mode: str | None = None
+  cache_length: int = 0
+
+  @nn.compact
+  def __call__(self, x, bias, cache_index):
+    layer = EncoderLayer(self.config, self.deterministic, self.cache_mode, self.cache_length,
+                         name="layer")
+    return layer(x, bias, cache_index), None
+
+
+class Encoder(nn.Module):
+  """num_layers post-LN layers; unrolled (`layer_{i}`) or scanned (`layers`, stacked on axis 0)."""
+  config: object
+  deterministic: bool = True
+  cache_mode: str | None = None
+  cache_length: int = 0
+
+  @nn.compact
+  def __call__(self, x, bias, cache_index=None):
+    c = self.config
+    if self.cache_mode not in CACHE_MODES:
+      raise ValueError(f"cache_mode: expected one of {CACHE_MODES}, found {self.cache_mode!r}")
+    cache_index = jnp.int32(0) if cache_index is None else cache_index
+    args = (c, self.deterministic, self.cache_mode, self.cache_length)
+    if c.scan_layers:
+      block = _ScannedLayer
+      if c.remat != "none":
+        block = nn.remat(block, prevent_cse=False, policy=_remat_policy(c.remat))
+      stack = nn.scan(
+          block,
+          variable_axes={"params": 0, "cache": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast, nn.broadcast),
+          length=c.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"},
+      )
+      x, _ = stack(*args, name="layers")(x, bias, cache_index)
+      return x
+    block = EncoderLayer
+    if c.remat != "none":
+      block = nn.remat(block, policy=_remat_policy(c.remat))
+    for i in range(c.num_layers):
+      x = block(*args, name=f"layer_{i}")(x, bias, cache_index)
+    return x

@@ -1,0 +1,71 @@
+"""Device mesh and the logical-axis rules that map model axis names onto it."""
+
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the global batch is split over both
+
+# One table for parameters and activations. Order matters: a mesh axis already taken by an earlier
+# name of the same array is skipped, so activations [batch, length, embed] put batch on
+# (data, fsdp) and leave embed whole, while parameters [embed, mlp] put embed on fsdp.
+DEFAULT_LOGICAL_AXIS_RULES = (
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("embed", "fsdp"),
+    ("kv", None),
+    ("layers", None),
+    ("position_table", None),
+    ("region_feature", None),
+    ("location", None),
+    ("region_classes", None),
+    ("patch", None),
+    ("contrastive", None),
+)
+
+
+def resolve_mesh_shape(shape: Mapping[str, int] | Sequence, num_devices: int) -> dict:
+  """{'data': d, 'fsdp': f, 'tensor': t} with one -1 entry replaced by the remaining devices."""
+  shape = dict(shape)
+  unknown = sorted(set(shape) - set(MESH_AXES))
+  if unknown:
+    raise ValueError(f"mesh: expected axes from {MESH_AXES}, found unknown {unknown}")
+  shape = {axis: int(shape.get(axis, 1)) for axis in MESH_AXES}
+  free = [axis for axis, size in shape.items() if size == -1]
+  if len(free) > 1:
+    raise ValueError(f"mesh: at most one axis may be -1, found {free} in {shape}")
+  fixed = int(np.prod([size for size in shape.values() if size != -1]))
+  if free:
+    if fixed <= 0 or num_devices % fixed:
+      raise ValueError(f"mesh {shape}: the fixed axes (product {fixed}) must divide the "
+                       f"{num_devices} devices")
+    shape[free[0]] = num_devices // fixed
+  if int(np.prod(list(shape.values()))) != num_devices:
+    raise ValueError(f"mesh {shape}: expected the axis sizes to multiply to the {num_devices} "
+                     f"available devices, found {int(np.prod(list(shape.values())))}")
+  return shape
+
+
+def make_mesh(shape: Mapping[str, int] | Sequence = (("data", -1),), devices=None) -> Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh with Auto axis types (GSPMD-style sharding)."""
+  devices = jax.devices() if devices is None else list(devices)
+  sizes = resolve_mesh_shape(shape, len(devices))
+  return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES,
+                       axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+  """Leading (batch) dimension split over BATCH_AXES, the rest whole."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def logical_to_sharding(tree, mesh: Mesh, rules=DEFAULT_LOGICAL_AXIS_RULES):
+  """NamedShardings for a tree of boxed (nn.Partitioned) values, e.g. abstract parameters."""
+  import flax.linen as nn  # local: keep this module importable without flax for launch tools
+  return nn.logical_to_mesh_sharding(nn.get_partition_spec(tree), mesh, rules)
