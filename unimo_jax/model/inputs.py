@@ -29,7 +29,8 @@ def _expect(batch, name, expected, description):
 
 
 def _expect_integer(batch, name):
-  dtype = np.dtype(getattr(batch[name], "dtype", np.asarray(batch[name]).dtype))
+  value = batch[name]
+  dtype = np.dtype(value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype)
   if not np.issubdtype(dtype, np.integer):
     raise ValueError(f"batch[{name!r}]: expected an integer array, found dtype {dtype}")
 

@@ -48,8 +48,8 @@ class SelfAttention(nn.Module):
     """Stores k/v in the cache; in 'step' mode returns the whole cache as keys/values."""
     batch, length, heads, head_dim = k.shape
     shape = (batch, self.cache_length, heads, head_dim)
-    cached_k = self.variable("cache", "key", jnp.zeros, shape, k.dtype)
-    cached_v = self.variable("cache", "value", jnp.zeros, shape, v.dtype)
+    cached_k = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
+    cached_v = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
     if self.cache_mode == "prefill":
       cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, 0, 0, 0))
       cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, 0, 0, 0))
