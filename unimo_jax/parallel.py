@@ -69,3 +69,14 @@ def logical_to_sharding(tree, mesh: Mesh, rules=DEFAULT_LOGICAL_AXIS_RULES):
   """NamedShardings for a tree of boxed (nn.Partitioned) values, e.g. abstract parameters."""
   import flax.linen as nn  # local: keep this module importable without flax for launch tools
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(tree), mesh, rules)
+
+
+def rules_from_config(rules) -> tuple:
+  """The config's [[name, axes], ...] table as the tuple-of-tuples flax expects."""
+  out = []
+  for rule in rules:
+    if len(rule) != 2:
+      raise ValueError(f"logical_axis_rules: expected [name, mesh_axes] pairs, found {rule!r}")
+    name, axes = rule
+    out.append((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes))
+  return tuple(out)

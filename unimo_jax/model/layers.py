@@ -9,6 +9,7 @@ Logical names used across the model (mapped to mesh axes by one rules table, see
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # Additive attention bias for blocked pairs. exp(-1e9 - max) underflows to exactly 0 in float32 and
@@ -33,21 +34,37 @@ def zeros_init(names: Sequence[str]):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), tuple(names))
 
 
-def dense(config, features, names: Sequence[str], name: str, axis=-1) -> nn.Module:
-  """A Dense (or DenseGeneral) layer whose kernel and bias carry logical axis names.
+class Dense(nn.Module):
+  """y = x . kernel + bias, contracting the last `contract` input dims; kernel [*in, *features].
+
+  Kernel and bias are created at their full rank so their logical names always apply (flax's
+  DenseGeneral creates a flattened kernel first, which a rank-3 sharding rule cannot annotate).
+  """
+  config: object
+  features: tuple
+  names: tuple
+  contract: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    dtype = compute_dtype(self.config)
+    in_shape = x.shape[x.ndim - self.contract:]
+    kernel = self.param("kernel", kernel_init(self.config, self.names), in_shape + self.features)
+    bias = self.param("bias", zeros_init(self.names[len(in_shape):]), self.features)
+    dims = ((tuple(range(x.ndim - self.contract, x.ndim)), tuple(range(self.contract))), ((), ()))
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), dims)
+    return y + bias.astype(dtype)
+
+
+def dense(config, features, names: Sequence[str], name: str, contract: int = 1) -> nn.Module:
+  """A Dense layer whose kernel and bias carry logical axis names.
 
   `names` names every kernel dimension, input dimensions first; the bias takes the output names.
   """
   features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
-  return nn.DenseGeneral(
-      features=features if len(features) > 1 else features[0],
-      axis=axis,
-      dtype=compute_dtype(config),
-      param_dtype=jnp.float32,
-      kernel_init=kernel_init(config, names),
-      bias_init=zeros_init(names[-len(features):]),
-      name=name,
-  )
+  if len(names) != contract + len(features):
+    raise ValueError(f"dense {name}: expected {contract + len(features)} axis names, found {names}")
+  return Dense(config, features, tuple(names), contract, name=name)
 
 
 def layer_norm(config, name: str) -> nn.Module:

@@ -39,9 +39,15 @@ def abstract_params(config):
   return jax.eval_shape(lambda: init_boxed_params(config, jax.random.key(0)))
 
 
+def strip_boxes(tree):
+  """The values inside nn.Partitioned boxes, without applying their sharding constraints."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
 def count_params(params, groups=None) -> int:
   """Number of scalars in `params` (or in its top-level `groups` only)."""
-  params = nn.unbox(params)
+  params = strip_boxes(params)
   if groups is not None:
     params = {k: v for k, v in params.items() if k in groups}
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

@@ -42,7 +42,7 @@ class SelfAttention(nn.Module):
     probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)  # [batch, q, heads, kv]
     out = constrain(out, ("batch", "length", "heads", "kv"))
-    return dense(c, c.hidden_size, ("heads", "kv", "embed"), "output", axis=(-2, -1))(out)
+    return dense(c, c.hidden_size, ("heads", "kv", "embed"), "output", contract=2)(out)
 
   def _use_cache(self, k, v, cache_index):
     """Stores k/v in the cache; in 'step' mode returns the whole cache as keys/values."""
