@@ -82,29 +82,25 @@ def test_cmcl_by_hand_with_a_hard_negative():
   assert float(m["hard_negative_accuracy"]) == 0.0  # a tie is not a win
 
 
+def _reference_row_loss(anchor, columns, own, extras, valid, positive, t):
+  """-log(sum over positives / sum over all) for one row, in float64."""
+  pos = [anchor @ own]
+  allc = [anchor @ c for c in columns]
+  for e, extra in enumerate(extras):
+    if valid[e]:
+      allc.append(anchor @ extra)
+      if positive[e]:
+        pos.append(anchor @ extra)
+  return -math.log(sum(math.exp(s / t) for s in pos) / sum(math.exp(s / t) for s in allc))
+
+
 def _reference_cmcl(emb, t):
-  """Row by row, straight from the CMCL formula, in float64."""
+  """Row by row, straight from the CMCL formula."""
   img, txt = (np.asarray(emb[k], np.float64) for k in ("image", "text"))
-  n = len(img)
-  i2t, t2i = [], []
-  for i in range(n):
-    pos = [img[i] @ txt[i]]
-    allc = [img[i] @ txt[j] for j in range(n)]
-    for e in range(emb["extra_text"].shape[1]):
-      if emb["extra_text_valid"][i, e]:
-        s = img[i] @ emb["extra_text"][i, e]
-        allc.append(s)
-        if emb["extra_text_positive"][i, e]:
-          pos.append(s)
-    i2t.append(-math.log(sum(math.exp(s / t) for s in pos) / sum(math.exp(s / t) for s in allc)))
-    pos = [txt[i] @ img[i]]
-    allc = [txt[i] @ img[j] for j in range(n)]
-    for e in range(emb["extra_image"].shape[1]):
-      if emb["extra_image_valid"][i, e]:
-        s = txt[i] @ emb["extra_image"][i, e]
-        allc.append(s)
-        pos.append(s)
-    t2i.append(-math.log(sum(math.exp(s / t) for s in pos) / sum(math.exp(s / t) for s in allc)))
+  i2t = [_reference_row_loss(img[i], txt, txt[i], emb["extra_text"][i], emb["extra_text_valid"][i],
+                             emb["extra_text_positive"][i], t) for i in range(len(img))]
+  t2i = [_reference_row_loss(txt[i], img, img[i], emb["extra_image"][i], emb["extra_image_valid"][i],
+                             [True] * emb["extra_image"].shape[1], t) for i in range(len(img))]
   return (np.mean(i2t) + np.mean(t2i)) / 2
 
 

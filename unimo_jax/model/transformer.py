@@ -16,11 +16,18 @@ from unimo_jax.model.layers import compute_dtype, constrain, dense, gelu, layer_
 CACHE_MODES = (None, "prefill", "step")
 
 
-class SelfAttention(nn.Module):
+class _Block(nn.Module):
+  """Settings every piece of the encoder shares; fixed per call of the model."""
   config: object
   deterministic: bool = True
   cache_mode: str | None = None
   cache_length: int = 0
+
+  def settings(self) -> tuple:
+    return (self.config, self.deterministic, self.cache_mode, self.cache_length)
+
+
+class SelfAttention(_Block):
 
   @nn.compact
   def __call__(self, x, bias, cache_index):
@@ -59,19 +66,14 @@ class SelfAttention(nn.Module):
     return cached_k.value, cached_v.value
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(_Block):
   """attention -> dropout -> +residual -> LN -> FFN(gelu) -> dropout -> +residual -> LN."""
-  config: object
-  deterministic: bool = True
-  cache_mode: str | None = None
-  cache_length: int = 0
 
   @nn.compact
   def __call__(self, x, bias, cache_index):
     c = self.config
     dropout = nn.Dropout(c.dropout_rate)
-    attn = SelfAttention(c, self.deterministic, self.cache_mode, self.cache_length,
-                         name="attention")(x, bias, cache_index)
+    attn = SelfAttention(*self.settings(), name="attention")(x, bias, cache_index)
     x = layer_norm(c, "post_att_layer_norm")(x + dropout(attn, deterministic=self.deterministic))
     x = constrain(x, ("batch", "length", "embed"))
     h = gelu(dense(c, c.mlp_dim, ("embed", "mlp"), "ffn_fc_0")(x))  # [batch, length, mlp]
@@ -91,26 +93,17 @@ def _remat_policy(name: str):
   return policies[name]
 
 
-class _ScannedLayer(nn.Module):
+class _ScannedLayer(_Block):
   """EncoderLayer with the (carry, output) signature nn.scan expects."""
-  config: object
-  deterministic: bool = True
-  cache_mode: str | None = None
-  cache_length: int = 0
 
   @nn.compact
   def __call__(self, x, bias, cache_index):
-    layer = EncoderLayer(self.config, self.deterministic, self.cache_mode, self.cache_length,
-                         name="layer")
+    layer = EncoderLayer(*self.settings(), name="layer")
     return layer(x, bias, cache_index), None
 
 
-class Encoder(nn.Module):
+class Encoder(_Block):
   """num_layers post-LN layers; unrolled (`layer_{i}`) or scanned (`layers`, stacked on axis 0)."""
-  config: object
-  deterministic: bool = True
-  cache_mode: str | None = None
-  cache_length: int = 0
 
   @nn.compact
   def __call__(self, x, bias, cache_index=None):
@@ -118,7 +111,7 @@ class Encoder(nn.Module):
     if self.cache_mode not in CACHE_MODES:
       raise ValueError(f"cache_mode: expected one of {CACHE_MODES}, found {self.cache_mode!r}")
     cache_index = jnp.int32(0) if cache_index is None else cache_index
-    args = (c, self.deterministic, self.cache_mode, self.cache_length)
+    args = self.settings()
     if c.scan_layers:
       block = _ScannedLayer
       if c.remat != "none":
