@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from unimo_jax.convert.roberta import config_from_roberta, load_state_dict, params_from_roberta  # noqa: E402
+from unimo_jax.convert.roberta import (config_from_roberta, config_from_roberta_dir,  # noqa: E402
+                                      load_state_dict, params_from_roberta)
 from unimo_jax.model import Unimo  # noqa: E402
 
 LENGTH = 24
@@ -65,7 +66,9 @@ def test_safetensors_file_converts_like_state_dict(tmp_path):
   model.save_pretrained(tmp_path)  # the layout a HF checkpoint directory has
   assert (tmp_path / "model.safetensors").exists()
   loaded = load_state_dict(tmp_path)  # directory -> model.safetensors, read with numpy only
-  config = config_from_roberta(cfg.to_dict())
+  config = config_from_roberta_dir(tmp_path)  # config.json written by save_pretrained
+  assert (config.num_layers, config.hidden_size, config.mlp_dim, config.max_position_embeddings,
+          config.layer_norm_eps) == (3, 48, 96, LENGTH + 2, 1e-5)
   from_file, _ = params_from_roberta(loaded, config)
   from_dict, _ = params_from_roberta(model.state_dict(), config)
   import jax
