@@ -9,7 +9,7 @@ import ml_collections
 # Architecture per preset. FFN size is 4 x hidden as in UNIMO (`d_inner_hid = emb_size * 4`).
 _SIZES = {
     # name: (layers, hidden, heads, vocab, positions, region_dim, region_classes)
-    "tiny": (2, 64, 4, 512, 130, 32, 16),
+    "tiny": (2, 64, 4, 512, 130, 32, 64),  # region dims match the synthetic scenes
     "base": (12, 768, 12, 50265, 514, 2048, 1601),
     "large": (24, 1024, 16, 50265, 514, 2048, 1601),
 }

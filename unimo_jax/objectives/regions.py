@@ -18,6 +18,11 @@ def mrm_loss(outputs, batch, regression_weight: float = 1.0, classification_weig
   Regression: squared error averaged over feature dimensions, then over masked regions.
   Classification: KL(soft_labels || softmax(logits)) averaged over masked regions.
   """
+  for pred, label in (("region_feature_pred", "region_target_features"),
+                      ("region_class_logits", "region_soft_labels")):
+    if outputs[pred].shape != batch[label].shape:
+      raise ValueError(f"batch[{label!r}]: expected shape {list(outputs[pred].shape)} (as the "
+                       f"model's {pred}), found {list(batch[label].shape)}")
   mask = batch["mrm_mask"].astype(jnp.float32)  # [batch, regions]
   count = mask.sum()
   denom = jnp.maximum(count, 1.0)

@@ -1,0 +1,2 @@
+"""Data: shard format, tokenizers, masking, CMCL augmentation, grain pipelines, converters,
+synthetic scenes."""

@@ -1,0 +1,252 @@
+"""grain pipelines: per-modality streams over ArrayRecord shards, mixed into one batch per step.
+
+Each stream: MapDataset.source(shards)[process_index::process_count] -> shuffle(seed) (a new
+order every epoch) -> repeat -> random_map(seeded per-example transform: tokenised, masked, padded
+to fixed shapes) -> in-process reading with threads -> batch(per-host size). The mixture yields
+one dict per step whose keys are the pretraining terms (see unimo_jax/pretrain_loss.py):
+  text  -> text_mlm, text_seq2seq     (the same documents, masked two ways)
+  image -> image_mrm
+  pair  -> pair_mlm, pair_mrm, pair_caption, cmcl
+Its state (`get_state` / `set_state`) is a small JSON-able dict, saved with checkpoints.
+`to_global_arrays` turns the host batch into jax.Arrays sharded on the batch axes.
+"""
+
+import json
+import logging
+import pathlib
+import threading
+
+import numpy as np
+
+from unimo_jax.data import examples
+from unimo_jax.data.records import DataError, ShardSource, read_metadata
+
+STREAMS = ("text", "image", "pair")
+
+
+class SkipCounter:
+  """Thread-safe count of skipped bad records, logged as they happen."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self.count = 0
+
+  def skip(self, error):
+    with self._lock:
+      self.count += 1
+      count = self.count
+    logging.warning("skipped bad record (%d so far): %s", count, error)
+
+
+class _Records:
+  """A ShardSource that returns None for a bad record when skipping is configured."""
+
+  def __init__(self, source: ShardSource, counter: SkipCounter | None):
+    self.source, self.counter = source, counter
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    try:
+      return self.source[index]
+    except DataError as e:
+      if self.counter is None:
+        raise
+      self.counter.skip(e)
+      return None
+
+
+def _prefixed(prefix, fields):
+  return {f"{prefix}/{k}": v for k, v in fields.items()}
+
+
+def unflatten(batch: dict) -> dict:
+  """{'a/b/c': x} -> {'a': {'b': {'c': x}}}."""
+  out = {}
+  for key, value in batch.items():
+    node = out
+    *parents, leaf = key.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+class Transforms:
+  """Per-example transforms of each stream (picklable: plain attributes only)."""
+
+  def __init__(self, cfg, special: dict, vocab_size: int, image_meta: dict | None,
+               image_lookup=None):
+    self.cfg, self.special, self.vocab_size = cfg, special, vocab_size
+    self.feature_dim = (image_meta or {}).get("region_feature_dim")
+    self.num_classes = (image_meta or {}).get("num_classes") or 1
+    self.image_lookup = image_lookup
+
+  def _image(self, record):
+    regions = examples.region_fields(record, self.cfg, self.feature_dim, self.num_classes)
+    return regions
+
+  def text(self, record, rng):
+    if record is None:
+      return None
+    ids = record["input_ids"]
+    out = _prefixed("text_mlm", examples.mlm_fields(
+        ids, self.cfg.max_text_length, self.cfg, self.special, self.vocab_size, rng))
+    out.update(_prefixed("text_seq2seq", examples.seq2seq_fields(ids, self.cfg, self.special, rng)))
+    return out
+
+  def image(self, record, rng):
+    if record is None:
+      return None
+    return _prefixed("image_mrm", examples.mrm_fields(self._image(record), self.cfg, rng))
+
+  def pair(self, record, rng):
+    if record is None:
+      return None
+    cfg, special = self.cfg, self.special
+    regions = self._image(record)
+    image = examples.image_inputs(regions)
+    caption = record["caption_ids"]
+    text, _ = examples._text_sequence(caption, cfg.max_caption_length, special)
+    out = _prefixed("pair_mlm", dict(image, **examples.mlm_fields(
+        caption, cfg.max_caption_length, cfg, special, self.vocab_size, rng)))
+    out.update(_prefixed("pair_mrm", dict(examples.mrm_fields(regions, cfg, rng), input_ids=text)))
+    out.update(_prefixed("pair_caption", dict(image, **examples.caption_fields(caption, cfg,
+                                                                                special))))
+    out.update(_prefixed("cmcl/image", image))
+    out["cmcl/text/input_ids"] = text
+    positives = list(record.get("paraphrase_ids", [])) + list(record.get("retrieved_text_ids", []))
+    extra = examples.extra_text_fields(positives, record.get("hard_negative_ids", []), cfg,
+                                       special, rng)
+    out["cmcl/extra_text/input_ids"] = extra["input_ids"]
+    out["cmcl/extra_text_positive"] = extra["positive"]
+    out["cmcl/extra_text_valid"] = extra["valid"]
+    out.update(self._extra_images(record, rng))
+    return out
+
+  def _extra_images(self, record, rng):
+    count = self.cfg.cmcl_extra_images
+    refs = np.asarray(record.get("retrieved_images", np.zeros(0, np.int64)))
+    chosen = refs[rng.permutation(len(refs))[:count]] if self.image_lookup is not None else []
+    blocks, valid = [], []
+    for slot in range(count):
+      if slot < len(chosen):
+        blocks.append(examples.image_inputs(self._image(self.image_lookup[int(chosen[slot])])))
+        valid.append(True)
+      else:
+        blocks.append(None)
+        valid.append(False)
+    template = examples.image_inputs(self._image(record))
+    stacked = {k: np.stack([b[k] if b is not None else np.zeros_like(v) for b in blocks])
+               for k, v in template.items()}
+    out = _prefixed("cmcl/extra_image", stacked)
+    out["cmcl/extra_image_valid"] = np.array(valid, bool)
+    return out
+
+
+def _stream(source, transform, *, batch_size, seed, process_index, process_count, cfg):
+  import grain
+  if len(source) < process_count:
+    raise DataError(f"{source}: {len(source)} records cannot be split over {process_count} hosts")
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat(None).random_map(transform, seed=seed)
+  ds = ds.filter(lambda x: x is not None)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads,
+                                            prefetch_buffer_size=cfg.prefetch))
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+class MixtureIterator:
+  """Yields {term: sub-batch} from the text, image and pair streams, one batch of each per step."""
+
+  def __init__(self, iterators: dict, counter: SkipCounter):
+    self.iterators = iterators
+    self.counter = counter
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = {}
+    for name, it in self.iterators.items():
+      batch.update(unflatten(next(it)))
+    return batch
+
+  def get_state(self) -> dict:
+    return {name: json.loads(json.dumps(it.get_state(), default=_bytes_to_list))
+            for name, it in self.iterators.items()}
+
+  def set_state(self, state: dict) -> None:
+    missing = sorted(set(self.iterators) - set(state))
+    if missing:
+      raise ValueError(f"iterator state: expected streams {sorted(self.iterators)}, missing "
+                       f"{missing}")
+    for name, it in self.iterators.items():
+      it.set_state(state[name])
+
+
+def _bytes_to_list(value):
+  if isinstance(value, (bytes, bytearray)):
+    return list(value)
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f"cannot serialise {type(value).__name__} in iterator state")
+
+
+def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size: int, *,
+                              process_index: int | None = None,
+                              process_count: int | None = None) -> MixtureIterator:
+  """The mixed pretraining stream for this host.
+
+  cfg: the data config (examples.data_config()); batch_sizes: global examples per step for
+  'text', 'image' and 'pair' (0 or absent = no such stream); special / vocab_size: the
+  tokenizer's special ids and size. Each host reads records process_index::process_count and
+  yields batch_size // process_count examples per stream.
+  """
+  if process_index is None or process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
+  counter = SkipCounter() if cfg.skip_bad_records else None
+  dirs = {"text": cfg.text_dir, "image": cfg.image_dir, "pair": cfg.pair_dir}
+  iterators = {}
+  image_lookup, image_meta = None, None
+  if cfg.image_dir:
+    image_lookup = _Records(ShardSource(cfg.image_dir), counter)
+    image_meta = image_lookup.source.meta
+  for offset, name in enumerate(STREAMS):
+    size = int(batch_sizes.get(name, 0) or 0)
+    if not size:
+      continue
+    if not dirs[name]:
+      raise ValueError(f"data.{name}_dir: a {name} batch of {size} needs a dataset directory")
+    if size % process_count:
+      raise ValueError(f"batch.{name}: {size} is not divisible by the {process_count} hosts")
+    source = _Records(ShardSource(dirs[name]), counter)
+    if source.source.kind != name:
+      raise DataError(f"data.{name}_dir {dirs[name]}: expected a {name} dataset, found kind "
+                      f"{source.source.kind!r}")
+    meta = source.source.meta if name != "text" else image_meta
+    transforms = Transforms(cfg, special, vocab_size, meta, image_lookup)
+    iterators[name] = iter(_stream(
+        source, getattr(transforms, name), batch_size=size // process_count,
+        seed=cfg.seed + offset, process_index=process_index, process_count=process_count, cfg=cfg))
+  if not iterators:
+    raise ValueError(f"batch sizes: expected at least one of {STREAMS} > 0, found {batch_sizes}")
+  return MixtureIterator(iterators, counter or SkipCounter())
+
+
+def to_global_arrays(batch, mesh):
+  """Host-local numpy batch -> jax.Arrays sharded on the batch axes (leading dimension)."""
+  import jax
+  from unimo_jax.parallel import batch_sharding
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(x)), x), batch)
+
+
+def dataset_vocabulary(dataset_dir) -> dict:
+  """The 'vocabulary' entry a dataset's metadata.json records."""
+  meta = read_metadata(dataset_dir)
+  if "vocabulary" not in meta:
+    raise DataError(f"{pathlib.Path(dataset_dir) / 'metadata.json'}: no 'vocabulary' entry")
+  return meta["vocabulary"]

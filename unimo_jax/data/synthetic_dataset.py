@@ -1,0 +1,108 @@
+"""Writes the synthetic-scenes dataset: tokenizer, text / image / pair shards, held-out pairs.
+
+  python -m unimo_jax.data synthetic --out=DIR [--pairs=50000 --eval-pairs=1000 ...]
+
+Layout:
+  DIR/tokenizer.model          sentencepiece, trained on the generated text
+  DIR/train/{text,image,pair}  text-only descriptions, image-only scenes, image-caption pairs
+  DIR/eval/pair                held-out pairs (no scene of train occurs here)
+Pairs carry paraphrases and rule-based hard negatives, retrieved texts (TF-IDF over the text
+corpus) and retrieved images (detected-object overlap with the image-only scenes).
+"""
+
+import logging
+import pathlib
+import time
+
+import numpy as np
+
+from unimo_jax.data import augment, synthetic
+from unimo_jax.data.records import ShardWriter
+from unimo_jax.data.tokenizers import SentencePieceTokenizer
+
+
+def _image_fields(scene, featurizer, rng, image_id):
+  return dict(featurizer(scene, rng), image_id=image_id, pixels=synthetic.render(scene))
+
+
+def encode_nested(tokenizer, nested) -> list:
+  """[[text, ...], ...] -> [[ids, ...], ...] with one batched tokenizer call."""
+  flat = tokenizer.encode_batch([t for texts in nested for t in texts])
+  out, start = [], 0
+  for texts in nested:
+    out.append(flat[start:start + len(texts)])
+    start += len(texts)
+  return out
+
+
+def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, texts=20_000,
+                    feature_dim=32, seed=0, vocab_size=128, retrieved=2, records_per_shard=10_000,
+                    log=print) -> dict:
+  """Generates and writes everything; returns {name: metadata}."""
+  start = time.perf_counter()
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  featurizer = synthetic.RegionFeaturizer(feature_dim, seed=seed + 1)
+  train = list(synthetic.generate_scenes(pairs, seed + 2, "train"))
+  held_out = list(synthetic.generate_scenes(eval_pairs, seed + 3, "eval"))
+  image_only = list(synthetic.generate_scenes(images, seed + 4, "train"))
+  corpus = [synthetic.scene_description(rng) for _ in range(texts)]
+  log(f"sampled {len(train)} + {len(held_out)} pairs, {len(image_only)} images, "
+      f"{len(corpus)} texts in {time.perf_counter() - start:.1f} s")
+
+  def texts_of(scenes, r):
+    return ([synthetic.caption(s) for s in scenes], [synthetic.paraphrases(s) for s in scenes],
+            [synthetic.hard_negatives(s, r) for s in scenes])
+
+  train_text = texts_of(train, rng)
+  eval_text = texts_of(held_out, rng)
+  vocab_lines = corpus + train_text[0] + [p for ps in train_text[1] for p in ps]
+  tokenizer = SentencePieceTokenizer.train(vocab_lines, vocab_size=vocab_size,
+                                           model_type="word", out_path=out / "tokenizer.model")
+  vocab = dict(tokenizer.describe(), file="tokenizer.model")
+  common = dict(vocabulary=vocab, records_per_shard=records_per_shard, source="synthetic scenes",
+                seed=seed)
+  image_meta = dict(region_feature_dim=feature_dim, num_classes=synthetic.NUM_CLASSES,
+                    image_size=synthetic.CANVAS)
+
+  metas = {}
+  corpus_ids = tokenizer.encode_batch(corpus)
+  with ShardWriter(out / "train" / "text", "text", **common) as w:
+    for ids in corpus_ids:
+      w.write({"input_ids": ids})
+  metas["train/text"] = w.meta
+
+  image_records = [_image_fields(s, featurizer, rng, f"image-{i}") for i, s in enumerate(image_only)]
+  with ShardWriter(out / "train" / "image", "image", **common, **image_meta) as w:
+    for record in image_records:
+      w.write(record)
+  metas["train/image"] = w.meta
+  image_objects = [augment.detected_objects(r["class_probs"]) for r in image_records]
+
+  for split, scenes, (captions, paras, negatives) in (("train", train, train_text),
+                                                       ("eval", held_out, eval_text)):
+    records = [_image_fields(s, featurizer, rng, f"{split}-{i}") for i, s in enumerate(scenes)]
+    near_texts = augment.tfidf_neighbours(captions, corpus, retrieved)
+    near_images = augment.retrieve_by_objects(
+        [augment.detected_objects(r["class_probs"]) for r in records], image_objects, retrieved)
+    caption_ids = tokenizer.encode_batch(captions)
+    paraphrase_ids = encode_nested(tokenizer, paras)
+    negative_ids = encode_nested(tokenizer, negatives)
+    with ShardWriter(out / split / "pair", "pair", images_dir="../../train/image", **common,
+                     **image_meta) as w:
+      for i, record in enumerate(records):
+        w.write(dict(
+            record, caption=captions[i], scene=synthetic.scene_identity(scenes[i]),
+            caption_ids=caption_ids[i], paraphrase_ids=paraphrase_ids[i],
+            hard_negative_ids=negative_ids[i],
+            retrieved_text_ids=[corpus_ids[j] for j in near_texts[i] if j >= 0],
+            retrieved_images=near_images[i][near_images[i] >= 0]))
+    metas[f"{split}/pair"] = w.meta
+  log(f"wrote the synthetic dataset to {out} in {time.perf_counter() - start:.1f} s")
+  return metas
+
+
+if __name__ == "__main__":
+  logging.basicConfig(level=logging.INFO)
+  write_synthetic("/tmp/synthetic_scenes")
