@@ -143,3 +143,83 @@ def retrieve_by_objects(query_sets, image_sets, k, exclude=None):
       picked = [j for j in top if j not in banned][:k]
       out[i, :len(picked)] = picked
   return out
+
+
+def _texts_of(records, tokenizer):
+  return [r["caption"] if isinstance(r.get("caption"), str) and r["caption"]
+          else tokenizer.decode(r["caption_ids"]) for r in records]
+
+
+def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None,
+                  paraphrase_file=None, tfidf_negatives=2, rewrites=2, retrieved_images=2,
+                  retrieved_texts=2, seed=0, log=print) -> dict:
+  """Reads a pair dataset, adds CMCL extras, writes it to out_dir; returns the new metadata.
+
+  Added to each pair: hard_negative_ids (TF-IDF-nearest captions of other images, then lexicon
+  rewrites), paraphrase_ids (from paraphrase_file, keyed by caption_id or record index),
+  retrieved_images (indices into image_dir by detected-object overlap) and retrieved_text_ids
+  (TF-IDF-nearest texts of text_dir). Existing extras are kept.
+  """
+  from unimo_jax.data.records import ShardSource, ShardWriter
+  source = ShardSource(pair_dir)
+  records = [source[i] for i in range(len(source))]
+  if not records:
+    raise DataError(f"{pair_dir}: expected pairs, found none")
+  captions = _texts_of(records, tokenizer)
+  rng = np.random.default_rng(seed)
+  image_of = [str(r.get("image_id", i)) for i, r in enumerate(records)]
+  by_image, by_text = collections.defaultdict(set), collections.defaultdict(set)
+  for i, (image, text) in enumerate(zip(image_of, captions)):
+    by_image[image].add(i)
+    by_text[text.strip().lower()].add(i)
+  negatives = [[] for _ in records]
+  if tfidf_negatives:  # never the pair's own image, nor a caption saying the same thing
+    near = tfidf_neighbours(
+        captions, captions, tfidf_negatives,
+        exclude=lambda i: by_image[image_of[i]] | by_text[captions[i].strip().lower()])
+    for i, row in enumerate(near):
+      negatives[i] += [captions[j] for j in row if j >= 0]
+  if rewrites:
+    lexicon = Lexicon.from_corpus(captions)
+    for i, text in enumerate(captions):
+      made = set()
+      for _ in range(4 * rewrites):
+        twin = lexicon.rewrite(text, rng)
+        if twin and twin != text:
+          made.add(twin)
+        if len(made) == rewrites:
+          break
+      negatives[i] += sorted(made)
+  paraphrases = read_paraphrases(paraphrase_file) if paraphrase_file else {}
+  images = None
+  if image_dir and retrieved_images:
+    image_source = ShardSource(image_dir)
+    image_sets = [detected_objects(image_source[j].get("class_probs", np.zeros((0, 1))))
+                  for j in range(len(image_source))]
+    images = retrieve_by_objects(
+        [detected_objects(r.get("class_probs", np.zeros((0, 1)))) for r in records], image_sets,
+        retrieved_images)
+  texts = None
+  if text_dir and retrieved_texts:
+    text_source = ShardSource(text_dir)
+    corpus_ids = [text_source[j]["input_ids"] for j in range(len(text_source))]
+    corpus = [tokenizer.decode(ids) for ids in corpus_ids]
+    texts = tfidf_neighbours(captions, corpus, retrieved_texts)
+  with ShardWriter(out_dir, "pair", **{k: v for k, v in source.meta.items()
+                                       if k not in ("format", "version", "kind", "num_records",
+                                                    "shards")}) as w:
+    for i, record in enumerate(records):
+      record = dict(record)
+      key = str(record.get("caption_id", i))
+      record["hard_negative_ids"] = list(record.get("hard_negative_ids", [])) + (
+          tokenizer.encode_batch(negatives[i]) if negatives[i] else [])
+      if paraphrases.get(key):
+        record["paraphrase_ids"] = list(record.get("paraphrase_ids", [])) + \
+            tokenizer.encode_batch(paraphrases[key])
+      if images is not None:
+        record["retrieved_images"] = images[i][images[i] >= 0]
+      if texts is not None:
+        record["retrieved_text_ids"] = [corpus_ids[j] for j in texts[i] if j >= 0]
+      w.write(record)
+  log(f"augmented {len(records)} pairs from {pair_dir} into {out_dir}")
+  return w.meta

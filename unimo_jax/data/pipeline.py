@@ -145,12 +145,18 @@ class Transforms:
     return out
 
 
-def _stream(source, transform, *, batch_size, seed, process_index, process_count, cfg):
+def host_records(source, *, seed, process_index, process_count):
+  """This host's records (process_index::process_count), shuffled by `seed`: one epoch."""
   import grain
   if len(source) < process_count:
     raise DataError(f"{source}: {len(source)} records cannot be split over {process_count} hosts")
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  ds = ds.shuffle(seed=seed).repeat(None).random_map(transform, seed=seed)
+  return grain.MapDataset.source(source)[process_index::process_count].shuffle(seed=seed)
+
+
+def _stream(source, transform, *, batch_size, seed, process_index, process_count, cfg):
+  import grain
+  ds = host_records(source, seed=seed, process_index=process_index, process_count=process_count)
+  ds = ds.repeat(None).random_map(transform, seed=seed)
   ds = ds.filter(lambda x: x is not None)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads,
                                             prefetch_buffer_size=cfg.prefetch))

@@ -1,0 +1,48 @@
+"""Small generated datasets for the data tests."""
+
+import numpy as np
+
+from unimo_jax.data.records import write_examples
+
+SPECIAL = {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": 4}
+VOCAB = 64
+DIM, CLASSES = 8, 6
+
+
+def image_example(rng, index, boxes=3):
+  xy = rng.uniform(0, 40, size=(boxes, 2))
+  return {
+      "image_id": f"img-{index}", "image_w": 64, "image_h": 48,
+      "region_features": rng.normal(size=(boxes, DIM)).astype(np.float32),
+      "boxes": np.concatenate([xy, xy + rng.uniform(5, 20, size=(boxes, 2))], 1).astype(np.float32),
+      "class_probs": rng.dirichlet(np.ones(CLASSES), size=boxes).astype(np.float32),
+  }
+
+
+def write_datasets(root, n_text=40, n_image=24, n_pair=32, seed=0):
+  """Text records hold [index + 10] * length so a record is recognisable after batching."""
+  rng = np.random.default_rng(seed)
+  text = [{"input_ids": np.full(5 + i % 7, 10 + i, np.int32)} for i in range(n_text)]
+  images = [image_example(rng, i, boxes=1 + i % 4) for i in range(n_image)]
+  pairs = []
+  for i in range(n_pair):
+    pairs.append(dict(image_example(rng, 100 + i, boxes=2 + i % 3),
+                      caption_ids=rng.integers(5, VOCAB, 4 + i % 5).astype(np.int32),
+                      paraphrase_ids=[rng.integers(5, VOCAB, 4).astype(np.int32)],
+                      hard_negative_ids=[rng.integers(5, VOCAB, 5).astype(np.int32)] * (i % 3),
+                      retrieved_images=np.array([i % n_image, (i + 1) % n_image], np.int64)))
+  meta = dict(region_feature_dim=DIM, num_classes=CLASSES, records_per_shard=10)
+  write_examples(root / "text", "text", text, records_per_shard=10)
+  write_examples(root / "image", "image", images, **meta)
+  write_examples(root / "pair", "pair", pairs, **meta)
+  return root
+
+
+def small_data_config(root):
+  from unimo_jax.data.examples import data_config
+  cfg = data_config()
+  cfg.text_dir, cfg.image_dir, cfg.pair_dir = (str(root / k) for k in ("text", "image", "pair"))
+  cfg.max_text_length, cfg.max_caption_length, cfg.max_regions = 16, 12, 4
+  cfg.max_predictions = 4
+  cfg.num_threads = 2
+  return cfg

@@ -1,0 +1,77 @@
+"""CMCL augmentation: TF-IDF neighbours, lexicon rewriting, paraphrase files, object retrieval."""
+
+import numpy as np
+import pytest
+
+from unimo_jax.data import augment
+from unimo_jax.data.records import DataError, ShardSource
+
+
+def test_tfidf_neighbours_rank_by_shared_rare_words():
+  docs = ["a red cube", "a blue sphere", "a red sphere near a cube", "the cat"]
+  near = augment.tfidf_neighbours(["red cube"], docs, 2)
+  assert list(near[0]) == [0, 2]
+  near = augment.tfidf_neighbours(["red cube"], docs, 2, exclude=lambda i: {0})
+  assert near[0][0] == 2
+
+
+def test_lexicon_rewrites_one_word_of_the_same_kind():
+  corpus = ["a small red cube is left of a large blue sphere",
+            "two green cones above a small white cube", "a large red sphere below two blue cones"]
+  lex = augment.Lexicon.from_corpus(corpus * 2)
+  assert {"red", "blue", "green", "white"} <= set(lex.words["colour"])
+  assert {"cube", "sphere", "cones"} <= set(lex.words["object"])
+  assert {"left", "above", "below"} <= set(lex.words["relation"])
+  rng = np.random.default_rng(0)
+  kinds = set()
+  for _ in range(200):
+    text = corpus[0]
+    twin = lex.rewrite(text, rng)
+    diff = [(a, b) for a, b in zip(text.split(), twin.split()) if a != b]
+    assert len(diff) == 1
+    old, new = diff[0]
+    assert lex.kind_of[old] == lex.kind_of[new]
+    kinds.add(lex.kind_of[old])
+  assert kinds == {"colour", "size", "object", "relation"}
+  assert lex.rewrite("nothing to swap here", rng) is None
+
+
+def test_paraphrase_file(tmp_path):
+  (tmp_path / "p.tsv").write_text("7\ta cube that is red\n7\tred cube\n9\tblue ball\n")
+  assert augment.read_paraphrases(tmp_path / "p.tsv") == {"7": ["a cube that is red", "red cube"],
+                                                          "9": ["blue ball"]}
+  (tmp_path / "bad.tsv").write_text("7\tok\nno tab here\n")
+  with pytest.raises(DataError, match=r"bad.tsv line 2: expected '<pair id>\\t<paraphrase>'"):
+    augment.read_paraphrases(tmp_path / "bad.tsv")
+
+
+def test_retrieve_by_object_overlap():
+  query = [frozenset({1, 2}), frozenset({5})]
+  images = [frozenset({1}), frozenset({1, 2, 3}), frozenset({1, 2}), frozenset({7})]
+  near = augment.retrieve_by_objects(query, images, 2)
+  assert list(near[0]) == [2, 1]  # Jaccard 1, then 2/3
+  assert augment.detected_objects(np.array([[0.1, 0.9], [0.85, 0.15], [0.5, 0.5]]),
+                                  threshold=0.6) == frozenset({0, 1})
+
+
+def test_augment_pairs_on_synthetic_scenes(tmp_path):
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  from unimo_jax.data.tokenizers import load_tokenizer
+  write_synthetic(tmp_path / "s", pairs=200, eval_pairs=20, images=50, texts=100, feature_dim=8,
+                  log=lambda *_: None)
+  tok = load_tokenizer(tmp_path / "s" / "tokenizer.model")
+  (tmp_path / "para.tsv").write_text("3\tthere is a large blue ring\n")
+  meta = augment.augment_pairs(tmp_path / "s" / "train" / "pair", tmp_path / "out", tok,
+                               image_dir=tmp_path / "s" / "train" / "image",
+                               text_dir=tmp_path / "s" / "train" / "text",
+                               paraphrase_file=tmp_path / "para.tsv", log=lambda *_: None)
+  assert meta["num_records"] == 200
+  before = ShardSource(tmp_path / "s" / "train" / "pair")
+  after = ShardSource(tmp_path / "out")
+  for i in range(200):
+    old, new = before[i], after[i]
+    negatives = [tok.decode(ids) for ids in new["hard_negative_ids"]]
+    assert len(negatives) >= len(old["hard_negative_ids"]) + 2
+    assert new["caption"] not in negatives  # never the caption itself
+  third = after[3]
+  assert "there is a large blue ring" in [tok.decode(ids) for ids in third["paraphrase_ids"]]

@@ -1,0 +1,101 @@
+"""Synthetic scenes: coverage, captions true to the picture, twins, disjoint splits, the writer."""
+
+import collections
+import time
+
+import numpy as np
+import pytest
+
+from unimo_jax.data import synthetic
+from unimo_jax.data.records import ShardSource
+from unimo_jax.data.tokenizers import load_tokenizer
+
+
+def test_scenes_cover_the_attribute_space_and_relations_match_positions():
+  scenes = list(synthetic.generate_scenes(3000, seed=0, split="train"))
+  objects = [o for s in scenes for o in s["objects"]]
+  assert {o["shape"] for o in objects} == set(synthetic.SHAPES)
+  assert {o["colour"] for o in objects} == set(synthetic.COLOURS)
+  assert {o["size"] for o in objects} == set(synthetic.SIZES)
+  assert collections.Counter(len(s["objects"]) for s in scenes).keys() == {1, 2, 3}
+  assert {s["relation"] for s in scenes if s["relation"]} == set(synthetic.RELATIONS)
+  for s in scenes:
+    if s["relation"]:
+      a, b = s["objects"][:2]
+      dx, dy = a["x"] - b["x"], a["y"] - b["y"]
+      expected = {"left of": dx < 0 and abs(dx) > abs(dy), "right of": dx > 0 and abs(dx) > abs(dy),
+                  "above": dy < 0 and abs(dy) > abs(dx), "below": dy > 0 and abs(dy) > abs(dx)}
+      assert expected[s["relation"]], s
+    text = synthetic.caption(s)
+    for o in s["objects"]:
+      assert synthetic.describe(o) in text
+
+
+def test_rendered_pixels_show_each_object_in_its_colour():
+  scene = next(synthetic.generate_scenes(1, seed=4, split="train"))
+  image = synthetic.render(scene)
+  assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+  for o in scene["objects"]:
+    window = image[o["y"] - 2:o["y"] + 3, o["x"] - o["r"]:o["x"] + o["r"] + 1].reshape(-1, 3)
+    assert (window == synthetic.COLOURS[o["colour"]]).all(axis=1).any(), o
+
+
+def test_twins_change_exactly_one_thing_and_paraphrases_keep_the_facts():
+  rng = np.random.default_rng(0)
+  for scene in synthetic.generate_scenes(300, seed=1, split="train"):
+    truth = synthetic.caption(scene)
+    twins = synthetic.hard_negatives(scene, rng)
+    assert twins and truth not in twins and len(set(twins)) == len(twins)
+    for twin in twins:
+      changed = [a != b for a, b in zip(truth.split(), twin.split())]
+      relation_flip = scene["relation"] and twin == synthetic.caption(
+          dict(scene, relation=synthetic.INVERSE[scene["relation"]]))
+      assert relation_flip or (len(twin.split()) == len(truth.split()) and sum(changed) == 1)
+    if scene["relation"]:
+      inverted = synthetic.paraphrases(scene)[0]
+      a, b = (synthetic.describe(o) for o in scene["objects"][:2])
+      assert inverted.startswith(f"{b} is {synthetic.INVERSE[scene['relation']]} {a}")
+
+
+def test_held_out_scenes_never_occur_in_train():
+  train = {synthetic.scene_identity(s) for s in synthetic.generate_scenes(5000, 0, "train")}
+  held = {synthetic.scene_identity(s) for s in synthetic.generate_scenes(500, 1, "eval")}
+  assert len(held) > 200 and not train & held
+
+
+def test_region_features_encode_the_class():
+  featurizer = synthetic.RegionFeaturizer(16, seed=0, noise=0.3)
+  rng = np.random.default_rng(0)
+  scenes = list(synthetic.generate_scenes(200, 2, "train"))
+  records = [featurizer(s, rng) for s in scenes]
+  probs = np.concatenate([r["class_probs"] for r in records])
+  classes = [synthetic.object_class(o["shape"], o["colour"]) for s in scenes for o in s["objects"]]
+  assert np.mean(probs.argmax(-1) == classes) > 0.95
+  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_write_synthetic_small(tmp_path):
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  start = time.perf_counter()
+  metas = write_synthetic(tmp_path, pairs=300, eval_pairs=50, images=100, texts=200,
+                          feature_dim=16, log=lambda *_: None)
+  assert time.perf_counter() - start < 60
+  assert metas["train/pair"]["num_records"] == 300 and metas["eval/pair"]["num_records"] == 50
+  tokenizer = load_tokenizer(tmp_path / "tokenizer.model")
+  pairs = ShardSource(tmp_path / "train" / "pair")
+  record = pairs[5]
+  assert tokenizer.decode(record["caption_ids"]) == record["caption"]
+  assert record["region_features"].shape[1] == 16 and record["pixels"].shape == (64, 64, 3)
+  assert len(record["hard_negative_ids"]) >= 1 and len(record["retrieved_images"]) == 2
+  assert all(0 <= i < 100 for i in record["retrieved_images"])
+  train = {pairs[i]["scene"] for i in range(len(pairs))}
+  held = ShardSource(tmp_path / "eval" / "pair")
+  assert not train & {held[i]["scene"] for i in range(len(held))}
+
+
+@pytest.mark.slow
+def test_fifty_thousand_pairs_in_under_a_minute(tmp_path):
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  start = time.perf_counter()
+  write_synthetic(tmp_path, pairs=50_000, eval_pairs=1_000, log=lambda *_: None)
+  assert time.perf_counter() - start < 60

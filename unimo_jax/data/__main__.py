@@ -1,0 +1,168 @@
+"""Command line for the data tools: python -m unimo_jax.data <command> --help.
+
+  synthetic   generate the synthetic-scenes dataset (the embedded default)
+  text        plain-text corpus -> text shards
+  bua-tsv     bottom-up-attention features TSV -> image shards
+  coco        COCO captions JSON + features TSV -> pair shards
+  flickr30k   UNIMO's Flickr30k .ids + bbox100 TSV -> pair task shards
+  snli-ve     UNIMO's SNLI-VE ';' records -> pair task shards
+  coco-unimo  UNIMO's COCO ';' records -> pair task shards
+  augment     add CMCL extras (TF-IDF / rewritten negatives, paraphrases, retrieval) to pair shards
+  inspect     print a dataset's metadata and its first record
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+
+from unimo_jax.data import augment, converters, records
+from unimo_jax.data.tokenizers import load_tokenizer
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog="python -m unimo_jax.data", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+
+  s = sub.add_parser("synthetic", help="generate the synthetic scenes")
+  s.add_argument("--out", required=True)
+  s.add_argument("--pairs", type=int, default=50_000)
+  s.add_argument("--eval-pairs", type=int, default=1_000)
+  s.add_argument("--images", type=int, default=10_000)
+  s.add_argument("--texts", type=int, default=20_000)
+  s.add_argument("--feature-dim", type=int, default=32)
+  s.add_argument("--seed", type=int, default=0)
+
+  def common(q, tokenizer=False):
+    q.add_argument("--out", required=True, help="output dataset directory")
+    q.add_argument("--records-per-shard", type=int, default=10_000)
+    q.add_argument("--skip-bad", action="store_true", help="count and log bad lines, not fail")
+    if tokenizer:
+      q.add_argument("--tokenizer", required=True, help="sentencepiece .model or BPE directory")
+
+  s = sub.add_parser("text", help="plain-text corpus -> text shards")
+  s.add_argument("inputs", nargs="+")
+  s.add_argument("--blank-line-separated", action="store_true")
+  s.add_argument("--segment-length", type=int, default=510)
+  common(s, tokenizer=True)
+
+  for name, helptext in (("bua-tsv", "bottom-up TSV -> image shards"),):
+    s = sub.add_parser(name, help=helptext)
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--feature-dim", type=int)
+    s.add_argument("--num-classes", type=int)
+    common(s)
+
+  s = sub.add_parser("coco", help="COCO captions JSON + features TSV -> pair shards")
+  s.add_argument("--captions", required=True)
+  s.add_argument("--features", required=True)
+  s.add_argument("--feature-dim", type=int)
+  s.add_argument("--num-classes", type=int)
+  common(s, tokenizer=True)
+
+  s = sub.add_parser("flickr30k", help="UNIMO Flickr30k .ids + bbox100 TSVs -> pair task shards")
+  s.add_argument("--ids", required=True)
+  s.add_argument("--features", nargs="+", required=True)
+  s.add_argument("--feature-dim", type=int, default=2048)
+  s.add_argument("--num-classes", type=int)
+  common(s)
+
+  for name in ("snli-ve", "coco-unimo"):
+    s = sub.add_parser(name, help=f"UNIMO {name} ';' records -> pair task shards")
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--feature-dim", type=int, default=2048)
+    if name == "coco-unimo":
+      s.add_argument("--num-classes", type=int)
+    common(s)
+
+  s = sub.add_parser("augment", help="add CMCL extras to a pair dataset")
+  s.add_argument("--pairs", required=True)
+  s.add_argument("--images", help="image dataset for retrieved images")
+  s.add_argument("--texts", help="text dataset for retrieved texts")
+  s.add_argument("--paraphrases", help="TSV '<pair id>\\t<paraphrase>'")
+  s.add_argument("--tfidf-negatives", type=int, default=2)
+  s.add_argument("--rewrites", type=int, default=2)
+  s.add_argument("--retrieved-images", type=int, default=2)
+  s.add_argument("--retrieved-texts", type=int, default=2)
+  s.add_argument("--seed", type=int, default=0)
+  s.add_argument("--out", required=True)
+  s.add_argument("--tokenizer", required=True)
+
+  s = sub.add_parser("inspect", help="metadata and first record of a dataset")
+  s.add_argument("dataset")
+  return p
+
+
+def _show(value):
+  if isinstance(value, np.ndarray):
+    return f"{value.dtype}{list(value.shape)}"
+  if isinstance(value, list):
+    return f"[{len(value)} arrays]"
+  return repr(value)
+
+
+def main(argv=None):
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  args = _parser().parse_args(argv)
+  writer = {}
+  if hasattr(args, "records_per_shard"):
+    writer["records_per_shard"] = args.records_per_shard
+  try:
+    if args.command == "synthetic":
+      from unimo_jax.data.synthetic_dataset import write_synthetic
+      write_synthetic(args.out, pairs=args.pairs, eval_pairs=args.eval_pairs, images=args.images,
+                      texts=args.texts, feature_dim=args.feature_dim, seed=args.seed)
+      return 0
+    if args.command == "inspect":
+      meta = records.read_metadata(args.dataset)
+      print(json.dumps(meta, indent=2))
+      first = records.ShardSource(args.dataset)[0]
+      for key, value in first.items():
+        print(f"  {key}: {_show(value)}")
+      return 0
+    if args.command == "text":
+      meta = converters.convert_text_corpus(
+          args.inputs, args.out, load_tokenizer(args.tokenizer),
+          blank_line_separated=args.blank_line_separated, segment_length=args.segment_length,
+          **writer)
+    elif args.command == "bua-tsv":
+      meta = converters.convert_bottom_up_tsv(args.inputs, args.out, feature_dim=args.feature_dim,
+                                              num_classes=args.num_classes, skip_bad=args.skip_bad,
+                                              **writer)
+    elif args.command == "coco":
+      meta = converters.convert_coco_captions(
+          args.captions, args.features, args.out, load_tokenizer(args.tokenizer),
+          feature_dim=args.feature_dim, num_classes=args.num_classes, skip_bad=args.skip_bad,
+          **writer)
+    elif args.command == "flickr30k":
+      meta = converters.convert_flickr30k(args.ids, args.features, args.out,
+                                          feature_dim=args.feature_dim,
+                                          num_classes=args.num_classes, skip_bad=args.skip_bad,
+                                          **writer)
+    elif args.command == "snli-ve":
+      meta = converters.convert_snli_ve(args.inputs, args.out, feature_dim=args.feature_dim,
+                                        skip_bad=args.skip_bad, **writer)
+    elif args.command == "coco-unimo":
+      meta = converters.convert_coco_unimo(args.inputs, args.out, feature_dim=args.feature_dim,
+                                           num_classes=args.num_classes, skip_bad=args.skip_bad,
+                                           **writer)
+    elif args.command == "augment":
+      meta = augment.augment_pairs(
+          args.pairs, args.out, load_tokenizer(args.tokenizer), image_dir=args.images,
+          text_dir=args.texts, paraphrase_file=args.paraphrases,
+          tfidf_negatives=args.tfidf_negatives, rewrites=args.rewrites,
+          retrieved_images=args.retrieved_images, retrieved_texts=args.retrieved_texts,
+          seed=args.seed)
+  except records.DataError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {meta['num_records']} {meta['kind']} records to {args.out}"
+        + (f" ({meta['skipped']} bad lines skipped)" if meta.get("skipped") else ""))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

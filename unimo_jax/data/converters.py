@@ -1,0 +1,309 @@
+"""Converters from the files users have to shards (library functions; CLI in __main__.py).
+
+  text corpus     one document per line, or documents separated by blank lines -> text shards
+  bottom-up TSV   image_id, image_w, image_h, num_boxes, boxes, features[, cls_prob]
+                  (base64 float32) -> image shards
+  COCO captions   captions JSON + a bottom-up features TSV -> pair shards
+  UNIMO formats   Flickr30k (.ids + bbox100 TSV), SNLI-VE (';' records), COCO (';' records, with h
+                  before w) -> task shards (pair records with the task's labels)
+
+Bad input raises DataError naming the file and line; with skip_bad=True the line is skipped,
+counted and logged, and the count is returned in the metadata ('skipped').
+"""
+
+import base64
+import binascii
+import json
+import logging
+import pathlib
+
+import numpy as np
+
+from unimo_jax.data.records import DataError, ShardWriter
+
+
+class _Skips:
+  def __init__(self, skip_bad):
+    self.skip_bad, self.count = skip_bad, 0
+
+  def handle(self, error):
+    if not self.skip_bad:
+      raise error
+    self.count += 1
+    logging.warning("skipped (%d so far): %s", self.count, error)
+
+
+def _b64_floats(text, count, where, name):
+  try:
+    raw = base64.b64decode(text, validate=True)
+  except (binascii.Error, ValueError) as e:
+    raise DataError(f"{where}: field {name!r} is not valid base64 ({e})") from None
+  if len(raw) % 4:
+    raise DataError(f"{where}: field {name!r} holds {len(raw)} bytes, not whole float32 values")
+  values = np.frombuffer(raw, np.float32)
+  if count is not None and values.size != count:
+    raise DataError(f"{where}: field {name!r}: expected {count} float32 values, found {values.size}")
+  return values
+
+
+def _int(text, where, name):
+  try:
+    return int(str(text).strip())
+  except ValueError:
+    raise DataError(f"{where}: field {name!r}: expected an integer, found {text!r}") from None
+
+
+def _ids(text, where, name):
+  try:
+    return np.asarray([int(t) for t in text.split()], np.int32)
+  except ValueError:
+    raise DataError(f"{where}: field {name!r}: expected space-separated ids") from None
+
+
+def _strip_specials(ids, cls_id=0, sep_id=2):
+  if len(ids) and ids[0] == cls_id:
+    ids = ids[1:]
+  if len(ids) and ids[-1] == sep_id:
+    ids = ids[:-1]
+  return ids
+
+
+def region_record(where, image_id, w, h, num_boxes, boxes, features, probs=None,
+                  feature_dim=None, num_classes=None):
+  """An image record from the text fields of a detector row (base64 float32 arrays)."""
+  n = _int(num_boxes, where, "num_boxes")
+  w, h = float(_int(w, where, "image_w")), float(_int(h, where, "image_h"))
+  if n < 0 or w <= 0 or h <= 0:
+    raise DataError(f"{where}: expected num_boxes >= 0 and a positive size, found {n}, {w}x{h}")
+  box = _b64_floats(boxes, n * 4, where, "boxes").reshape(n, 4)
+  feat = _b64_floats(features, None, where, "features")
+  if n and (feat.size % n or (feature_dim and feat.size != n * feature_dim)):
+    raise DataError(f"{where}: field 'features': expected {n} x {feature_dim or 'D'} float32 "
+                    f"values, found {feat.size}")
+  record = {"image_id": str(image_id), "image_w": int(w), "image_h": int(h), "boxes": box,
+            "region_features": feat.reshape(n, -1) if n else feat.reshape(0, feature_dim or 0)}
+  if probs is not None and probs != "":
+    p = _b64_floats(probs, None, where, "cls_prob")
+    if n and (p.size % n or (num_classes and p.size != n * num_classes)):
+      raise DataError(f"{where}: field 'cls_prob': expected {n} x {num_classes or 'C'} values, "
+                      f"found {p.size}")
+    record["class_probs"] = p.reshape(n, -1)
+  return record
+
+
+def _lines(path):
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise DataError(f"{path}: file not found")
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      yield f"{path} line {number}", line.rstrip("\n")
+
+
+# ---- text corpora ----------------------------------------------------------------------------
+
+def read_documents(path, blank_line_separated=False):
+  """Documents from a corpus file: one per line, or paragraphs separated by blank lines."""
+  doc = []
+  for _, line in _lines(path):
+    if not blank_line_separated:
+      if line.strip():
+        yield line.strip()
+      continue
+    if line.strip():
+      doc.append(line.strip())
+    elif doc:
+      yield " ".join(doc)
+      doc = []
+  if doc:
+    yield " ".join(doc)
+
+
+def convert_text_corpus(paths, out_dir, tokenizer, *, blank_line_separated=False,
+                        segment_length=510, **writer_kwargs) -> dict:
+  """Tokenised documents, cut into segments of at most segment_length tokens."""
+  written = 0
+  with ShardWriter(out_dir, "text", vocabulary=tokenizer.describe(), **writer_kwargs) as w:
+    for path in paths:
+      batch = list(read_documents(path, blank_line_separated))
+      for ids in tokenizer.encode_batch(batch):
+        for start in range(0, len(ids), segment_length):
+          w.write({"input_ids": ids[start:start + segment_length]})
+          written += 1
+    if not written:
+      raise DataError(f"text corpus {[str(p) for p in paths]}: expected documents, found none")
+  return w.meta
+
+
+# ---- detector features -----------------------------------------------------------------------
+
+def read_bottom_up_tsv(path, *, feature_dim=None, num_classes=None, skips=None):
+  """Image records from a bottom-up-attention TSV (6 fields, or 7 with cls_prob)."""
+  for where, line in _lines(path):
+    if not line.strip():
+      continue
+    fields = line.split("\t")
+    try:
+      if len(fields) not in (6, 7):
+        raise DataError(f"{where}: expected 6 or 7 tab-separated fields (image_id, image_w, "
+                        f"image_h, num_boxes, boxes, features[, cls_prob]), found {len(fields)}")
+      yield region_record(where, *fields[:6], probs=fields[6] if len(fields) == 7 else None,
+                          feature_dim=feature_dim, num_classes=num_classes)
+    except DataError as e:
+      if skips is None:
+        raise
+      skips.handle(e)
+
+
+def convert_bottom_up_tsv(paths, out_dir, *, feature_dim=None, num_classes=None, skip_bad=False,
+                          **writer_kwargs) -> dict:
+  skips = _Skips(skip_bad)
+  with ShardWriter(out_dir, "image", region_feature_dim=feature_dim, num_classes=num_classes,
+                   **writer_kwargs) as w:
+    for path in paths:
+      for record in read_bottom_up_tsv(path, feature_dim=feature_dim, num_classes=num_classes,
+                                       skips=skips):
+        w.write(record)
+    w.meta["skipped"] = skips.count
+  return w.meta
+
+
+def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, feature_dim=None,
+                          num_classes=None, skip_bad=False, **writer_kwargs) -> dict:
+  """COCO-style {'annotations': [{'image_id', 'caption'}]} + features TSV -> pair shards."""
+  path = pathlib.Path(captions_json)
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, json.JSONDecodeError) as e:
+    raise DataError(f"{path}: cannot read COCO captions JSON ({e})") from None
+  annotations = data.get("annotations") if isinstance(data, dict) else None
+  if not isinstance(annotations, list):
+    raise DataError(f"{path}: expected a JSON object with an 'annotations' list")
+  skips = _Skips(skip_bad)
+  images = {}
+  for record in read_bottom_up_tsv(features_tsv, feature_dim=feature_dim,
+                                   num_classes=num_classes, skips=skips):
+    images[record["image_id"]] = record
+  captions = []
+  for i, ann in enumerate(annotations):
+    where = f"{path} annotation {i}"
+    try:
+      if "image_id" not in ann or not str(ann.get("caption", "")).strip():
+        raise DataError(f"{where}: expected 'image_id' and a non-empty 'caption'")
+      if str(ann["image_id"]) not in images:
+        raise DataError(f"{where}: caption for image {ann['image_id']!r}, which has no features "
+                        f"in {features_tsv}")
+      captions.append(ann)
+    except DataError as e:
+      skips.handle(e)
+  ids = tokenizer.encode_batch([a["caption"].strip() for a in captions])
+  with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
+                   vocabulary=tokenizer.describe(), **writer_kwargs) as w:
+    for ann, caption_ids in zip(captions, ids):
+      w.write(dict(images[str(ann["image_id"])], caption=ann["caption"].strip(),
+                   caption_id=str(ann.get("id", "")), caption_ids=caption_ids))
+    w.meta["skipped"] = skips.count
+  return w.meta
+
+
+# ---- UNIMO's released fine-tuning formats -----------------------------------------------------
+
+def convert_flickr30k(ids_file, features_tsvs, out_dir, *, feature_dim=2048, num_classes=None,
+                      skip_bad=False, **writer_kwargs) -> dict:
+  """Flickr30k: caption lines 'token_ids;sent_ids;pos_ids;image_name;sent_id' + bbox100 TSV rows
+  'img_filename, image_w, image_h, number_box, boxes, features, probs' -> pair task shards."""
+  skips = _Skips(skip_bad)
+  images = {}
+  for tsv in features_tsvs:
+    for where, line in _lines(tsv):
+      if not line.strip():
+        continue
+      fields = line.split("\t")
+      try:
+        if len(fields) != 7:
+          raise DataError(f"{where}: expected 7 tab-separated fields (img_filename, image_w, "
+                          f"image_h, number_box, boxes, features, probs), found {len(fields)}")
+        images[fields[0]] = region_record(where, *fields[:6], probs=fields[6],
+                                          feature_dim=feature_dim, num_classes=num_classes)
+      except DataError as e:
+        skips.handle(e)
+  with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
+                   task="flickr30k", **writer_kwargs) as w:
+    for where, line in _lines(ids_file):
+      if not line.strip():
+        continue
+      fields = line.split(";")
+      try:
+        if len(fields) != 5:
+          raise DataError(f"{where}: expected 5 ';'-separated fields (token_ids, sent_ids, "
+                          f"pos_ids, image_name, sent_id), found {len(fields)}")
+        if fields[3] not in images:
+          raise DataError(f"{where}: caption for image {fields[3]!r}, which has no features")
+        caption = _strip_specials(_ids(fields[0], where, "token_ids"))
+        w.write(dict(images[fields[3]], caption_ids=caption, caption_id=fields[4]))
+      except DataError as e:
+        skips.handle(e)
+    w.meta["skipped"] = skips.count
+  return w.meta
+
+
+def _semicolon_records(path, fields_expected, names, skips, build):
+  for where, line in _lines(path):
+    if not line.strip():
+      continue
+    fields = line.split(";")
+    try:
+      if len(fields) != fields_expected:
+        raise DataError(f"{where}: expected {fields_expected} ';'-separated fields "
+                        f"({', '.join(names)}), found {len(fields)}")
+      yield build(where, dict(zip(names, fields)))
+    except DataError as e:
+      skips.handle(e)
+
+
+SNLI_VE_FIELDS = ("image_id", "data_id", "label", "token_ids", "sent_ids", "pos_ids", "unused_6",
+                  "image_w", "image_h", "number_box", "boxes", "features", "unused_12", "unused_13")
+COCO_UNIMO_FIELDS = ("image_id", "caption_id", "token_ids", "sent_ids", "pos_ids", "seg_labels",
+                     "node_attr_b", "node_attr_e", "image_h", "image_w", "number_box", "boxes",
+                     "probs", "attr_probs", "features", "label")
+
+
+def convert_snli_ve(paths, out_dir, *, feature_dim=2048, skip_bad=False, **writer_kwargs) -> dict:
+  """SNLI-VE ';' records (14 fields) -> pair task shards with 'label'."""
+  skips = _Skips(skip_bad)
+
+  def build(where, f):
+    record = region_record(where, f["image_id"], f["image_w"], f["image_h"], f["number_box"],
+                           f["boxes"], f["features"], feature_dim=feature_dim)
+    return dict(record, caption_ids=_strip_specials(_ids(f["token_ids"], where, "token_ids")),
+                label=_int(f["label"], where, "label"), caption_id=f["data_id"])
+
+  with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, task="snli_ve",
+                   **writer_kwargs) as w:
+    for path in paths:
+      for record in _semicolon_records(path, 14, SNLI_VE_FIELDS, skips, build):
+        w.write(record)
+    w.meta["skipped"] = skips.count
+  return w.meta
+
+
+def convert_coco_unimo(paths, out_dir, *, feature_dim=2048, num_classes=None, skip_bad=False,
+                       **writer_kwargs) -> dict:
+  """UNIMO's COCO caption ';' records (16 fields; image_h before image_w; the id is
+  image_id[9:]) -> pair task shards."""
+  skips = _Skips(skip_bad)
+
+  def build(where, f):
+    record = region_record(where, f["image_id"][9:], f["image_w"], f["image_h"], f["number_box"],
+                           f["boxes"], f["features"], f["probs"], feature_dim=feature_dim,
+                           num_classes=num_classes)
+    return dict(record, caption_ids=_strip_specials(_ids(f["token_ids"], where, "token_ids")),
+                caption_id=f["caption_id"])
+
+  with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
+                   task="coco_caption", **writer_kwargs) as w:
+    for path in paths:
+      for record in _semicolon_records(path, 16, COCO_UNIMO_FIELDS, skips, build):
+        w.write(record)
+    w.meta["skipped"] = skips.count
+  return w.meta
