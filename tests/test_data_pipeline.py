@@ -124,3 +124,42 @@ def test_bad_configuration_is_named(root):
   cfg.text_dir = cfg.image_dir
   with pytest.raises(ValueError, match="expected a text dataset, found kind 'image'"):
     make_pretraining_iterator(cfg, {"text": 4}, SPECIAL, VOCAB, process_index=0, process_count=1)
+
+
+def test_pixel_input_pairs(tmp_path):
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  write_synthetic(tmp_path, pairs=40, eval_pairs=8, images=16, texts=20, feature_dim=8,
+                  log=lambda *_: None)
+  cfg = small_data_config(tmp_path / "train")
+  cfg.image_input = "pixels"
+  it = make_pretraining_iterator(cfg, {"pair": 4}, SPECIAL, 40, process_index=0, process_count=1)
+  batch = next(it)
+  assert "pair_mrm" not in batch and batch["pair_mlm"]["pixels"].shape == (4, 64, 64, 3)
+  assert batch["cmcl"]["extra_image"]["pixels"].shape == (4, 1, 64, 64, 3)
+  assert 0.0 <= batch["cmcl"]["image"]["pixels"].min() and batch["cmcl"]["image"]["pixels"].max() <= 1
+  with pytest.raises(ValueError, match="needs data.image_input='regions'"):
+    make_pretraining_iterator(cfg, {"image": 4}, SPECIAL, 40, process_index=0, process_count=1)
+
+
+def test_synthetic_batches_drive_the_pretraining_loss(tmp_path):
+  """Every term of a freshly initialised tiny model starts at chance on real pipeline batches."""
+  import math
+  from test_pretrain_loss import load_config
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.model import init_params
+  from unimo_jax.pretrain_loss import TERMS, pretraining_loss
+  write_synthetic(tmp_path, pairs=64, eval_pairs=8, images=32, texts=64, feature_dim=32,
+                  log=lambda *_: None)
+  tok = load_tokenizer(tmp_path / "tokenizer.model")
+  cfg = small_data_config(tmp_path / "train")
+  it = make_pretraining_iterator(cfg, {"text": 8, "image": 8, "pair": 8}, tok.special_ids,
+                                 tok.vocab_size, process_index=0, process_count=1)
+  config = load_config("tiny")
+  params = {"params": init_params(config.model, jax.random.key(0))}
+  _, metrics = jax.jit(lambda p, b: pretraining_loss(p, b, config))(params, next(it))
+  assert {k.split("/")[0] for k in metrics if "/" in k} == set(TERMS)
+  for term in ("text_mlm", "text_seq2seq", "pair_mlm", "pair_caption"):
+    assert abs(float(metrics[f"{term}/nll"]) - math.log(config.model.vocab_size)) < 0.3, term
+  assert float(metrics["cmcl/hard_negative_accuracy"]) <= 1.0
+  assert float(metrics["pair_mrm/regions"]) >= 8  # at least one masked region per image

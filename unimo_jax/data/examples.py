@@ -25,6 +25,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.max_text_length = 128  # text examples, [CLS] ... [SEP] included
   c.max_caption_length = 40  # pair captions, [CLS] ... [SEP] included
   c.max_regions = 100
+  c.image_input = "regions"  # 'regions' or 'pixels' (as model.image_input); pixels drop MRM
   c.max_predictions = 20  # MLM positions per sequence
   c.mask_ratio = 0.15
   c.geometric_p = 0.2
@@ -162,6 +163,13 @@ def mrm_fields(regions, cfg, rng) -> dict:
 
 def image_inputs(regions) -> dict:
   return {k: v for k, v in regions.items() if not k.startswith("_")}
+
+
+def pixel_fields(record, where="record") -> dict:
+  """pixels [H, W, 3] uint8 -> float32 in [0, 1]."""
+  if "pixels" not in record:
+    raise ValueError(f"{where}: data.image_input is 'pixels' but the record has no 'pixels'")
+  return {"pixels": np.asarray(record["pixels"], np.float32) / 255.0}
 
 
 def caption_fields(caption, cfg, special) -> dict:

@@ -82,10 +82,20 @@ class Transforms:
     self.feature_dim = (image_meta or {}).get("region_feature_dim")
     self.num_classes = (image_meta or {}).get("num_classes") or 1
     self.image_lookup = image_lookup
+    if cfg.image_input not in ("regions", "pixels"):
+      raise ValueError(f"data.image_input: expected 'regions' or 'pixels', found "
+                       f"{cfg.image_input!r}")
+    self.pixels = cfg.image_input == "pixels"
 
   def _image(self, record):
     regions = examples.region_fields(record, self.cfg, self.feature_dim, self.num_classes)
     return regions
+
+  def _image_inputs(self, record):
+    """The model's image fields: padded regions, or pixels when data.image_input is 'pixels'."""
+    if self.pixels:
+      return examples.pixel_fields(record)
+    return examples.image_inputs(self._image(record))
 
   def text(self, record, rng):
     if record is None:
@@ -105,13 +115,15 @@ class Transforms:
     if record is None:
       return None
     cfg, special = self.cfg, self.special
-    regions = self._image(record)
-    image = examples.image_inputs(regions)
+    regions = None if self.pixels else self._image(record)
+    image = examples.pixel_fields(record) if self.pixels else examples.image_inputs(regions)
     caption = record["caption_ids"]
     text, _ = examples._text_sequence(caption, cfg.max_caption_length, special)
     out = _prefixed("pair_mlm", dict(image, **examples.mlm_fields(
         caption, cfg.max_caption_length, cfg, special, self.vocab_size, rng)))
-    out.update(_prefixed("pair_mrm", dict(examples.mrm_fields(regions, cfg, rng), input_ids=text)))
+    if not self.pixels:  # masked region prediction needs detector regions
+      out.update(_prefixed("pair_mrm", dict(examples.mrm_fields(regions, cfg, rng),
+                                            input_ids=text)))
     out.update(_prefixed("pair_caption", dict(image, **examples.caption_fields(caption, cfg,
                                                                                 special))))
     out.update(_prefixed("cmcl/image", image))
@@ -122,24 +134,24 @@ class Transforms:
     out["cmcl/extra_text/input_ids"] = extra["input_ids"]
     out["cmcl/extra_text_positive"] = extra["positive"]
     out["cmcl/extra_text_valid"] = extra["valid"]
-    out.update(self._extra_images(record, rng))
+    out.update(self._extra_images(record, image, rng))
     return out
 
-  def _extra_images(self, record, rng):
+  def _extra_images(self, record, image, rng):
+    """cfg.cmcl_extra_images retrieved images (slots beyond those available are invalid)."""
     count = self.cfg.cmcl_extra_images
     refs = np.asarray(record.get("retrieved_images", np.zeros(0, np.int64)))
     chosen = refs[rng.permutation(len(refs))[:count]] if self.image_lookup is not None else []
     blocks, valid = [], []
     for slot in range(count):
       if slot < len(chosen):
-        blocks.append(examples.image_inputs(self._image(self.image_lookup[int(chosen[slot])])))
+        blocks.append(self._image_inputs(self.image_lookup[int(chosen[slot])]))
         valid.append(True)
       else:
         blocks.append(None)
         valid.append(False)
-    template = examples.image_inputs(self._image(record))
     stacked = {k: np.stack([b[k] if b is not None else np.zeros_like(v) for b in blocks])
-               for k, v in template.items()}
+               for k, v in image.items()}
     out = _prefixed("cmcl/extra_image", stacked)
     out["cmcl/extra_image_valid"] = np.array(valid, bool)
     return out
@@ -224,6 +236,9 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
     size = int(batch_sizes.get(name, 0) or 0)
     if not size:
       continue
+    if name == "image" and cfg.image_input == "pixels":
+      raise ValueError("batch.image: the image-only stream trains masked region prediction, "
+                       "which needs data.image_input='regions'; set the image batch to 0")
     if not dirs[name]:
       raise ValueError(f"data.{name}_dir: a {name} batch of {size} needs a dataset directory")
     if size % process_count:
