@@ -3,7 +3,6 @@
 import collections
 
 import numpy as np
-import pytest
 
 from unimo_jax.data import synthetic
 from unimo_jax.data.records import ShardSource

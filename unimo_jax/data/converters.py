@@ -100,6 +100,27 @@ def _lines(path):
       yield f"{path} line {number}", line.rstrip("\n")
 
 
+def _delimited_records(path, sep, counts, names, skips, build):
+  """build(where, {name: field}) for every non-empty line with one of `counts` fields.
+
+  names: the field names of the longest layout; a bad line raises (or is skipped) by name.
+  """
+  label = "tab" if sep == "\t" else f"'{sep}'"
+  for where, line in _lines(path):
+    if not line.strip():
+      continue
+    fields = line.split(sep)
+    try:
+      if len(fields) not in counts:
+        raise DataError(f"{where}: expected {' or '.join(map(str, counts))} {label}-separated "
+                        f"fields ({', '.join(names)}), found {len(fields)}")
+      yield build(where, dict(zip(names, fields)))
+    except DataError as e:
+      if skips is None:
+        raise
+      skips.handle(e)
+
+
 # ---- text corpora ----------------------------------------------------------------------------
 
 def read_documents(path, blank_line_separated=False):
@@ -137,22 +158,17 @@ def convert_text_corpus(paths, out_dir, tokenizer, *, blank_line_separated=False
 
 # ---- detector features -----------------------------------------------------------------------
 
+BOTTOM_UP_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features",
+                    "cls_prob")
+
+
 def read_bottom_up_tsv(path, *, feature_dim=None, num_classes=None, skips=None):
   """Image records from a bottom-up-attention TSV (6 fields, or 7 with cls_prob)."""
-  for where, line in _lines(path):
-    if not line.strip():
-      continue
-    fields = line.split("\t")
-    try:
-      if len(fields) not in (6, 7):
-        raise DataError(f"{where}: expected 6 or 7 tab-separated fields (image_id, image_w, "
-                        f"image_h, num_boxes, boxes, features[, cls_prob]), found {len(fields)}")
-      yield region_record(where, *fields[:6], probs=fields[6] if len(fields) == 7 else None,
-                          feature_dim=feature_dim, num_classes=num_classes)
-    except DataError as e:
-      if skips is None:
-        raise
-      skips.handle(e)
+  def build(where, f):
+    return region_record(where, f["image_id"], f["image_w"], f["image_h"], f["num_boxes"],
+                         f["boxes"], f["features"], f.get("cls_prob"), feature_dim=feature_dim,
+                         num_classes=num_classes)
+  yield from _delimited_records(path, "\t", (6, 7), BOTTOM_UP_FIELDS, skips, build)
 
 
 def convert_bottom_up_tsv(paths, out_dir, *, feature_dim=None, num_classes=None, skip_bad=False,
@@ -208,57 +224,37 @@ def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, fe
 
 # ---- UNIMO's released fine-tuning formats -----------------------------------------------------
 
+FLICKR_IMAGE_FIELDS = ("img_filename", "image_w", "image_h", "number_box", "boxes", "features",
+                       "probs")
+FLICKR_CAPTION_FIELDS = ("token_ids", "sent_ids", "pos_ids", "image_name", "sent_id")
+
+
 def convert_flickr30k(ids_file, features_tsvs, out_dir, *, feature_dim=2048, num_classes=None,
                       skip_bad=False, **writer_kwargs) -> dict:
   """Flickr30k: caption lines 'token_ids;sent_ids;pos_ids;image_name;sent_id' + bbox100 TSV rows
   'img_filename, image_w, image_h, number_box, boxes, features, probs' -> pair task shards."""
   skips = _Skips(skip_bad)
-  images = {}
-  for tsv in features_tsvs:
-    for where, line in _lines(tsv):
-      if not line.strip():
-        continue
-      fields = line.split("\t")
-      try:
-        if len(fields) != 7:
-          raise DataError(f"{where}: expected 7 tab-separated fields (img_filename, image_w, "
-                          f"image_h, number_box, boxes, features, probs), found {len(fields)}")
-        images[fields[0]] = region_record(where, *fields[:6], probs=fields[6],
-                                          feature_dim=feature_dim, num_classes=num_classes)
-      except DataError as e:
-        skips.handle(e)
+
+  def image(where, f):
+    return f["img_filename"], region_record(
+        where, f["img_filename"], f["image_w"], f["image_h"], f["number_box"], f["boxes"],
+        f["features"], f["probs"], feature_dim=feature_dim, num_classes=num_classes)
+
+  images = dict(record for tsv in features_tsvs for record in _delimited_records(
+      tsv, "\t", (7,), FLICKR_IMAGE_FIELDS, skips, image))
+
+  def pair(where, f):
+    if f["image_name"] not in images:
+      raise DataError(f"{where}: caption for image {f['image_name']!r}, which has no features")
+    caption = _strip_specials(_ids(f["token_ids"], where, "token_ids"))
+    return dict(images[f["image_name"]], caption_ids=caption, caption_id=f["sent_id"])
+
   with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
                    task="flickr30k", **writer_kwargs) as w:
-    for where, line in _lines(ids_file):
-      if not line.strip():
-        continue
-      fields = line.split(";")
-      try:
-        if len(fields) != 5:
-          raise DataError(f"{where}: expected 5 ';'-separated fields (token_ids, sent_ids, "
-                          f"pos_ids, image_name, sent_id), found {len(fields)}")
-        if fields[3] not in images:
-          raise DataError(f"{where}: caption for image {fields[3]!r}, which has no features")
-        caption = _strip_specials(_ids(fields[0], where, "token_ids"))
-        w.write(dict(images[fields[3]], caption_ids=caption, caption_id=fields[4]))
-      except DataError as e:
-        skips.handle(e)
+    for record in _delimited_records(ids_file, ";", (5,), FLICKR_CAPTION_FIELDS, skips, pair):
+      w.write(record)
     w.meta["skipped"] = skips.count
   return w.meta
-
-
-def _semicolon_records(path, fields_expected, names, skips, build):
-  for where, line in _lines(path):
-    if not line.strip():
-      continue
-    fields = line.split(";")
-    try:
-      if len(fields) != fields_expected:
-        raise DataError(f"{where}: expected {fields_expected} ';'-separated fields "
-                        f"({', '.join(names)}), found {len(fields)}")
-      yield build(where, dict(zip(names, fields)))
-    except DataError as e:
-      skips.handle(e)
 
 
 SNLI_VE_FIELDS = ("image_id", "data_id", "label", "token_ids", "sent_ids", "pos_ids", "unused_6",
@@ -281,7 +277,7 @@ def convert_snli_ve(paths, out_dir, *, feature_dim=2048, skip_bad=False, **write
   with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, task="snli_ve",
                    **writer_kwargs) as w:
     for path in paths:
-      for record in _semicolon_records(path, 14, SNLI_VE_FIELDS, skips, build):
+      for record in _delimited_records(path, ";", (14,), SNLI_VE_FIELDS, skips, build):
         w.write(record)
     w.meta["skipped"] = skips.count
   return w.meta
@@ -303,7 +299,7 @@ def convert_coco_unimo(paths, out_dir, *, feature_dim=2048, num_classes=None, sk
   with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
                    task="coco_caption", **writer_kwargs) as w:
     for path in paths:
-      for record in _semicolon_records(path, 16, COCO_UNIMO_FIELDS, skips, build):
+      for record in _delimited_records(path, ";", (16,), COCO_UNIMO_FIELDS, skips, build):
         w.write(record)
     w.meta["skipped"] = skips.count
   return w.meta
