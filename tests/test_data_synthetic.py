@@ -55,6 +55,14 @@ def test_twins_change_exactly_one_thing_and_paraphrases_keep_the_facts():
       assert inverted.startswith(f"{b} is {synthetic.INVERSE[scene['relation']]} {a}")
 
 
+def test_one_fact_in_two_wordings_is_one_scene():
+  scene = next(s for s in synthetic.generate_scenes(50, 0, "train") if len(s["objects"]) == 2)
+  a, b = scene["objects"]
+  swapped = {"objects": [b, a], "relation": synthetic.INVERSE[scene["relation"]]}
+  assert synthetic.scene_identity(swapped) == synthetic.scene_identity(scene)
+  assert synthetic.caption(swapped) != synthetic.caption(scene)
+
+
 def test_held_out_scenes_never_occur_in_train():
   train = {synthetic.scene_identity(s) for s in synthetic.generate_scenes(5000, 0, "train")}
   held = {synthetic.scene_identity(s) for s in synthetic.generate_scenes(500, 1, "eval")}
@@ -86,4 +94,6 @@ def test_write_synthetic_small(tmp_path):
   assert all(0 <= i < 100 for i in record["retrieved_images"])
   train = {pairs[i]["scene"] for i in range(len(pairs))}
   held = ShardSource(tmp_path / "eval" / "pair")
-  assert not train & {held[i]["scene"] for i in range(len(held))}
+  held_scenes = [held[i]["scene"] for i in range(len(held))]
+  assert not train & set(held_scenes)
+  assert len(set(held_scenes)) == len(held_scenes)  # one right answer per held-out caption

@@ -19,11 +19,14 @@ from unimo_jax.random_batch import random_pretraining_batch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def load_config(preset="tiny"):
+def load_config(preset="tiny", batch=8):
+  """configs/pretrain.py:<preset> with `batch` examples per stream (small, for tests)."""
   spec = importlib.util.spec_from_file_location("pretrain_config", ROOT / "configs" / "pretrain.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(preset)
+  config = module.get_config(preset)
+  config.batch.text = config.batch.image = config.batch.pair = batch
+  return config
 
 
 @pytest.fixture(scope="module")

@@ -55,21 +55,23 @@ def _mrm_targets(config, rng, image, ratio=0.15):
 def random_pretraining_batch(config, seed: int = 0) -> dict:
   """One mixed pretraining batch with every sub-batch the loss knows (see pretrain_loss.py).
 
-  Sizes come from config.batch (text / image / pair examples, lengths, regions, CMCL extras).
+  Sizes come from config.batch (text / image / pair examples) and config.data (lengths, regions,
+  CMCL extras).
   """
-  m, b = config.model, config.batch
+  m, b, d = config.model, config.batch, config.data
+  extra_texts = d.cmcl_extra_positives + d.cmcl_hard_negatives
   rng = np.random.default_rng(seed)
-  lm_count = max(1, int(round(0.15 * b.text_length)))
-  text_ids = random_text(m, rng, b.text, b.text_length)
-  seq_ids = random_text(m, rng, b.text, b.text_length)
+  lm_count = max(1, int(round(0.15 * d.max_text_length)))
+  text_ids = random_text(m, rng, b.text, d.max_text_length)
+  seq_ids = random_text(m, rng, b.text, d.max_text_length)
   target = np.zeros(seq_ids.shape, bool)
-  target[:, b.text_length * 3 // 4:] = True
-  pair_ids = random_text(m, rng, b.pair, b.pair_text_length)
+  target[:, d.max_text_length * 3 // 4:] = True
+  pair_ids = random_text(m, rng, b.pair, d.max_caption_length)
   caption_target = np.zeros(pair_ids.shape, bool)
   caption_target[:, 1:] = True
-  pair_image = random_regions(m, rng, b.pair, b.regions)
-  extra_text = random_text(m, rng, b.pair * b.cmcl_extra_texts, b.pair_text_length)
-  extra_image = random_regions(m, rng, b.pair * b.cmcl_extra_images, b.regions)
+  pair_image = random_regions(m, rng, b.pair, d.max_regions)
+  extra_text = random_text(m, rng, b.pair * extra_texts, d.max_caption_length)
+  extra_image = random_regions(m, rng, b.pair * d.cmcl_extra_images, d.max_regions)
   return {
       "text_mlm": dict(input_ids=text_ids, **_lm_targets(m, rng, text_ids, lm_count)),
       "text_seq2seq": dict(input_ids=seq_ids, target_mask=target,
@@ -82,11 +84,11 @@ def random_pretraining_batch(config, seed: int = 0) -> dict:
       "cmcl": {
           "image": pair_image,
           "text": {"input_ids": pair_ids},
-          "extra_text": {"input_ids": extra_text.reshape(b.pair, b.cmcl_extra_texts, -1)},
-          "extra_text_positive": rng.uniform(size=(b.pair, b.cmcl_extra_texts)) < 0.5,
-          "extra_text_valid": rng.uniform(size=(b.pair, b.cmcl_extra_texts)) < 0.8,
-          "extra_image": {k: v.reshape((b.pair, b.cmcl_extra_images) + v.shape[1:])
+          "extra_text": {"input_ids": extra_text.reshape(b.pair, extra_texts, -1)},
+          "extra_text_positive": rng.uniform(size=(b.pair, extra_texts)) < 0.5,
+          "extra_text_valid": rng.uniform(size=(b.pair, extra_texts)) < 0.8,
+          "extra_image": {k: v.reshape((b.pair, d.cmcl_extra_images) + v.shape[1:])
                           for k, v in extra_image.items()},
-          "extra_image_valid": rng.uniform(size=(b.pair, b.cmcl_extra_images)) < 0.8,
+          "extra_image_valid": rng.uniform(size=(b.pair, d.cmcl_extra_images)) < 0.8,
       },
   }

@@ -103,8 +103,16 @@ def sample_scene(rng) -> dict:
 
 
 def scene_identity(scene) -> str:
-  """What makes two scenes the same: their objects (in caption order) and the relation."""
-  return "|".join(describe(o) for o in scene["objects"]) + f"|{scene['relation']}"
+  """What makes two scenes the same: the set of objects and the fact the relation states
+  ("A left of B" and "B right of A" are one fact), independent of wording."""
+  objs = [describe(o) for o in scene["objects"]]
+  fact = ""
+  if scene["relation"] is not None:
+    a, b, rel = objs[0], objs[1], scene["relation"]
+    if rel in ("right of", "below"):
+      a, b, rel = b, a, INVERSE[rel]
+    fact = f"{a} {rel} {b}"
+  return "|".join(sorted(objs)) + f"|{fact}"
 
 
 def split_of(scene, eval_fraction=0.1) -> str:
@@ -211,12 +219,19 @@ def scene_description(rng) -> str:
   return " . ".join(parts) + " ."
 
 
-def generate_scenes(num, seed, split, eval_fraction=0.1):
-  """Yields `num` scenes of `split` ('train' or 'eval') from one seeded stream."""
+def generate_scenes(num, seed, split, eval_fraction=0.1, unique=False):
+  """Yields `num` scenes of `split` ('train' or 'eval') from one seeded stream; with unique=True
+  no two share an identity (so retrieval over them has one right answer)."""
   rng = np.random.default_rng(seed)
-  made = 0
+  made, seen = 0, set()
   while made < num:
     scene = sample_scene(rng)
-    if split_of(scene, eval_fraction) == split:
-      made += 1
-      yield scene
+    if split_of(scene, eval_fraction) != split:
+      continue
+    if unique:
+      identity = scene_identity(scene)
+      if identity in seen:
+        continue
+      seen.add(identity)
+    made += 1
+    yield scene

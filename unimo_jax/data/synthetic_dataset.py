@@ -5,7 +5,8 @@
 Layout:
   DIR/tokenizer.model          sentencepiece, trained on the generated text
   DIR/train/{text,image,pair}  text-only descriptions, image-only scenes, image-caption pairs
-  DIR/eval/pair                held-out pairs (no scene of train occurs here)
+  DIR/eval/pair                held-out pairs: no scene of train occurs here, and no two held-out
+                               scenes are the same, so retrieval over them has one right answer
 Pairs carry paraphrases and rule-based hard negatives, retrieved texts (TF-IDF over the text
 corpus) and retrieved images (detected-object overlap with the image-only scenes).
 """
@@ -45,7 +46,7 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
   rng = np.random.default_rng(seed)
   featurizer = synthetic.RegionFeaturizer(feature_dim, seed=seed + 1)
   train = list(synthetic.generate_scenes(pairs, seed + 2, "train"))
-  held_out = list(synthetic.generate_scenes(eval_pairs, seed + 3, "eval"))
+  held_out = list(synthetic.generate_scenes(eval_pairs, seed + 3, "eval", unique=True))
   image_only = list(synthetic.generate_scenes(images, seed + 4, "train"))
   corpus = [synthetic.scene_description(rng) for _ in range(texts)]
   log(f"sampled {len(train)} + {len(held_out)} pairs, {len(image_only)} images, "

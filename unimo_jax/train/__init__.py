@@ -1,0 +1,1 @@
+"""Training: optimizer, train state, the jitted step, checkpoints, metrics, evaluation, the loop."""
