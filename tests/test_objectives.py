@@ -83,7 +83,7 @@ def test_cmcl_by_hand_with_a_hard_negative():
 
 
 def _reference_row_loss(anchor, columns, own, extras, valid, positive, t):
-  """-log(sum over positives / sum over all) for one row, in float64."""
+  """Mean over the row's positives of -log(exp(s_p) / sum over all), in float64."""
   pos = [anchor @ own]
   allc = [anchor @ c for c in columns]
   for e, extra in enumerate(extras):
@@ -91,7 +91,8 @@ def _reference_row_loss(anchor, columns, own, extras, valid, positive, t):
       allc.append(anchor @ extra)
       if positive[e]:
         pos.append(anchor @ extra)
-  return -math.log(sum(math.exp(s / t) for s in pos) / sum(math.exp(s / t) for s in allc))
+  denominator = sum(math.exp(s / t) for s in allc)
+  return sum(-math.log(math.exp(s / t) / denominator) for s in pos) / len(pos)
 
 
 def _reference_cmcl(emb, t):
@@ -125,6 +126,19 @@ def test_cmcl_matches_row_by_row_reference():
   for t in (0.07, 0.5):
     loss, _ = cmcl_loss(emb, jnp.float32(t))
     np.testing.assert_allclose(loss, _reference_cmcl(emb, t), rtol=1e-5)
+
+
+def test_cmcl_extra_positive_by_hand():
+  eye = np.eye(2, dtype=np.float32)
+  # Row 0's image has a paraphrase equal to the other image's caption [0, 1]: logit 0.
+  emb = {"image": eye, "text": eye, "extra_text": np.array([[[0.0, 1.0]], [[0.0, 0.0]]], np.float32),
+         "extra_text_positive": np.array([[True], [True]]),
+         "extra_text_valid": np.array([[True], [False]])}
+  _, m = cmcl_loss(emb, jnp.float32(1.0))
+  denominator = math.e + 1 + 1  # own caption, the other caption, the paraphrase
+  row0 = 0.5 * ((math.log(denominator) - 1.0) + (math.log(denominator) - 0.0))
+  plain = math.log(math.e + 1) - 1.0
+  np.testing.assert_allclose(m["i2t_loss"], (row0 + plain) / 2, rtol=1e-6)
 
 
 def test_cmcl_absent_extras_have_no_effect_and_no_gradient():

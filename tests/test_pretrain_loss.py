@@ -68,9 +68,14 @@ def test_sharded_pretraining_loss_equals_single_device(config, chunk):
   np.testing.assert_allclose(total, ref_total, rtol=1e-5)
   for key in ref_metrics:
     np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=1e-5, atol=1e-5, err_msg=key)
+  # Per leaf, relative to that leaf's own scale (a global scale would let the CMCL temperature's
+  # large gradient hide an error in, say, the embeddings); the floor covers leaves whose true
+  # gradient is exactly zero (e.g. the key bias) and hold only rounding noise.
   scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grads))
-  for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
-    assert np.abs(np.asarray(g) - np.asarray(r)).max() <= 1e-5 * scale
+  for path, g, r in zip(jax.tree_util.tree_flatten_with_path(ref_grads)[0],
+                        jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    g, r = np.asarray(g), np.asarray(r)
+    assert np.abs(g - r).max() <= 1e-4 * np.abs(r).max() + 1e-7 * scale, path[0]
 
 
 def test_loss_weights_scale_terms(config):

@@ -7,7 +7,7 @@ pass of every objective on a random batch).
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "pretrain.py"
@@ -21,6 +21,7 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "check"], "What to run.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, XLA) off the console
   config = _CONFIG.value
   from unimo_jax.train import loop  # after flag parsing: keeps --help fast
   try:

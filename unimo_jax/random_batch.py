@@ -76,7 +76,7 @@ def random_pretraining_batch(config, seed: int = 0) -> dict:
       "text_mlm": dict(input_ids=text_ids, **_lm_targets(m, rng, text_ids, lm_count)),
       "text_seq2seq": dict(input_ids=seq_ids, target_mask=target,
                            **_lm_targets(m, rng, seq_ids, lm_count)),
-      "image_mrm": _mrm_targets(m, rng, random_regions(m, rng, b.image, b.regions)),
+      "image_mrm": _mrm_targets(m, rng, random_regions(m, rng, b.image, d.max_regions)),
       "pair_mlm": dict(pair_image, input_ids=pair_ids, **_lm_targets(m, rng, pair_ids, lm_count)),
       "pair_mrm": dict(_mrm_targets(m, rng, pair_image), input_ids=pair_ids),
       "pair_caption": dict(pair_image, input_ids=pair_ids, target_mask=caption_target,

@@ -128,18 +128,22 @@ class Transforms:
                                                                                 special))))
     out.update(_prefixed("cmcl/image", image))
     out["cmcl/text/input_ids"] = text
-    positives = list(record.get("paraphrase_ids", [])) + list(record.get("retrieved_text_ids", []))
-    extra = examples.extra_text_fields(positives, record.get("hard_negative_ids", []), cfg,
-                                       special, rng)
-    out["cmcl/extra_text/input_ids"] = extra["input_ids"]
-    out["cmcl/extra_text_positive"] = extra["positive"]
-    out["cmcl/extra_text_valid"] = extra["valid"]
+    if cfg.cmcl_extra_positives + cfg.cmcl_hard_negatives > 0:
+      positives = list(record.get("paraphrase_ids", [])) + list(
+          record.get("retrieved_text_ids", []))
+      extra = examples.extra_text_fields(positives, record.get("hard_negative_ids", []), cfg,
+                                         special, rng)
+      out["cmcl/extra_text/input_ids"] = extra["input_ids"]
+      out["cmcl/extra_text_positive"] = extra["positive"]
+      out["cmcl/extra_text_valid"] = extra["valid"]
     out.update(self._extra_images(record, image, rng))
     return out
 
   def _extra_images(self, record, image, rng):
     """cfg.cmcl_extra_images retrieved images (slots beyond those available are invalid)."""
     count = self.cfg.cmcl_extra_images
+    if count <= 0:
+      return {}
     refs = np.asarray(record.get("retrieved_images", np.zeros(0, np.int64)))
     chosen = refs[rng.permutation(len(refs))[:count]] if self.image_lookup is not None else []
     blocks, valid = [], []

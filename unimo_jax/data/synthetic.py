@@ -209,8 +209,12 @@ class RegionFeaturizer:
 
 
 def scene_description(rng) -> str:
-  """A text-only corpus line: every object and every pairwise relation of a random scene."""
-  scene = sample_scene(rng)
+  """A text-only corpus line describing a random scene."""
+  return describe_scene(sample_scene(rng))
+
+
+def describe_scene(scene) -> str:
+  """Every object and every pairwise relation of a scene, as one text."""
   objs = scene["objects"]
   parts = [f"in this scene there {'is' if len(objs) == 1 else 'are'} "
            + ", ".join(describe(o) for o in objs)]

@@ -7,8 +7,11 @@ Layout:
   DIR/train/{text,image,pair}  text-only descriptions, image-only scenes, image-caption pairs
   DIR/eval/pair                held-out pairs: no scene of train occurs here, and no two held-out
                                scenes are the same, so retrieval over them has one right answer
-Pairs carry paraphrases and rule-based hard negatives, retrieved texts (TF-IDF over the text
-corpus) and retrieved images (detected-object overlap with the image-only scenes).
+Pairs carry paraphrases and rule-based hard negatives, retrieved texts and retrieved images
+(detected-object overlap with the image-only scenes). The text corpus holds a full description of
+every train pair's scene besides random ones; a train pair's retrieved text is the description of
+its own scene, a true single-modal positive (held-out scenes stay out of the corpus). The TF-IDF
+retrieval of `augment` is for real corpora, where no scene graph says which text matches.
 """
 
 import logging
@@ -48,7 +51,8 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
   train = list(synthetic.generate_scenes(pairs, seed + 2, "train"))
   held_out = list(synthetic.generate_scenes(eval_pairs, seed + 3, "eval", unique=True))
   image_only = list(synthetic.generate_scenes(images, seed + 4, "train"))
-  corpus = [synthetic.scene_description(rng) for _ in range(texts)]
+  own = [synthetic.describe_scene(scene) for scene in train]  # retrieved text of train pair i
+  corpus = own + [synthetic.scene_description(rng) for _ in range(texts)]
   log(f"sampled {len(train)} + {len(held_out)} pairs, {len(image_only)} images, "
       f"{len(corpus)} texts in {time.perf_counter() - start:.1f} s")
 
@@ -84,7 +88,6 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
   for split, scenes, (captions, paras, negatives) in (("train", train, train_text),
                                                        ("eval", held_out, eval_text)):
     records = [_image_fields(s, featurizer, rng, f"{split}-{i}") for i, s in enumerate(scenes)]
-    near_texts = augment.tfidf_neighbours(captions, corpus, retrieved)
     near_images = augment.retrieve_by_objects(
         [augment.detected_objects(r["class_probs"]) for r in records], image_objects, retrieved)
     caption_ids = tokenizer.encode_batch(captions)
@@ -97,7 +100,7 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
             record, caption=captions[i], scene=synthetic.scene_identity(scenes[i]),
             caption_ids=caption_ids[i], paraphrase_ids=paraphrase_ids[i],
             hard_negative_ids=negative_ids[i],
-            retrieved_text_ids=[corpus_ids[j] for j in near_texts[i] if j >= 0],
+            retrieved_text_ids=[corpus_ids[i]] if split == "train" else [],
             retrieved_images=near_images[i][near_images[i] >= 0]))
     metas[f"{split}/pair"] = w.meta
   log(f"wrote the synthetic dataset to {out} in {time.perf_counter() - start:.1f} s")

@@ -10,8 +10,10 @@ Inputs (`emb`, a dict, leading dimension = global batch B):
   extra_image_valid [B, Ei] bool.
 Image->text: row i scores image i against every text of the global batch plus its own extra texts.
 Text->image: row i scores text i against every image plus its own extra images. Each row's loss is
-the multi-positive InfoNCE  -log(sum_pos exp(s/t) / sum_all exp(s/t)); the loss is the mean over
-rows of the two directions' average.
+the multi-positive InfoNCE averaged over its positives P:
+  (1/|P|) sum_{p in P} -log(exp(s_p/t) / sum_all exp(s/t))
+(with only the paired caption this is plain InfoNCE); the loss is the mean over rows of the two
+directions' average.
 
 `cmcl_loss` is written over the global batch and constrains the logits to P(batch_axes, None) so a
 device holds its rows x all columns. `cmcl_loss_chunked` is a jax.shard_map version that all-gathers
@@ -37,13 +39,18 @@ def _extra_logits(anchor, extra, temperature):
 
 
 def _row_statistics(emb, temperature, i2t_base, t2i_base, row_index):
-  """Per-row sums of every CMCL statistic; i2t_base / t2i_base = (logsumexp, argmax) over columns."""
+  """Per-row sums of every CMCL statistic; i2t_base / t2i_base = (logsumexp, argmax) over columns.
+
+  A row with several positives averages -log softmax over them (each positive must win against
+  every column on its own), so a text that is close to every image cannot satisfy all rows at
+  once the way it could under -log(sum of positives / sum of all).
+  """
   img, txt = emb["image"], emb["text"]
   positive = jnp.sum(img * txt, axis=-1) / temperature  # [b]
   stats = {}
   for direction, (base_lse, base_argmax), extra_key in (
       ("i2t", i2t_base, "extra_text"), ("t2i", t2i_base, "extra_image")):
-    all_lse, pos_lse = base_lse, positive
+    all_lse, positive_sum, positive_count = base_lse, positive, jnp.ones_like(positive)
     if emb.get(extra_key) is not None:
       anchor = img if direction == "i2t" else txt
       extra = _extra_logits(anchor, emb[extra_key], temperature)  # [b, E]
@@ -51,13 +58,15 @@ def _row_statistics(emb, temperature, i2t_base, t2i_base, row_index):
       is_pos = (emb[f"{extra_key}_positive"].astype(bool) if direction == "i2t"
                 else jnp.ones_like(valid))
       all_lse = jnp.logaddexp(all_lse, jax.nn.logsumexp(_masked(extra, valid), axis=-1))
-      pos_lse = jnp.logaddexp(pos_lse, jax.nn.logsumexp(_masked(extra, valid & is_pos), axis=-1))
+      take = (valid & is_pos).astype(extra.dtype)
+      positive_sum = positive_sum + jnp.sum(jnp.where(take > 0, extra, 0.0), axis=-1)
+      positive_count = positive_count + take.sum(-1)
       if direction == "i2t":
         hard = valid & ~is_pos
         wins = (positive[:, None] > extra) & hard
         stats["hard_negative_wins"] = wins.sum().astype(jnp.float32)
         stats["hard_negatives"] = hard.sum().astype(jnp.float32)
-    stats[f"{direction}_loss"] = jnp.sum(all_lse - pos_lse)
+    stats[f"{direction}_loss"] = jnp.sum(all_lse - positive_sum / positive_count)
     stats[f"{direction}_accuracy"] = jnp.sum(base_argmax == row_index).astype(jnp.float32)
   stats["positive_logit"] = jnp.sum(positive)
   return stats

@@ -86,8 +86,10 @@ def prepare_data(config, workdir):
     from unimo_jax.data.synthetic_dataset import write_synthetic
     scratch = root.with_name(f"{root.name}.tmp{os.getpid()}")
     print(f"generating the synthetic scenes into {root} ...", flush=True)
-    write_synthetic(scratch, pairs=d.synthetic_pairs, feature_dim=config.model.region_feature_dim,
-                    seed=config.seed)
+    pairs = int(d.synthetic_pairs)
+    write_synthetic(scratch, pairs=pairs, eval_pairs=min(1000, max(pairs // 10, 50)),
+                    images=max(pairs // 5, 100), texts=max(pairs * 2 // 5, 100),
+                    feature_dim=config.model.region_feature_dim, seed=config.seed)
     if not (root / "eval" / "pair" / "metadata.json").exists():
       shutil.rmtree(root, ignore_errors=True)
       scratch.rename(root)

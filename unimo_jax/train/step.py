@@ -47,8 +47,8 @@ def train_step(state, batch, *, config, tx, mesh=None):
   (loss, metrics), grads = loss_and_grads(state["params"], batch, rng, config, mesh)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
-                 param_norm=optax.global_norm(params),
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+                 param_norm=optax.tree.norm(params),
                  learning_rate=learning_rate_schedule(config)(state["step"]))
   new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
   return new_state, metrics
