@@ -163,3 +163,9 @@ def test_synthetic_batches_drive_the_pretraining_loss(tmp_path):
     assert abs(float(metrics[f"{term}/nll"]) - math.log(config.model.vocab_size)) < 0.3, term
   assert float(metrics["cmcl/hard_negative_accuracy"]) <= 1.0
   assert float(metrics["pair_mrm/regions"]) >= 8  # at least one masked region per image
+
+
+def test_cmcl_without_extra_slots(root):
+  it = _iterator(root, cmcl_extra_positives=0, cmcl_hard_negatives=0, cmcl_extra_images=0)
+  cmcl = next(it)["cmcl"]
+  assert set(cmcl) == {"image", "text"}

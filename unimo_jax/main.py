@@ -11,9 +11,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "pretrain.py"
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", f"{_DEFAULT_CONFIG}:tiny", "Config file and preset, e.g. configs/pretrain.py:base.",
-    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/unimo_tiny", "Where outputs are written.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "check"], "What to run.")
 
@@ -22,7 +19,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, XLA) off the console
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   from unimo_jax.train import loop  # after flag parsing: keeps --help fast
   try:
     loop.initialize_distributed(config)
@@ -38,13 +35,17 @@ def main(argv):
 
 def run():
   try:
-    app.run(main)
-  except AttributeError as e:  # config_flags' way of saying an override names no field
-    if "config" in " ".join(sys.argv):
-      print(f"error: unknown config field {e} in {[a for a in sys.argv if 'config.' in a]}; "
-            "see the config file for the fields it defines", file=sys.stderr)
-      sys.exit(2)
-    raise
+    # config_flags applies --config.<field> overrides while the flag is defined, so an unknown
+    # field surfaces here, before anything runs.
+    config_flags.DEFINE_config_file(
+        "config", f"{_DEFAULT_CONFIG}:tiny",
+        "Config file and preset, e.g. configs/pretrain.py:base.", lock_config=True)
+  except (AttributeError, KeyError) as e:
+    overrides = [a for a in sys.argv if a.startswith("--config.")]
+    print(f"error: unknown config field {e} in {overrides}; see the config file for the fields "
+          "it defines", file=sys.stderr)
+    sys.exit(2)
+  app.run(main)
 
 
 if __name__ == "__main__":
