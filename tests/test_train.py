@@ -186,3 +186,38 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   evals = json.loads((tmp_path / "straight" / "eval_metrics.json").read_text())
   assert 0.0 <= evals["i2t_R@1"] <= 1.0 and evals["pairs"] == 50
+
+
+def test_checkpoint_restores_onto_another_mesh_and_init_from(config, tmp_path):
+  from unimo_jax.train.checkpoint import Checkpointer, load_params, save_params
+  tx = make_optimizer(config)
+  rules = rules_from_config(config.logical_axis_rules)
+  _, state, _ = _train(config, {"data": 8}, steps=2)
+  saved = jax.device_get(state)
+  checkpoints = Checkpointer(tmp_path / "ckpt", every=1, keep=1, use_async=True)
+  checkpoints.save(2, state, {"text": {"position": 7}}, force=True)
+  checkpoints.close()
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract, shardings = state_shardings(config, tx, mesh, rules)
+    restored, data_state = Checkpointer(tmp_path / "ckpt", every=1, keep=1).restore(
+        abstract, shardings)
+  assert data_state == {"text": {"position": 7}}
+  kernel = restored["params"]["encoder"]["layer_0"]["ffn_fc_0"]["kernel"]
+  assert kernel.sharding.spec == P("fsdp", "tensor") and len(kernel.sharding.device_set) == 8
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  save_params(tmp_path / "params", saved["params"])
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    params = load_params(tmp_path / "params", abstract["params"], shardings["params"])
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(saved["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    load_params(tmp_path / "missing", abstract["params"], shardings["params"])
+
+
+def test_non_finite_loss_stops_with_a_message():
+  from unimo_jax.train.loop import NonFiniteLoss, _finite_or_raise
+  _finite_or_raise(3, {"total_loss": 1.5, "cmcl/loss": 0.2})
+  with pytest.raises(NonFiniteLoss, match=r"step 7: non-finite loss nan .*'cmcl/loss'"):
+    _finite_or_raise(7, {"total_loss": float("nan"), "cmcl/loss": float("inf"), "x": 1.0})
