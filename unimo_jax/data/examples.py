@@ -56,7 +56,7 @@ def _pad(values, length, fill, dtype=np.int32):
   return out
 
 
-def _text_sequence(ids, length, special):
+def text_sequence(ids, length, special):
   """[CLS] ids [SEP] truncated and padded to `length`, and which positions are maskable."""
   ids = np.asarray(ids, np.int32)[:length - 2]
   seq = np.concatenate([[special["cls"]], ids, [special["sep"]]]).astype(np.int32)
@@ -75,7 +75,7 @@ def random_token_range(special, vocab_size) -> tuple:
 
 def mlm_fields(ids, length, cfg, special, vocab_size, rng) -> dict:
   """Span-masked [CLS] text [SEP] with lm_positions / lm_labels / lm_weights."""
-  seq, maskable = _text_sequence(ids, length, special)
+  seq, maskable = text_sequence(ids, length, special)
   low, high = random_token_range(special, vocab_size)
   masked, positions, labels = span_mask(
       seq, maskable, rng, mask_id=special["mask"], vocab_size=high, ratio=cfg.mask_ratio,
@@ -110,7 +110,7 @@ def seq2seq_fields(ids, cfg, special, rng) -> dict:
   if len(ids) < 2:
     ids = np.concatenate([ids, [special["unk"]] * (2 - len(ids))]).astype(np.int32)
   source, target = seq2seq_split(ids, rng, ratio=cfg.seq2seq_ratio, max_span=cfg.seq2seq_max_span)
-  src, _ = _text_sequence(source, cfg.max_text_length, special)
+  src, _ = text_sequence(source, cfg.max_text_length, special)
   tgt_len = max_target_length(cfg)
   tgt_in, labels, weights = _target_block(target, tgt_len, special)
   input_ids = np.concatenate([src, tgt_in])
@@ -196,7 +196,7 @@ def extra_text_fields(positives, negatives, cfg, special, rng) -> dict:
     chosen = [pool[i] for i in order]
     slots += [(ids, positive, True) for ids in chosen]
     slots += [(np.zeros(0, np.int32), positive, False)] * (count - len(chosen))
-  ids = np.stack([_text_sequence(t, cfg.max_caption_length, special)[0] for t, _, _ in slots])
+  ids = np.stack([text_sequence(t, cfg.max_caption_length, special)[0] for t, _, _ in slots])
   return {
       "input_ids": ids,
       "positive": np.array([p for _, p, _ in slots], bool),

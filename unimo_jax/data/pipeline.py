@@ -91,7 +91,7 @@ class Transforms:
     regions = examples.region_fields(record, self.cfg, self.feature_dim, self.num_classes)
     return regions
 
-  def _image_inputs(self, record):
+  def model_image_inputs(self, record):
     """The model's image fields: padded regions, or pixels when data.image_input is 'pixels'."""
     if self.pixels:
       return examples.pixel_fields(record)
@@ -118,7 +118,7 @@ class Transforms:
     regions = None if self.pixels else self._image(record)
     image = examples.pixel_fields(record) if self.pixels else examples.image_inputs(regions)
     caption = record["caption_ids"]
-    text, _ = examples._text_sequence(caption, cfg.max_caption_length, special)
+    text, _ = examples.text_sequence(caption, cfg.max_caption_length, special)
     out = _prefixed("pair_mlm", dict(image, **examples.mlm_fields(
         caption, cfg.max_caption_length, cfg, special, self.vocab_size, rng)))
     if not self.pixels:  # masked region prediction needs detector regions
@@ -149,7 +149,7 @@ class Transforms:
     blocks, valid = [], []
     for slot in range(count):
       if slot < len(chosen):
-        blocks.append(self._image_inputs(self.image_lookup[int(chosen[slot])]))
+        blocks.append(self.model_image_inputs(self.image_lookup[int(chosen[slot])]))
         valid.append(True)
       else:
         blocks.append(None)

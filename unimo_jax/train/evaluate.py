@@ -57,11 +57,8 @@ class Evaluator:
     losses_config = config.copy_and_resolve_references()
     self._mlm = jax.jit(lambda p, b: pretraining_loss(p, b, losses_config)[1])
 
-  def _image_inputs(self, record):
-    return self.transforms._image_inputs(record)
-
   def _text(self, ids):
-    seq, _ = examples._text_sequence(ids, self.config.data.max_caption_length,
+    seq, _ = examples.text_sequence(ids, self.config.data.max_caption_length,
                                      self.tokenizer.special_ids)
     return seq
 
@@ -81,8 +78,8 @@ class Evaluator:
   def __call__(self, params) -> dict:
     batch_size = int(self.config.eval_batch)
     records = [self.source[i] for i in range(self.count)]
-    images = self._encode(params, [self._image_inputs(r) for r in records], "image_embedding",
-                          batch_size)
+    images = self._encode(params, [self.transforms.model_image_inputs(r) for r in records],
+                          "image_embedding", batch_size)
     captions = self._encode(params, [{"input_ids": self._text(r["caption_ids"])} for r in records],
                             "text_embedding", batch_size)
     sim = images @ captions.T  # [images, captions]

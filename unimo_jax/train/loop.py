@@ -240,7 +240,6 @@ def run(config, workdir) -> dict:
           pending = None
           checkpoints.save(step, state, data.get_state(), force=step == config.steps)
         else:
-          jax.block_until_ready(state["step"]) if step == 1 else None
           pending = (step, metrics, time.perf_counter() - start, wait, tokens)
         if evaluator and (step % config.eval_every == 0 or step == config.steps):
           last_eval = evaluator({"params": state["params"]})
