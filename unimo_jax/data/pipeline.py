@@ -13,13 +13,12 @@ Its state (`get_state` / `set_state`) is a small JSON-able dict, saved with chec
 
 import json
 import logging
-import pathlib
 import threading
 
 import numpy as np
 
 from unimo_jax.data import examples
-from unimo_jax.data.records import DataError, ShardSource, read_metadata
+from unimo_jax.data.records import DataError, ShardSource
 
 STREAMS = ("text", "image", "pair")
 
@@ -88,8 +87,7 @@ class Transforms:
     self.pixels = cfg.image_input == "pixels"
 
   def _image(self, record):
-    regions = examples.region_fields(record, self.cfg, self.feature_dim, self.num_classes)
-    return regions
+    return examples.region_fields(record, self.cfg, self.feature_dim, self.num_classes)
 
   def model_image_inputs(self, record):
     """The model's image fields: padded regions, or pixels when data.image_input is 'pixels'."""
@@ -267,11 +265,3 @@ def to_global_arrays(batch, mesh):
   from unimo_jax.parallel import batch_sharding
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(x)), x), batch)
-
-
-def dataset_vocabulary(dataset_dir) -> dict:
-  """The 'vocabulary' entry a dataset's metadata.json records."""
-  meta = read_metadata(dataset_dir)
-  if "vocabulary" not in meta:
-    raise DataError(f"{pathlib.Path(dataset_dir) / 'metadata.json'}: no 'vocabulary' entry")
-  return meta["vocabulary"]

@@ -9,11 +9,10 @@ attribute twins separately.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from unimo_jax.data import examples
-from unimo_jax.data.pipeline import Transforms, unflatten
+from unimo_jax.data.pipeline import Transforms
 from unimo_jax.data.records import ShardSource
 from unimo_jax.model import Unimo
 from unimo_jax.pretrain_loss import pretraining_loss
@@ -78,8 +77,8 @@ class Evaluator:
   def __call__(self, params) -> dict:
     batch_size = int(self.config.eval_batch)
     records = [self.source[i] for i in range(self.count)]
-    images = self._encode(params, [self.transforms.model_image_inputs(r) for r in records],
-                          "image_embedding", batch_size)
+    image_inputs = [self.transforms.model_image_inputs(r) for r in records]
+    images = self._encode(params, image_inputs, "image_embedding", batch_size)
     captions = self._encode(params, [{"input_ids": self._text(r["caption_ids"])} for r in records],
                             "text_embedding", batch_size)
     sim = images @ captions.T  # [images, captions]
@@ -104,14 +103,14 @@ class Evaluator:
 
     totals = {}
     rng = np.random.default_rng(0)  # the same masks at every evaluation
+    stack = lambda rows: jax.tree.map(lambda *xs: np.stack(xs), *rows)
     for start, chunk in _batches(records, batch_size):
-      fields = [self.transforms.pair(r, rng) for r in chunk]
-      stacked = unflatten(jax.tree.map(lambda *xs: np.stack(xs), *fields))
-      mlm_text = [examples.mlm_fields(r["caption_ids"], self.config.data.max_caption_length,
-                                      self.config.data, self.tokenizer.special_ids,
-                                      self.tokenizer.vocab_size, rng) for r in chunk]
-      text = jax.tree.map(lambda *xs: np.stack(xs), *mlm_text)
-      batch = _pad_rows({"pair_mlm": stacked["pair_mlm"], "text_mlm": text}, batch_size)
+      # One masking per caption, scored with and without its image.
+      text = stack([examples.mlm_fields(r["caption_ids"], self.config.data.max_caption_length,
+                                        self.config.data, self.tokenizer.special_ids,
+                                        self.tokenizer.vocab_size, rng) for r in chunk])
+      pair = dict(stack(image_inputs[start:start + len(chunk)]), **text)
+      batch = _pad_rows({"pair_mlm": pair, "text_mlm": text}, batch_size)
       if len(chunk) < batch_size:  # padded rows must not count
         for term in ("pair_mlm", "text_mlm"):
           weights = np.array(batch[term]["lm_weights"])

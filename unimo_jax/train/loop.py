@@ -2,7 +2,6 @@
 metrics and evaluation. `run(config, workdir)` is importable from a notebook."""
 
 import json
-import logging
 import math
 import os
 import pathlib
