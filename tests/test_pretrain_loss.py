@@ -97,6 +97,7 @@ def test_loss_weights_scale_terms(config):
 
 def test_dropout_makes_the_loss_stochastic_per_rng():
   config = load_config("tiny")
+  config.model.dropout_rate = config.model.attention_dropout_rate = 0.1  # the tiny config has none
   params = {"params": nn.unbox(init_boxed_params(config.model, jax.random.key(0)))}
   batch = random_pretraining_batch(config, seed=3)
   run = lambda k: float(pretraining_loss(params, batch, config, rng=jax.random.key(k),
