@@ -1,1 +1,1 @@
-"""Weight converters: HF RoBERTa -> unimo_jax parameters."""
+"""Weight converters: HF RoBERTa -> unimo_jax parameters (`python -m unimo_jax.convert`)."""

@@ -15,6 +15,7 @@ import re
 import jax
 import numpy as np
 
+from unimo_jax.convert.safe_pickle import load_torch_zip
 from unimo_jax.model.params import init_params, stack_layers
 from unimo_jax.model.presets import model_config
 
@@ -26,7 +27,8 @@ def _numpy(value):
 
 
 def load_state_dict(path) -> dict:
-  """Reads a .safetensors file (numpy only) or a torch .bin file (torch, weights_only) to numpy."""
+  """Reads a .safetensors file or a torch .bin zip archive to numpy, neither needing torch; the
+  .bin pickle goes through a restricted unpickler that admits only tensor storage."""
   path = pathlib.Path(path)
   if path.is_dir():
     for name in ("model.safetensors", "pytorch_model.bin"):
@@ -37,8 +39,7 @@ def load_state_dict(path) -> dict:
     from safetensors.numpy import load_file
     return load_file(str(path))
   if path.suffix in (".bin", ".pt", ".pth"):
-    import torch  # weights_only=True refuses anything but tensors and plain containers
-    return {k: _numpy(v) for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+    return load_torch_zip(path)
   raise ValueError(f"{path}: expected a .safetensors or .bin file, found suffix {path.suffix!r}")
 
 

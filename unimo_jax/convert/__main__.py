@@ -1,0 +1,92 @@
+"""Weight conversion from the command line.
+
+  python -m unimo_jax.convert roberta --src=DIR_OR_FILE --out=DIR
+  python -m unimo_jax.convert export-roberta --params=CKPT --config=JSON --out=DIR
+
+roberta: a HF RoBERTa checkpoint (model.safetensors or pytorch_model.bin, with config.json and the
+vocab.json + merges.txt tokenizer files beside it) -> DIR/params (an orbax params checkpoint for
+--config.init_from), DIR/tokenizer (vocab.json + merges.txt, for --config.data.tokenizer),
+DIR/model_config.json (the model config fields to use) and DIR/report.json (converted, unused and
+freshly initialised parameters). Neither input format needs torch; .bin pickles are read through a
+restricted unpickler that refuses anything but tensor storage.
+
+export-roberta: the text encoder and MLM head of a params checkpoint (written by `roberta` or
+`save_params`) or of a training step directory (<workdir>/checkpoints/<step>) -> DIR/model.safetensors
++ DIR/config.json, loadable with transformers' RobertaForMaskedLM.from_pretrained(DIR). --config is
+a model config JSON (model_config.json from `roberta`) or a run's config.json (its "model" field).
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+
+
+def _roberta(args) -> int:
+  from unimo_jax.convert.roberta import config_from_roberta_dir, load_state_dict, params_from_roberta
+  from unimo_jax.train.checkpoint import save_params
+  src = pathlib.Path(args.src)
+  src_dir = src if src.is_dir() else src.parent
+  if not (src_dir / "config.json").exists():
+    raise SystemExit(f"convert roberta: expected config.json beside the weights in {src_dir}")
+  out = pathlib.Path(args.out)
+  if (out / "params").exists():
+    raise SystemExit(f"convert roberta: {out / 'params'} exists; choose an empty --out")
+  config = config_from_roberta_dir(src_dir)
+  print(f"reading {src} ...", flush=True)
+  params, report = params_from_roberta(load_state_dict(src), config)
+  out.mkdir(parents=True, exist_ok=True)
+  save_params(out / "params", params)
+  missing = [name for name in TOKENIZER_FILES if not (src_dir / name).exists()]
+  if missing:
+    print(f"warning: no tokenizer written, {src_dir} lacks {missing}", flush=True)
+  else:
+    (out / "tokenizer").mkdir(exist_ok=True)
+    for name in TOKENIZER_FILES:
+      shutil.copyfile(src_dir / name, out / "tokenizer" / name)
+  (out / "model_config.json").write_text(config.to_json_best_effort(indent=2))
+  (out / "report.json").write_text(json.dumps(report, indent=2))
+  print(f"wrote {out}: {len(report['converted'])} weights converted, {len(report['unused'])} "
+        f"unused, fresh: {report['fresh']}", flush=True)
+  return 0
+
+
+def _export_roberta(args) -> int:
+  import ml_collections
+  import orbax.checkpoint as ocp
+  from unimo_jax.convert.hf_export import export_roberta
+  fields = json.loads(pathlib.Path(args.config).read_text())
+  config = ml_collections.ConfigDict(fields.get("model", fields))
+  ckpt = pathlib.Path(args.params).absolute()
+  if (ckpt / "state").is_dir():  # a training step directory: take the params of its state
+    params = ocp.StandardCheckpointer().restore(ckpt / "state")["params"]
+  elif ckpt.is_dir():
+    params = ocp.StandardCheckpointer().restore(ckpt)
+  else:
+    raise SystemExit(f"export-roberta: expected a params checkpoint or a step directory, "
+                     f"found no directory {ckpt}")
+  out = export_roberta(params, config, args.out)
+  print(f"wrote {out / 'model.safetensors'} and {out / 'config.json'}", flush=True)
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m unimo_jax.convert",
+                                   description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  roberta = sub.add_parser("roberta", help="HF RoBERTa -> params checkpoint + tokenizer")
+  roberta.add_argument("--src", required=True, help="checkpoint directory or weights file")
+  roberta.add_argument("--out", required=True, help="output directory")
+  export = sub.add_parser("export-roberta", help="text encoder -> HF RoBERTa safetensors")
+  export.add_argument("--params", required=True, help="params checkpoint or step directory")
+  export.add_argument("--config", required=True, help="model config JSON or a run's config.json")
+  export.add_argument("--out", required=True, help="output directory")
+  args = parser.parse_args(argv)
+  return {"roberta": _roberta, "export-roberta": _export_roberta}[args.command](args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
