@@ -1,6 +1,8 @@
 """Weight conversion from the command line.
 
   python -m unimo_jax.convert roberta --src=DIR_OR_FILE --out=DIR
+  python -m unimo_jax.convert paddle --src=DIR --model-config=unimo_base_en.json --out=DIR \
+      [--dict=model_files/dict]
   python -m unimo_jax.convert export-roberta --params=CKPT --config=JSON --out=DIR
 
 roberta: a HF RoBERTa checkpoint (model.safetensors or pytorch_model.bin, with config.json and the
@@ -9,6 +11,10 @@ vocab.json + merges.txt tokenizer files beside it) -> DIR/params (an orbax param
 DIR/model_config.json (the model config fields to use) and DIR/report.json (converted, unused and
 freshly initialised parameters). Neither input format needs torch; .bin pickles are read through a
 restricted unpickler that refuses anything but tensor storage.
+
+paddle: a released UNIMO checkpoint (a Paddle 1.x persistables directory, one LoDTensor file per
+variable, read with numpy) and UNIMO's JSON config -> DIR/params, DIR/model_config.json,
+DIR/report.json and, given --dict, DIR/tokenizer (UNIMO's encoder.json / vocab.bpe / vocab.txt).
 
 export-roberta: the text encoder and MLM head of a params checkpoint (written by `roberta` or
 `save_params`) or of a training step directory (<workdir>/checkpoints/<step>) -> DIR/model.safetensors
@@ -23,23 +29,20 @@ import shutil
 import sys
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
+DICT_SUFFIXES = ("encoder.json", "vocab.bpe", "vocab.txt")
 
 
 def _roberta(args) -> int:
   from unimo_jax.convert.roberta import config_from_roberta_dir, load_state_dict, params_from_roberta
-  from unimo_jax.train.checkpoint import save_params
   src = pathlib.Path(args.src)
   src_dir = src if src.is_dir() else src.parent
   if not (src_dir / "config.json").exists():
     raise SystemExit(f"convert roberta: expected config.json beside the weights in {src_dir}")
-  out = pathlib.Path(args.out)
-  if (out / "params").exists():
-    raise SystemExit(f"convert roberta: {out / 'params'} exists; choose an empty --out")
+  out = _fresh_output(args.out, "roberta")
   config = config_from_roberta_dir(src_dir)
   print(f"reading {src} ...", flush=True)
   params, report = params_from_roberta(load_state_dict(src), config)
-  out.mkdir(parents=True, exist_ok=True)
-  save_params(out / "params", params)
+  _write_conversion(out, params, config, report)
   missing = [name for name in TOKENIZER_FILES if not (src_dir / name).exists()]
   if missing:
     print(f"warning: no tokenizer written, {src_dir} lacks {missing}", flush=True)
@@ -47,10 +50,41 @@ def _roberta(args) -> int:
     (out / "tokenizer").mkdir(exist_ok=True)
     for name in TOKENIZER_FILES:
       shutil.copyfile(src_dir / name, out / "tokenizer" / name)
+  return 0
+
+
+def _write_conversion(out, params, config, report) -> None:
+  from unimo_jax.train.checkpoint import save_params
+  out.mkdir(parents=True, exist_ok=True)
+  save_params(out / "params", params)
   (out / "model_config.json").write_text(config.to_json_best_effort(indent=2))
   (out / "report.json").write_text(json.dumps(report, indent=2))
   print(f"wrote {out}: {len(report['converted'])} weights converted, {len(report['unused'])} "
         f"unused, fresh: {report['fresh']}", flush=True)
+
+
+def _fresh_output(out, command):
+  out = pathlib.Path(out)
+  if (out / "params").exists():
+    raise SystemExit(f"convert {command}: {out / 'params'} exists; choose an empty --out")
+  return out
+
+
+def _paddle(args) -> int:
+  from unimo_jax.convert.paddle import config_from_unimo_file, params_from_paddle_dir
+  out = _fresh_output(args.out, "paddle")
+  config = config_from_unimo_file(args.model_config)
+  print(f"reading {args.src} ...", flush=True)
+  params, report = params_from_paddle_dir(args.src, config)
+  _write_conversion(out, params, config, report)
+  if args.dict:
+    files = [f for suffix in DICT_SUFFIXES for f in sorted(pathlib.Path(args.dict).glob(f"*{suffix}"))]
+    if len(files) != len(DICT_SUFFIXES):
+      raise SystemExit(f"convert paddle: expected UNIMO dict files ending in {DICT_SUFFIXES} in "
+                       f"{args.dict}, found {[f.name for f in files]}")
+    (out / "tokenizer").mkdir(exist_ok=True)
+    for f in files:
+      shutil.copyfile(f, out / "tokenizer" / f.name)
   return 0
 
 
@@ -80,12 +114,17 @@ def main(argv=None) -> int:
   roberta = sub.add_parser("roberta", help="HF RoBERTa -> params checkpoint + tokenizer")
   roberta.add_argument("--src", required=True, help="checkpoint directory or weights file")
   roberta.add_argument("--out", required=True, help="output directory")
+  paddle = sub.add_parser("paddle", help="released UNIMO (Paddle 1.x) -> params checkpoint")
+  paddle.add_argument("--src", required=True, help="Paddle persistables directory")
+  paddle.add_argument("--model-config", required=True, help="UNIMO's unimo_*_en.json")
+  paddle.add_argument("--out", required=True, help="output directory")
+  paddle.add_argument("--dict", default="", help="directory of UNIMO's dict files (tokenizer)")
   export = sub.add_parser("export-roberta", help="text encoder -> HF RoBERTa safetensors")
   export.add_argument("--params", required=True, help="params checkpoint or step directory")
   export.add_argument("--config", required=True, help="model config JSON or a run's config.json")
   export.add_argument("--out", required=True, help="output directory")
   args = parser.parse_args(argv)
-  return {"roberta": _roberta, "export-roberta": _export_roberta}[args.command](args)
+  return {"roberta": _roberta, "paddle": _paddle, "export-roberta": _export_roberta}[args.command](args)
 
 
 if __name__ == "__main__":

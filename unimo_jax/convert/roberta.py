@@ -43,23 +43,29 @@ def load_state_dict(path) -> dict:
   raise ValueError(f"{path}: expected a .safetensors or .bin file, found suffix {path.suffix!r}")
 
 
+def bert_style_config(fields: dict, source: str, base: str = "base"):
+  """Our model config from BERT-style config keys (num_hidden_layers, hidden_size, ...), shared by
+  HF RoBERTa's config.json and UNIMO's JSON; other fields from preset `base`."""
+  c = model_config(base)
+  if fields.get("hidden_act", "gelu") != "gelu":
+    raise ValueError(f"{source} hidden_act: expected 'gelu', found {fields['hidden_act']!r}")
+  c.num_layers = fields["num_hidden_layers"]
+  c.hidden_size = fields["hidden_size"]
+  c.num_heads = fields["num_attention_heads"]
+  c.mlp_dim = fields.get("intermediate_size", 4 * fields["hidden_size"])
+  c.vocab_size = fields["vocab_size"]
+  c.max_position_embeddings = fields["max_position_embeddings"]
+  c.pad_token_id = fields.get("pad_token_id", 1)
+  c.layer_norm_eps = fields.get("layer_norm_eps", 1e-5)
+  c.dropout_rate = fields.get("hidden_dropout_prob", 0.1)
+  c.attention_dropout_rate = fields.get("attention_probs_dropout_prob", 0.1)
+  c.initializer_range = fields.get("initializer_range", 0.02)
+  return c
+
+
 def config_from_roberta(hf_config: dict, base: str = "base"):
   """Our model config from a HF RobertaConfig dict (config.json), other fields from preset `base`."""
-  c = model_config(base)
-  if hf_config.get("hidden_act", "gelu") != "gelu":
-    raise ValueError(f"config.json hidden_act: expected 'gelu', found {hf_config['hidden_act']!r}")
-  c.num_layers = hf_config["num_hidden_layers"]
-  c.hidden_size = hf_config["hidden_size"]
-  c.num_heads = hf_config["num_attention_heads"]
-  c.mlp_dim = hf_config["intermediate_size"]
-  c.vocab_size = hf_config["vocab_size"]
-  c.max_position_embeddings = hf_config["max_position_embeddings"]
-  c.pad_token_id = hf_config.get("pad_token_id", 1)
-  c.layer_norm_eps = hf_config.get("layer_norm_eps", 1e-5)
-  c.dropout_rate = hf_config.get("hidden_dropout_prob", 0.1)
-  c.attention_dropout_rate = hf_config.get("attention_probs_dropout_prob", 0.1)
-  c.initializer_range = hf_config.get("initializer_range", 0.02)
-  return c
+  return bert_style_config(hf_config, "config.json", base)
 
 
 def config_from_roberta_dir(path):

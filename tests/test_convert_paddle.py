@@ -1,0 +1,156 @@
+"""Released-UNIMO (Paddle 1.x LoDTensor) import, read with numpy only."""
+
+import json
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from unimo_jax.convert.paddle import (PaddleFormatError, config_from_unimo, params_from_paddle_dir,
+                                      read_lod_tensor, unimo_name_map)
+from unimo_jax.model import Unimo, init_params
+
+DTYPE_ENUM = {np.dtype(np.float32): 5, np.dtype(np.float16): 4, np.dtype(np.int64): 3}
+
+
+def _varint(value):
+  value &= (1 << 64) - 1
+  out = bytearray()
+  while True:
+    byte = value & 0x7F
+    value >>= 7
+    out.append(byte | (0x80 if value else 0))
+    if not value:
+      return bytes(out)
+
+
+def lod_tensor_bytes(array, lod=(), packed_dims=False):
+  """Paddle 1.x SerializeToStream layout, written out by hand."""
+  array = np.asarray(array)
+  desc = b"\x08" + _varint(DTYPE_ENUM[array.dtype])  # field 1 (data_type), varint
+  if packed_dims:
+    dims = b"".join(_varint(d) for d in array.shape)
+    desc += b"\x12" + _varint(len(dims)) + dims  # field 2, length-delimited
+  else:
+    desc += b"".join(b"\x10" + _varint(d) for d in array.shape)  # field 2, one varint each
+  out = struct.pack("<I", 0) + struct.pack("<Q", len(lod))
+  for level in lod:
+    raw = np.asarray(level, np.uint64).tobytes()
+    out += struct.pack("<Q", len(raw)) + raw
+  out += struct.pack("<I", 0) + struct.pack("<i", len(desc)) + desc
+  return out + array.astype(array.dtype.newbyteorder("<")).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int64])
+@pytest.mark.parametrize("shape", [(7,), (3, 5)])
+def test_lod_tensor_files_read_back_exactly(tmp_path, dtype, shape):
+  rng = np.random.default_rng(0)
+  array = (rng.normal(size=shape) * 100).astype(dtype)
+  for i, (lod, packed) in enumerate((((), False), (([0, 2, 3],), True))):
+    (tmp_path / f"v{i}").write_bytes(lod_tensor_bytes(array, lod, packed))
+    got = read_lod_tensor(tmp_path / f"v{i}")
+    assert got.dtype == array.dtype and got.shape == array.shape
+    np.testing.assert_array_equal(got, array)
+
+
+def test_truncated_and_malformed_files_are_named(tmp_path):
+  data = lod_tensor_bytes(np.ones((4, 4), np.float32))
+  (tmp_path / "cut").write_bytes(data[:-5])
+  with pytest.raises(PaddleFormatError, match=r"cut: truncated: expected 64 bytes of 16 float32"):
+    read_lod_tensor(tmp_path / "cut")
+  (tmp_path / "head").write_bytes(data[:6])
+  with pytest.raises(PaddleFormatError, match=r"head: truncated.*LoD level count"):
+    read_lod_tensor(tmp_path / "head")
+  (tmp_path / "version").write_bytes(struct.pack("<I", 3) + data[4:])
+  with pytest.raises(PaddleFormatError, match=r"version: expected LoDTensor version 0, found 3"):
+    read_lod_tensor(tmp_path / "version")
+
+
+def _unimo_config(tmp_path):
+  unimo = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "vocab_size": 50,
+           "max_position_embeddings": 40, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+           "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
+           "image_embedding_size": 12, "image_class_size": 9}
+  (tmp_path / "unimo_tiny_en.json").write_text(json.dumps(unimo))
+  return config_from_unimo(unimo)
+
+
+def _write_paddle_dir(directory, params, config):
+  """Every UNIMO variable of `params` in Paddle's names and [in, out] layout."""
+  directory.mkdir()
+  h = config.hidden_size
+  for name, (path, transform) in unimo_name_map(config).items():
+    value = params
+    for key in path:
+      value = value[key]
+    value = np.asarray(value, np.float32)
+    if transform is not None:  # attention kernels / biases back to Paddle's 2-D / 1-D layout
+      value = value.reshape(h, h) if value.ndim == 3 else value.reshape(-1)
+    (directory / name).write_bytes(lod_tensor_bytes(value))
+  (directory / "encoder_layer_0_ffn_fc_0.w_0_moment1_0").write_bytes(
+      lod_tensor_bytes(np.zeros((h, 4 * h), np.float32)))  # an optimizer variable
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_paddle_directory_converts_to_the_same_model(tmp_path, scan_layers):
+  config = _unimo_config(tmp_path)
+  assert (config.num_layers, config.mlp_dim, config.region_feature_dim,
+          config.num_region_classes) == (2, 128, 12, 9)
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda x: np.asarray(x) + rng.normal(size=np.shape(x)).astype(np.float32)
+                        * 0.05, init_params(config, jax.random.key(3)))
+  _write_paddle_dir(tmp_path / "unimo", params, config)
+  config.scan_layers = scan_layers
+  converted, report = params_from_paddle_dir(tmp_path / "unimo", config)
+  assert report["unused"] == ["encoder_layer_0_ffn_fc_0.w_0_moment1_0"]
+  assert all(name.startswith(("region_heads", "temperature", "image_projection",
+                              "text_projection")) for name in report["fresh"]), report["fresh"]
+  batch = {"input_ids": rng.integers(3, 50, size=(2, 9)).astype(np.int32),
+           "region_features": rng.normal(size=(2, 3, 12)).astype(np.float32),
+           "region_locations": rng.uniform(size=(2, 3, 5)).astype(np.float32),
+           "region_mask": np.array([[1, 1, 0], [1, 1, 1]], bool)}
+  direct_config = config.copy_and_resolve_references()
+  direct_config.scan_layers = False
+  want = Unimo(direct_config).apply({"params": params}, batch, heads={"lm"})
+  got = Unimo(config).apply({"params": converted}, batch, heads={"lm"})
+  for key in ("hidden", "pooled_text", "pooled_image", "lm_logits"):
+    np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
+
+
+def test_missing_and_misshaped_variables_are_named(tmp_path):
+  config = _unimo_config(tmp_path)
+  params = jax.tree.map(np.asarray, init_params(config, jax.random.key(0)))
+  _write_paddle_dir(tmp_path / "unimo", params, config)
+  (tmp_path / "unimo" / "encoder_layer_1_ffn_fc_1.b_0").unlink()
+  with pytest.raises(ValueError, match=r"missing 1 UNIMO variables.*encoder_layer_1_ffn_fc_1\.b_0"):
+    params_from_paddle_dir(tmp_path / "unimo", config)
+  (tmp_path / "unimo" / "encoder_layer_1_ffn_fc_1.b_0").write_bytes(
+      lod_tensor_bytes(np.zeros(31, np.float32)))
+  with pytest.raises(ValueError, match=r"ffn_fc_1\.b_0: expected shape \(32,\).*found \(31,\)"):
+    params_from_paddle_dir(tmp_path / "unimo", config)
+
+
+def test_convert_paddle_command(tmp_path):
+  from unimo_jax.convert.__main__ import main
+  from unimo_jax.model.params import abstract_params, strip_boxes
+  from unimo_jax.train.checkpoint import load_params
+  config = _unimo_config(tmp_path)
+  params = jax.tree.map(np.asarray, init_params(config, jax.random.key(2)))
+  _write_paddle_dir(tmp_path / "unimo", params, config)
+  (tmp_path / "dict").mkdir()
+  for name in ("bpe/encoder.json", "bpe/vocab.bpe", "bpe/vocab.txt"):
+    (tmp_path / "dict" / name.replace("bpe/", "roberta_base_en.")).write_text("{}")
+  args = ["paddle", f"--src={tmp_path / 'unimo'}", f"--out={tmp_path / 'out'}",
+          f"--model-config={tmp_path / 'unimo_tiny_en.json'}", f"--dict={tmp_path / 'dict'}"]
+  assert main(args) == 0
+  abstract = strip_boxes(abstract_params(config))
+  single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  loaded = load_params(tmp_path / "out" / "params", abstract, jax.tree.map(lambda _: single, abstract))
+  np.testing.assert_array_equal(loaded["encoder"]["layer_1"]["attention"]["output"]["kernel"],
+                                params["encoder"]["layer_1"]["attention"]["output"]["kernel"])
+  assert sorted(p.name for p in (tmp_path / "out" / "tokenizer").iterdir()) == [
+      "roberta_base_en.encoder.json", "roberta_base_en.vocab.bpe", "roberta_base_en.vocab.txt"]
+  assert json.loads((tmp_path / "out" / "model_config.json").read_text())["num_layers"] == 2
+  with pytest.raises(SystemExit, match="exists"):
+    main(args)
