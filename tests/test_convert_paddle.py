@@ -154,3 +154,36 @@ def test_convert_paddle_command(tmp_path):
   assert json.loads((tmp_path / "out" / "model_config.json").read_text())["num_layers"] == 2
   with pytest.raises(SystemExit, match="exists"):
     main(args)
+
+
+def test_check_command_reports_the_converted_model(tmp_path, capsys):
+  """The check statistics follow the checkpoint: its LM bias decides the top prediction."""
+  from unimo_jax.convert.__main__ import main
+  from unimo_jax.convert.check import DEFAULT_CAPTION, statistics
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  from unimo_jax.data.tokenizers import load_tokenizer
+  write_synthetic(tmp_path / "syn", pairs=40, eval_pairs=4, images=8, texts=40, feature_dim=12,
+                  log=lambda *_: None)
+  tok = load_tokenizer(tmp_path / "syn" / "tokenizer.model")
+  config = _unimo_config(tmp_path)
+  config.vocab_size = tok.vocab_size
+  params = jax.tree.map(np.array, init_params(config, jax.random.key(2)))  # writable copies
+  favourite = tok.encode("circle")[0]
+  params["lm_head"]["mask_lm_out_bias"][favourite] = 50.0
+  _write_paddle_dir(tmp_path / "unimo", params, config)
+  unimo = json.loads((tmp_path / "unimo_tiny_en.json").read_text())
+  (tmp_path / "unimo_tiny_en.json").write_text(json.dumps(dict(unimo, vocab_size=tok.vocab_size)))
+  assert main(["paddle", f"--src={tmp_path / 'unimo'}", f"--out={tmp_path / 'out'}",
+               f"--model-config={tmp_path / 'unimo_tiny_en.json'}"]) == 0
+  assert main(["check", f"--params={tmp_path / 'out' / 'params'}", f"--tokenizer={tmp_path / 'syn' / 'tokenizer.model'}",
+               f"--config={tmp_path / 'out' / 'model_config.json'}", "--caption=a large [MASK] circle",
+               f"--save={tmp_path / 'check.npz'}"]) == 0
+  printed = capsys.readouterr().out
+  assert "[pair] top [MASK] predictions: 'circle'" in printed
+  saved = np.load(tmp_path / "check.npz")
+  direct = statistics(params, config, tok, "a large [MASK] circle")
+  np.testing.assert_allclose(saved["pair_layer_norms"], direct["pair"]["layer_norms"], rtol=1e-5)
+  assert saved["input_region_features"].shape == (1, 10, 12)
+  assert int(saved["input_mask_index"]) == 3
+  with pytest.raises(ValueError, match="exactly one \\[MASK\\]"):
+    statistics(params, config, tok, DEFAULT_CAPTION.replace("[MASK]", "dog"))

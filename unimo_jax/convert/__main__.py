@@ -4,6 +4,7 @@
   python -m unimo_jax.convert paddle --src=DIR --model-config=unimo_base_en.json --out=DIR \
       [--dict=model_files/dict]
   python -m unimo_jax.convert export-roberta --params=CKPT --config=JSON --out=DIR
+  python -m unimo_jax.convert check --params=CKPT --config=JSON --tokenizer=DIR [--save=F.npz]
 
 roberta: a HF RoBERTa checkpoint (model.safetensors or pytorch_model.bin, with config.json and the
 vocab.json + merges.txt tokenizer files beside it) -> DIR/params (an orbax params checkpoint for
@@ -20,6 +21,9 @@ export-roberta: the text encoder and MLM head of a params checkpoint (written by
 `save_params`) or of a training step directory (<workdir>/checkpoints/<step>) -> DIR/model.safetensors
 + DIR/config.json, loadable with transformers' RobertaForMaskedLM.from_pretrained(DIR). --config is
 a model config JSON (model_config.json from `roberta`) or a run's config.json (its "model" field).
+
+check: statistics of a converted checkpoint on a fixed masked caption + image (see convert/check.py),
+for comparison with the original implementation on the same input.
 """
 
 import argparse
@@ -88,20 +92,40 @@ def _paddle(args) -> int:
   return 0
 
 
-def _export_roberta(args) -> int:
+def _params_and_config(args, command):
+  """Params from a params checkpoint or a training step directory, and the model config."""
   import ml_collections
   import orbax.checkpoint as ocp
-  from unimo_jax.convert.hf_export import export_roberta
   fields = json.loads(pathlib.Path(args.config).read_text())
   config = ml_collections.ConfigDict(fields.get("model", fields))
   ckpt = pathlib.Path(args.params).absolute()
   if (ckpt / "state").is_dir():  # a training step directory: take the params of its state
-    params = ocp.StandardCheckpointer().restore(ckpt / "state")["params"]
-  elif ckpt.is_dir():
-    params = ocp.StandardCheckpointer().restore(ckpt)
-  else:
-    raise SystemExit(f"export-roberta: expected a params checkpoint or a step directory, "
-                     f"found no directory {ckpt}")
+    return ocp.StandardCheckpointer().restore(ckpt / "state")["params"], config
+  if ckpt.is_dir():
+    return ocp.StandardCheckpointer().restore(ckpt), config
+  raise SystemExit(f"{command}: expected a params checkpoint or a step directory, found no "
+                   f"directory {ckpt}")
+
+
+def _check(args) -> int:
+  import numpy as np
+  from unimo_jax.convert.check import format_statistics, statistics
+  from unimo_jax.data.tokenizers import load_tokenizer
+  params, config = _params_and_config(args, "check")
+  stats = statistics(params, config, load_tokenizer(args.tokenizer), args.caption)
+  print(format_statistics(stats), flush=True)
+  if args.save:
+    flat = {f"input_{k}": v for k, v in stats["inputs"].items()}
+    for name in ("text", "pair"):
+      flat[f"{name}_layer_norms"] = np.asarray(stats[name]["layer_norms"])
+    np.savez(args.save, **flat)
+    print(f"wrote the inputs and statistics to {args.save}", flush=True)
+  return 0
+
+
+def _export_roberta(args) -> int:
+  from unimo_jax.convert.hf_export import export_roberta
+  params, config = _params_and_config(args, "export-roberta")
   out = export_roberta(params, config, args.out)
   print(f"wrote {out / 'model.safetensors'} and {out / 'config.json'}", flush=True)
   return 0
@@ -123,8 +147,15 @@ def main(argv=None) -> int:
   export.add_argument("--params", required=True, help="params checkpoint or step directory")
   export.add_argument("--config", required=True, help="model config JSON or a run's config.json")
   export.add_argument("--out", required=True, help="output directory")
+  check = sub.add_parser("check", help="statistics on a fixed input, to compare implementations")
+  check.add_argument("--params", required=True, help="params checkpoint or step directory")
+  check.add_argument("--config", required=True, help="model config JSON or a run's config.json")
+  check.add_argument("--tokenizer", required=True, help="tokenizer file or directory")
+  check.add_argument("--caption", default="a man is riding a [MASK] on the beach")
+  check.add_argument("--save", default="", help="an .npz for the inputs and statistics")
   args = parser.parse_args(argv)
-  return {"roberta": _roberta, "paddle": _paddle, "export-roberta": _export_roberta}[args.command](args)
+  return {"roberta": _roberta, "paddle": _paddle, "export-roberta": _export_roberta,
+          "check": _check}[args.command](args)
 
 
 if __name__ == "__main__":
