@@ -187,3 +187,14 @@ def test_check_command_reports_the_converted_model(tmp_path, capsys):
   assert int(saved["input_mask_index"]) == 3
   with pytest.raises(ValueError, match="exactly one \\[MASK\\]"):
     statistics(params, config, tok, DEFAULT_CAPTION.replace("[MASK]", "dog"))
+
+
+def test_convert_paddle_command_reports_bad_input(tmp_path, capsys):
+  from unimo_jax.convert.__main__ import main
+  _unimo_config(tmp_path)
+  (tmp_path / "unimo").mkdir()
+  (tmp_path / "unimo" / "word_embedding").write_bytes(b"\x00\x00")
+  code = main(["paddle", f"--src={tmp_path / 'unimo'}", f"--out={tmp_path / 'out'}",
+               f"--model-config={tmp_path / 'unimo_tiny_en.json'}"])
+  assert code == 2
+  assert "missing" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -154,8 +154,13 @@ def main(argv=None) -> int:
   check.add_argument("--caption", default="a man is riding a [MASK] on the beach")
   check.add_argument("--save", default="", help="an .npz for the inputs and statistics")
   args = parser.parse_args(argv)
-  return {"roberta": _roberta, "paddle": _paddle, "export-roberta": _export_roberta,
-          "check": _check}[args.command](args)
+  handler = {"roberta": _roberta, "paddle": _paddle, "export-roberta": _export_roberta,
+             "check": _check}[args.command]
+  try:
+    return handler(args)
+  except (ValueError, FileNotFoundError) as e:  # bad input: the message names what and where
+    print(f"convert {args.command}: {e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
