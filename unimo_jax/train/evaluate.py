@@ -6,6 +6,9 @@ h[IMG] (image alone) and h[CLS] (caption alone); R@1/5/10 in both directions.
 Twins: for each pair's rewritten captions (hard_negative_ids) the fraction where the true caption
 scores higher; reported overall and for relation twins (the changed word is a relation word) and
 attribute twins separately.
+Layout sensitivity: 1 - mean cosine between an image's CMCL embedding and that of its mirror image
+(boxes or pixels flipped left-right). 0 means the image side ignores where things are, so it
+cannot tell "A left of B" from "B left of A"; relation twins then stay at chance.
 """
 
 import jax
@@ -26,6 +29,20 @@ def recall_at_k(similarity, ks=(1, 5, 10)) -> dict:
   correct = sim[np.arange(len(sim)), np.arange(len(sim))]
   rank = (sim > correct[:, None]).sum(axis=1)  # ties count in the query's favour
   return {f"R@{k}": float(np.mean(rank < k)) for k in ks}
+
+
+def mirrored_image(inputs: dict) -> dict:
+  """The same image flipped left-right: region boxes [x1, y1, x2, y2, area] -> [1-x2, y1, 1-x1,
+  y2, area] (padding regions untouched), or pixels [H, W, C] reversed along W."""
+  out = dict(inputs)
+  if "pixels" in inputs:
+    out["pixels"] = np.asarray(inputs["pixels"])[:, ::-1].copy()
+    return out
+  loc = np.asarray(inputs["region_locations"])
+  flipped = np.stack([1 - loc[..., 2], loc[..., 1], 1 - loc[..., 0], loc[..., 3], loc[..., 4]], -1)
+  real = np.asarray(inputs["region_mask"]).astype(bool)[..., None]
+  out["region_locations"] = np.where(real, flipped, loc).astype(loc.dtype)
+  return out
 
 
 def _pad_rows(tree, size):
@@ -81,9 +98,12 @@ class Evaluator:
     images = self._encode(params, image_inputs, "image_embedding", batch_size)
     captions = self._encode(params, [{"input_ids": self._text(r["caption_ids"])} for r in records],
                             "text_embedding", batch_size)
+    mirrored = self._encode(params, [mirrored_image(x) for x in image_inputs], "image_embedding",
+                            batch_size)
     sim = images @ captions.T  # [images, captions]
     metrics = {f"i2t_{k}": v for k, v in recall_at_k(sim).items()}
     metrics.update({f"t2i_{k}": v for k, v in recall_at_k(sim.T).items()})
+    metrics["layout_sensitivity"] = float(1.0 - np.mean(np.sum(images * mirrored, axis=-1)))
 
     twins, owners, kinds = [], [], []
     for i, r in enumerate(records):
