@@ -198,3 +198,15 @@ def test_convert_paddle_command_reports_bad_input(tmp_path, capsys):
                f"--model-config={tmp_path / 'unimo_tiny_en.json'}"])
   assert code == 2
   assert "missing" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_convert_paddle_checks_the_dict_before_writing(tmp_path):
+  from unimo_jax.convert.__main__ import main
+  config = _unimo_config(tmp_path)
+  _write_paddle_dir(tmp_path / "unimo", jax.tree.map(np.asarray, init_params(config, jax.random.key(0))),
+                    config)
+  (tmp_path / "dict").mkdir()
+  with pytest.raises(SystemExit, match="expected UNIMO dict files"):
+    main(["paddle", f"--src={tmp_path / 'unimo'}", f"--out={tmp_path / 'out'}",
+          f"--model-config={tmp_path / 'unimo_tiny_en.json'}", f"--dict={tmp_path / 'dict'}"])
+  assert not (tmp_path / "out").exists()

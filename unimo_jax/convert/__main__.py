@@ -32,6 +32,8 @@ import pathlib
 import shutil
 import sys
 
+from unimo_jax.convert.check import DEFAULT_CAPTION
+
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 DICT_SUFFIXES = ("encoder.json", "vocab.bpe", "vocab.txt")
 
@@ -51,10 +53,14 @@ def _roberta(args) -> int:
   if missing:
     print(f"warning: no tokenizer written, {src_dir} lacks {missing}", flush=True)
   else:
-    (out / "tokenizer").mkdir(exist_ok=True)
-    for name in TOKENIZER_FILES:
-      shutil.copyfile(src_dir / name, out / "tokenizer" / name)
+    _copy_tokenizer([src_dir / name for name in TOKENIZER_FILES], out)
   return 0
+
+
+def _copy_tokenizer(files, out) -> None:
+  (out / "tokenizer").mkdir(exist_ok=True)
+  for f in files:
+    shutil.copyfile(f, out / "tokenizer" / f.name)
 
 
 def _write_conversion(out, params, config, report) -> None:
@@ -77,18 +83,18 @@ def _fresh_output(out, command):
 def _paddle(args) -> int:
   from unimo_jax.convert.paddle import config_from_unimo_file, params_from_paddle_dir
   out = _fresh_output(args.out, "paddle")
-  config = config_from_unimo_file(args.model_config)
-  print(f"reading {args.src} ...", flush=True)
-  params, report = params_from_paddle_dir(args.src, config)
-  _write_conversion(out, params, config, report)
-  if args.dict:
+  files = []
+  if args.dict:  # checked before converting, so a bad --dict leaves nothing behind
     files = [f for suffix in DICT_SUFFIXES for f in sorted(pathlib.Path(args.dict).glob(f"*{suffix}"))]
     if len(files) != len(DICT_SUFFIXES):
       raise SystemExit(f"convert paddle: expected UNIMO dict files ending in {DICT_SUFFIXES} in "
                        f"{args.dict}, found {[f.name for f in files]}")
-    (out / "tokenizer").mkdir(exist_ok=True)
-    for f in files:
-      shutil.copyfile(f, out / "tokenizer" / f.name)
+  config = config_from_unimo_file(args.model_config)
+  print(f"reading {args.src} ...", flush=True)
+  params, report = params_from_paddle_dir(args.src, config)
+  _write_conversion(out, params, config, report)
+  if files:
+    _copy_tokenizer(files, out)
   return 0
 
 
@@ -131,6 +137,12 @@ def _export_roberta(args) -> int:
   return 0
 
 
+def _add_checkpoint_arguments(parser) -> None:
+  """--params and --config, as _params_and_config reads them."""
+  parser.add_argument("--params", required=True, help="params checkpoint or step directory")
+  parser.add_argument("--config", required=True, help="model config JSON or a run's config.json")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m unimo_jax.convert",
                                    description=__doc__.splitlines()[0])
@@ -144,14 +156,12 @@ def main(argv=None) -> int:
   paddle.add_argument("--out", required=True, help="output directory")
   paddle.add_argument("--dict", default="", help="directory of UNIMO's dict files (tokenizer)")
   export = sub.add_parser("export-roberta", help="text encoder -> HF RoBERTa safetensors")
-  export.add_argument("--params", required=True, help="params checkpoint or step directory")
-  export.add_argument("--config", required=True, help="model config JSON or a run's config.json")
+  _add_checkpoint_arguments(export)
   export.add_argument("--out", required=True, help="output directory")
   check = sub.add_parser("check", help="statistics on a fixed input, to compare implementations")
-  check.add_argument("--params", required=True, help="params checkpoint or step directory")
-  check.add_argument("--config", required=True, help="model config JSON or a run's config.json")
+  _add_checkpoint_arguments(check)
   check.add_argument("--tokenizer", required=True, help="tokenizer file or directory")
-  check.add_argument("--caption", default="a man is riding a [MASK] on the beach")
+  check.add_argument("--caption", default=DEFAULT_CAPTION)
   check.add_argument("--save", default="", help="an .npz for the inputs and statistics")
   args = parser.parse_args(argv)
   handler = {"roberta": _roberta, "paddle": _paddle, "export-roberta": _export_roberta,

@@ -60,7 +60,6 @@ def statistics(params, config, tokenizer, caption: str = DEFAULT_CAPTION, top_k:
     norms = []
     for i in range(config.num_layers):
       h = np.asarray(layers[f"layer_{i}"]["__call__"][0])  # [1, seq, hidden]
-      h = h[0] if h.ndim == 3 else h
       norms.append(float(np.linalg.norm(h.reshape(-1, h.shape[-1]), axis=-1).mean()))
     logits = np.asarray(outputs["lm_logits"])[0, 0]
     top = np.argsort(-logits)[:top_k]

@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from unimo_jax.convert.roberta import _name_map
+from unimo_jax.convert.roberta import name_map
 from unimo_jax.model.params import unstack_layers
 
 
@@ -21,24 +21,14 @@ def _get(tree, path):
   return np.asarray(tree, np.float32)
 
 
-def _to_hf(value, transform):
-  """Our array -> the HF layout, undoing the import's transform."""
-  if transform is None:
-    return value
-  if value.ndim == 3:  # attention kernels [hidden, heads, kv] / [heads, kv, hidden] = [in, out]
-    hidden = int(round(np.sqrt(value.size)))
-    return value.reshape(hidden, hidden).T
-  if value.ndim == 2 and transform is np.transpose:  # Dense kernel [in, out] -> Linear [out, in]
-    return value.T
-  return value.reshape(-1)  # attention biases [heads, kv]
-
-
 def roberta_state_dict(params, config) -> dict:
   """{HF name: float32 array} for RobertaForMaskedLM from our params (unrolled or scanned)."""
   if "layers" in params.get("encoder", {}):
     params = unstack_layers(params, config.num_layers)
-  state = {name: np.ascontiguousarray(_to_hf(_get(params, path), transform))
-           for name, (path, transform) in _name_map(config).items()}
+  state = {}
+  for name, (path, layout) in name_map(config).items():
+    value = _get(params, path)
+    state[name] = np.ascontiguousarray(layout[1](value) if layout else value)
   state["roberta.embeddings.position_embeddings.weight"] = _get(
       params, ("text_embeddings", "pos_embedding"))
   state["roberta.embeddings.token_type_embeddings.weight"] = np.zeros(

@@ -72,37 +72,44 @@ def config_from_roberta_dir(path):
   return config_from_roberta(json.loads((pathlib.Path(path) / "config.json").read_text()))
 
 
+# A layout is (HF -> ours, ours -> HF); None means the arrays are stored alike.
+_TRANSPOSED = (np.transpose, np.transpose)  # torch Linear [out, in] <-> Flax kernel [in, out]
+
+
 def _layer_map(i, heads, head_dim):
-  """HF name suffix -> (our path, transform) for layer i."""
+  """HF name -> (our path, layout) for layer i."""
   p = f"roberta.encoder.layer.{i}."
   ours = ("encoder", f"layer_{i}")
   hidden = heads * head_dim
-  qkv_kernel = lambda w: w.T.reshape(hidden, heads, head_dim)
-  qkv_bias = lambda b: b.reshape(heads, head_dim)
+  to_hf_kernel = lambda k: k.reshape(hidden, hidden).T  # [in, ..] / [.., out] -> [out, in]
+  qkv_kernel = (lambda w: w.T.reshape(hidden, heads, head_dim), to_hf_kernel)
+  qkv_bias = (lambda b: b.reshape(heads, head_dim), lambda b: b.reshape(hidden))
+  out_kernel = (lambda w: w.T.reshape(heads, head_dim, hidden), to_hf_kernel)
   table = {}
   for hf, name in (("query", "query"), ("key", "key"), ("value", "value")):
     table[p + f"attention.self.{hf}.weight"] = (ours + ("attention", name, "kernel"), qkv_kernel)
     table[p + f"attention.self.{hf}.bias"] = (ours + ("attention", name, "bias"), qkv_bias)
-  table[p + "attention.output.dense.weight"] = (
-      ours + ("attention", "output", "kernel"), lambda w: w.T.reshape(heads, head_dim, hidden))
+  table[p + "attention.output.dense.weight"] = (ours + ("attention", "output", "kernel"),
+                                                out_kernel)
   table[p + "attention.output.dense.bias"] = (ours + ("attention", "output", "bias"), None)
   for hf, name in (("attention.output.LayerNorm", "post_att_layer_norm"),
                    ("output.LayerNorm", "post_ffn_layer_norm")):
     table[p + f"{hf}.weight"] = (ours + (name, "scale"), None)
     table[p + f"{hf}.bias"] = (ours + (name, "bias"), None)
   for hf, name in (("intermediate.dense", "ffn_fc_0"), ("output.dense", "ffn_fc_1")):
-    table[p + f"{hf}.weight"] = (ours + (name, "kernel"), np.transpose)
+    table[p + f"{hf}.weight"] = (ours + (name, "kernel"), _TRANSPOSED)
     table[p + f"{hf}.bias"] = (ours + (name, "bias"), None)
   return table
 
 
-def _name_map(config):
+def name_map(config) -> dict:
+  """HF RoBERTa name -> (our parameter path, layout (to ours, to HF) or None)."""
   head_dim = config.hidden_size // config.num_heads
   table = {
       "roberta.embeddings.word_embeddings.weight": (("text_embeddings", "word_embedding"), None),
       "roberta.embeddings.LayerNorm.weight": (("text_embeddings", "layer_norm", "scale"), None),
       "roberta.embeddings.LayerNorm.bias": (("text_embeddings", "layer_norm", "bias"), None),
-      "lm_head.dense.weight": (("lm_head", "mask_lm_trans_fc", "kernel"), np.transpose),
+      "lm_head.dense.weight": (("lm_head", "mask_lm_trans_fc", "kernel"), _TRANSPOSED),
       "lm_head.dense.bias": (("lm_head", "mask_lm_trans_fc", "bias"), None),
       "lm_head.layer_norm.weight": (("lm_head", "mask_lm_trans_layer_norm", "scale"), None),
       "lm_head.layer_norm.bias": (("lm_head", "mask_lm_trans_layer_norm", "bias"), None),
@@ -145,16 +152,16 @@ def params_from_roberta(state_dict, config, rng=None):
   unrolled = config.copy_and_resolve_references()
   unrolled.scan_layers = False
   params = jax.tree.map(np.asarray, init_params(unrolled, rng))
-  table = _name_map(config)
+  table = name_map(config)
   missing = [name for name in table if name not in state]
   if "roberta.embeddings.position_embeddings.weight" not in state:
     missing.append("roberta.embeddings.position_embeddings.weight")
   if missing:
     raise ValueError(f"RoBERTa checkpoint: missing {len(missing)} expected weights, e.g. "
                      f"{missing[:5]}; found {len(state)} names, e.g. {sorted(state)[:5]}")
-  for name, (path, transform) in table.items():
+  for name, (path, layout) in table.items():
     value = _numpy(state[name]).astype(np.float32)
-    _set(params, path, transform(value) if transform else value)
+    _set(params, path, layout[0](value) if layout else value)
   positions = _numpy(state["roberta.embeddings.position_embeddings.weight"]).astype(np.float32)
   token_type = state.get("roberta.embeddings.token_type_embeddings.weight")
   if token_type is not None:

@@ -45,6 +45,11 @@ def mirrored_image(inputs: dict) -> dict:
   return out
 
 
+def _stack_rows(rows):
+  """[{field: array}, ...] -> {field: stacked array}."""
+  return jax.tree.map(lambda *xs: np.stack(xs), *rows)
+
+
 def _pad_rows(tree, size):
   def pad(x):
     x = np.asarray(x)
@@ -81,7 +86,7 @@ class Evaluator:
   def _encode(self, params, inputs, key, batch_size):
     out = []
     for start, chunk in _batches(inputs, batch_size):
-      stacked = jax.tree.map(lambda *xs: np.stack(xs), *chunk)
+      stacked = _stack_rows(chunk)
       emb = self._embed(params, _pad_rows(stacked, batch_size), key)
       out.append(np.asarray(emb)[:len(chunk)])
     return np.concatenate(out)
@@ -123,13 +128,12 @@ class Evaluator:
 
     totals = {}
     rng = np.random.default_rng(0)  # the same masks at every evaluation
-    stack = lambda rows: jax.tree.map(lambda *xs: np.stack(xs), *rows)
     for start, chunk in _batches(records, batch_size):
       # One masking per caption, scored with and without its image.
-      text = stack([examples.mlm_fields(r["caption_ids"], self.config.data.max_caption_length,
+      text = _stack_rows([examples.mlm_fields(r["caption_ids"], self.config.data.max_caption_length,
                                         self.config.data, self.tokenizer.special_ids,
                                         self.tokenizer.vocab_size, rng) for r in chunk])
-      pair = dict(stack(image_inputs[start:start + len(chunk)]), **text)
+      pair = dict(_stack_rows(image_inputs[start:start + len(chunk)]), **text)
       batch = _pad_rows({"pair_mlm": pair, "text_mlm": text}, batch_size)
       if len(chunk) < batch_size:  # padded rows must not count
         for term in ("pair_mlm", "text_mlm"):
