@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from unimo_jax.data import augment, synthetic
+from unimo_jax.data import augment, synthetic, synthetic_tasks
 from unimo_jax.data.records import ShardWriter
 from unimo_jax.data.tokenizers import SentencePieceTokenizer
 
@@ -62,7 +62,8 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
 
   train_text = texts_of(train, rng)
   eval_text = texts_of(held_out, rng)
-  vocab_lines = corpus + train_text[0] + [p for ps in train_text[1] for p in ps]
+  vocab_lines = (corpus + train_text[0] + [p for ps in train_text[1] for p in ps]
+                 + synthetic_tasks.vocabulary_lines(seed))  # so fine-tuning text is in vocabulary
   tokenizer = SentencePieceTokenizer.train(vocab_lines, vocab_size=vocab_size,
                                            model_type="word", out_path=out / "tokenizer.model")
   vocab = dict(tokenizer.describe(), file="tokenizer.model")

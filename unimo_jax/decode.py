@@ -1,0 +1,255 @@
+"""Beam search, greedy decoding and top-k / top-p sampling over an incremental cache.
+
+The search is model-agnostic. A step function takes the token fed at this step and returns the
+next-token logits and the updated cache:
+
+  step_fn(tokens [n] int32, step int32 scalar, cache) -> (logits [n, vocab] float32, cache)
+
+Step 0 feeds BOS; step t feeds the t-th generated token. `cache_axes` says, for every cache leaf,
+which axis is the batch (n) axis, or -1 for leaves shared by the batch (e.g. a write index);
+beams are kept by gathering cache rows along that axis. generate.py adapts the UNIMO model.
+
+Scoring (GNMT, as UNIMO's fast_decode): a finished hypothesis of `length` generated tokens (EOS
+included; a hypothesis cut at max_length has no EOS) scores sum(log p) / ((5 + length) / 6)^alpha.
+EOS is forbidden while fewer than `min_length` tokens precede it. With trigram blocking, a token
+that would repeat a trigram already in the hypothesis is forbidden.
+
+Everything runs inside one `lax.while_loop`; the functions are pure and jit under a mesh like the
+model they call (the batch axis is sharded as the model's activations are).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1.0e9  # finite, so (-inf) - (-inf) never produces NaN in the merges below
+METHODS = ("beam", "greedy", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  method: str = "beam"  # 'beam', 'greedy' or 'sample'
+  beam_size: int = 5
+  alpha: float = 0.6  # GNMT length penalty exponent; 0 = plain sum of log-probabilities
+  min_length: int = 0
+  max_length: int = 20
+  trigram_blocking: bool = False
+  temperature: float = 1.0  # sampling only
+  top_k: int = 0  # sampling only; 0 = no top-k cut
+  top_p: float = 1.0  # sampling only; 1 = no nucleus cut
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"decode.method: expected one of {METHODS}, found {self.method!r}")
+    if self.max_length < 1 or self.min_length < 0 or self.min_length >= self.max_length:
+      raise ValueError(f"decode lengths: expected 0 <= min_length < max_length and max_length >= "
+                       f"1, found min_length={self.min_length}, max_length={self.max_length}")
+    if self.method == "beam" and self.beam_size < 1:
+      raise ValueError(f"decode.beam_size: expected >= 1, found {self.beam_size}")
+    if not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
+      raise ValueError(f"decode: expected 0 < top_p <= 1 and top_k >= 0, found top_p="
+                       f"{self.top_p}, top_k={self.top_k}")
+
+  @classmethod
+  def from_config(cls, config):
+    """From an ml_collections ConfigDict (or dict) with any of the fields above."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = dict(config)
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"decode: unknown fields {unknown}; expected some of {sorted(known)}")
+    return cls(**values)
+
+
+def length_penalty(length, alpha: float):
+  """GNMT's ((5 + length) / 6) ** alpha."""
+  return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+def gather_cache(cache, cache_axes, rows):
+  """Every cache leaf with its batch axis re-indexed by `rows` [n'] (beam reordering/expansion)."""
+  return jax.tree.map(lambda leaf, axis: leaf if axis < 0 else jnp.take(leaf, rows, axis=axis),
+                      cache, cache_axes)
+
+
+def blocked_trigram_tokens(generated, step, vocab_size):
+  """[n, vocab] bool: tokens that would repeat a trigram of `generated`.
+
+  generated: [n, max_length] tokens produced so far (slots >= step are ignored); the candidate is
+  token number `step` (0-based), forming the trigram (generated[step-2], generated[step-1], v).
+  """
+  n, length = generated.shape
+  i = jnp.arange(length - 2)  # trigram (g[i], g[i+1], g[i+2]) lies in the prefix when i+2 < step
+  prev2 = jnp.take(generated, jnp.maximum(step - 2, 0), axis=1)[:, None]
+  prev1 = jnp.take(generated, jnp.maximum(step - 1, 0), axis=1)[:, None]
+  match = ((generated[:, :-2] == prev2) & (generated[:, 1:-1] == prev1)
+           & (i[None] + 2 < step) & (step >= 3))  # [n, length - 2]
+  rows = jnp.broadcast_to(jnp.arange(n)[:, None], match.shape)
+  return jnp.zeros((n, vocab_size), bool).at[rows, generated[:, 2:]].max(match)
+
+
+def _constrained_log_probs(logits, generated, step, settings, eos_id):
+  """log-softmax with EOS forbidden before min_length and blocked trigrams removed."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [n, vocab]
+  vocab = log_probs.shape[-1]
+  is_eos = jnp.arange(vocab) == eos_id
+  log_probs = jnp.where(is_eos[None] & (step < settings.min_length), NEG_INF, log_probs)
+  if settings.trigram_blocking:
+    log_probs = jnp.where(blocked_trigram_tokens(generated, step, vocab), NEG_INF, log_probs)
+  return log_probs
+
+
+def beam_search(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSettings, *,
+                bos_id: int, eos_id: int, pad_id: int):
+  """Beam search. `cache` holds batch_size rows (one per source); it is expanded to beams here.
+
+  Returns a dict, hypotheses sorted best first:
+    sequences [batch, beams, max_length] generated tokens (EOS included), pad after the end;
+    scores    [batch, beams] length-penalised log-probabilities (NEG_INF: no hypothesis);
+    lengths   [batch, beams] generated tokens, EOS included.
+  """
+  b, k, t_max = batch_size, settings.beam_size, settings.max_length
+  rows = jnp.repeat(jnp.arange(b), k)  # [b*k] source row of every beam
+  cache = gather_cache(cache, cache_axes, rows)
+  flat = lambda x: x.reshape((b * k,) + x.shape[2:])
+
+  state = {
+      "step": jnp.int32(0),
+      "last": jnp.full((b, k), bos_id, jnp.int32),
+      "live": jnp.full((b, k, t_max), pad_id, jnp.int32),
+      "live_logp": jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (b, 1)),
+      "done": jnp.full((b, k, t_max), pad_id, jnp.int32),
+      "done_score": jnp.full((b, k), NEG_INF, jnp.float32),
+      "done_length": jnp.zeros((b, k), jnp.int32),
+      "cache": cache,
+  }
+
+  def keep_going(s):
+    # Stop when no live beam can still beat the k-th finished hypothesis: a live log-probability
+    # only falls, and the length penalty is at most lp(max_length).
+    best_possible = s["live_logp"][:, 0] / length_penalty(t_max, settings.alpha)
+    beaten = jnp.all(s["done_score"][:, -1] >= best_possible)
+    return (s["step"] < t_max) & ~beaten
+
+  def body(s):
+    step = s["step"]
+    logits, cache = step_fn(flat(s["last"]), step, s["cache"])
+    log_probs = _constrained_log_probs(logits, flat(s["live"]), step, settings, eos_id)
+    vocab = log_probs.shape[-1]
+    cand = (s["live_logp"][..., None] + log_probs.reshape(b, k, vocab)).reshape(b, k * vocab)
+    top_logp, top_index = jax.lax.top_k(cand, min(2 * k, k * vocab))  # [b, 2k]
+    beam, token = top_index // vocab, top_index % vocab
+    seqs = jnp.take_along_axis(s["live"], beam[..., None], axis=1)
+    seqs = jax.vmap(jax.vmap(lambda q, tok: q.at[step].set(tok)))(seqs, token)  # [b, 2k, t_max]
+    length = step + 1
+    ends = (token == eos_id) | (length >= t_max)
+    real = top_logp > NEG_INF / 2
+
+    # finished: merge the candidates that end here with the kept hypotheses, keep the best k
+    fin_score = jnp.where(ends & real, top_logp / length_penalty(length, settings.alpha), NEG_INF)
+    all_score = jnp.concatenate([s["done_score"], fin_score], axis=1)
+    all_seqs = jnp.concatenate([s["done"], seqs], axis=1)
+    all_len = jnp.concatenate([s["done_length"], jnp.full_like(fin_score, length, jnp.int32)], 1)
+    done_score, keep = jax.lax.top_k(all_score, k)
+    done = jnp.take_along_axis(all_seqs, keep[..., None], axis=1)
+    done_length = jnp.take_along_axis(all_len, keep, axis=1)
+
+    # live: the best k candidates that did not end
+    live_logp, keep = jax.lax.top_k(jnp.where(ends, NEG_INF, top_logp), k)
+    live = jnp.take_along_axis(seqs, keep[..., None], axis=1)
+    parent = jnp.take_along_axis(beam, keep, axis=1)  # [b, k]
+    cache = gather_cache(cache, cache_axes, (jnp.arange(b)[:, None] * k + parent).reshape(-1))
+    return {"step": step + 1, "last": jnp.take_along_axis(token, keep, axis=1), "live": live,
+            "live_logp": live_logp, "done": done, "done_score": done_score,
+            "done_length": done_length, "cache": cache}
+
+  final = jax.lax.while_loop(keep_going, body, state)
+  slot = jnp.arange(t_max)
+  sequences = jnp.where(slot[None, None] < final["done_length"][..., None], final["done"], pad_id)
+  return {"sequences": sequences, "scores": final["done_score"], "lengths": final["done_length"]}
+
+
+def _filter_logits(logits, top_k: int, top_p: float):
+  """Logits outside the top-k, or outside the smallest set whose probability reaches top_p,
+  set to NEG_INF (the most likely token always stays)."""
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, NEG_INF, logits)
+  if top_p < 1.0:
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass of the strictly more likely tokens
+    keep_sorted = before < top_p
+    keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(
+        keep_sorted)
+    logits = jnp.where(keep, logits, NEG_INF)
+  return logits
+
+
+def sample(step_fn, cache, batch_size: int, settings: DecodeSettings, *, bos_id: int, eos_id: int,
+           pad_id: int, rng=None):
+  """Greedy (settings.method == 'greedy') or top-k / top-p sampling at settings.temperature.
+
+  Returns {'sequences' [batch, max_length], 'scores' [batch] (sum of log p of the chosen tokens
+  under the unfiltered model), 'lengths' [batch]}.
+  """
+  greedy = settings.method == "greedy"
+  if not greedy and rng is None:
+    raise ValueError("decode.method 'sample' needs an rng")
+  t_max = settings.max_length
+  state = {
+      "step": jnp.int32(0),
+      "last": jnp.full((batch_size,), bos_id, jnp.int32),
+      "seqs": jnp.full((batch_size, t_max), pad_id, jnp.int32),
+      "logp": jnp.zeros((batch_size,), jnp.float32),
+      "length": jnp.zeros((batch_size,), jnp.int32),
+      "finished": jnp.zeros((batch_size,), bool),
+      "cache": cache,
+  }
+
+  def keep_going(s):
+    return (s["step"] < t_max) & ~jnp.all(s["finished"])
+
+  def body(s):
+    step = s["step"]
+    logits, cache = step_fn(s["last"], step, s["cache"])
+    log_probs = _constrained_log_probs(logits, s["seqs"], step, settings, eos_id)
+    if greedy:
+      token = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    else:
+      scaled = _filter_logits(log_probs / max(settings.temperature, 1e-6), settings.top_k,
+                              settings.top_p)
+      token = jax.random.categorical(jax.random.fold_in(rng, step), scaled).astype(jnp.int32)
+    live = ~s["finished"]
+    token = jnp.where(live, token, pad_id)
+    chosen = jnp.take_along_axis(log_probs, jnp.maximum(token, 0)[:, None], axis=1)[:, 0]
+    return {"step": step + 1, "last": token,
+            "seqs": s["seqs"].at[:, step].set(token),
+            "logp": s["logp"] + jnp.where(live, chosen, 0.0),
+            "length": s["length"] + live.astype(jnp.int32),
+            "finished": s["finished"] | (token == eos_id), "cache": cache}
+
+  final = jax.lax.while_loop(keep_going, body, state)
+  return {"sequences": final["seqs"], "scores": final["logp"], "lengths": final["length"]}
+
+
+def decode(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSettings, *, bos_id: int,
+           eos_id: int, pad_id: int, rng=None):
+  """Dispatches on settings.method. Beam search returns [batch, beams, ...] (best first);
+  greedy and sampling return [batch, ...]."""
+  ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+  if settings.method == "beam":
+    return beam_search(step_fn, cache, cache_axes, batch_size, settings, **ids)
+  return sample(step_fn, cache, batch_size, settings, rng=rng, **ids)
+
+
+def strip_sequence(tokens, eos_id: int, pad_id: int) -> list:
+  """Host-side: the generated tokens before EOS / padding, as a list of ints."""
+  out = []
+  for t in list(map(int, tokens)):
+    if t in (eos_id, pad_id):
+      break
+    out.append(t)
+  return out
