@@ -94,13 +94,14 @@ def test_gradient_accumulation_averages_the_micro_batches(config):
   """Loss and gradients of accumulation_steps=2 are the means over the two halves."""
   from unimo_jax.model import init_params
   from unimo_jax.pretrain_loss import pretraining_loss
-  from unimo_jax.train.step import loss_and_grads
+  from unimo_jax.train.step import loss_and_grads, pretraining_loss_fn
   c = config.copy_and_resolve_references()
   c.model.dropout_rate = c.model.attention_dropout_rate = 0.0
   c.optimizer.accumulation_steps = 2
   params = init_params(c.model, jax.random.key(0))
   batch = random_pretraining_batch(c, seed=4)
-  (loss, _), grads = jax.jit(lambda p, b: loss_and_grads(p, b, jax.random.key(1), c, None))(
+  (loss, _), grads = jax.jit(lambda p, b: loss_and_grads(p, b, jax.random.key(1), c,
+                                                            pretraining_loss_fn(c, None)))(
       params, batch)
   halves = [jax.tree.map(lambda x, i=i: x[i * len(x) // 2:(i + 1) * len(x) // 2], batch)
             for i in range(2)]

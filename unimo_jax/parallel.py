@@ -28,6 +28,7 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ("region_feature", None),
     ("location", None),
     ("region_classes", None),
+    ("classes", None),  # task-head outputs (labels, answers, match score)
     ("patch", None),
     ("contrastive", None),
 )

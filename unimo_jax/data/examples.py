@@ -89,7 +89,7 @@ def mlm_fields(ids, length, cfg, special, vocab_size, rng) -> dict:
   }
 
 
-def _target_block(target, length, special):
+def target_block(target, length, special):
   """Target inputs [CLS] t1..tk and labels t1..tk [SEP], padded to `length`."""
   target = np.asarray(target, np.int32)[:length - 1]
   inputs = np.concatenate([[special["cls"]], target]).astype(np.int32)
@@ -98,7 +98,7 @@ def _target_block(target, length, special):
           _pad(np.ones(len(labels)), length, 0.0, np.float32))
 
 
-def _positions(ids, pad_id):
+def block_positions(ids, pad_id):
   """RoBERTa positions counting from 2 within a block, pads at pad_id."""
   real = ids != pad_id
   return np.where(real, np.cumsum(real) + 1, pad_id).astype(np.int32)
@@ -112,12 +112,12 @@ def seq2seq_fields(ids, cfg, special, rng) -> dict:
   source, target = seq2seq_split(ids, rng, ratio=cfg.seq2seq_ratio, max_span=cfg.seq2seq_max_span)
   src, _ = text_sequence(source, cfg.max_text_length, special)
   tgt_len = max_target_length(cfg)
-  tgt_in, labels, weights = _target_block(target, tgt_len, special)
+  tgt_in, labels, weights = target_block(target, tgt_len, special)
   input_ids = np.concatenate([src, tgt_in])
   return {
       "input_ids": input_ids,
-      "position_ids": np.concatenate([_positions(src, special["pad"]),
-                                      _positions(tgt_in, special["pad"])]),
+      "position_ids": np.concatenate([block_positions(src, special["pad"]),
+                                      block_positions(tgt_in, special["pad"])]),
       "target_mask": np.arange(len(input_ids)) >= len(src),
       "lm_positions": np.arange(len(src), len(input_ids), dtype=np.int32),
       "lm_labels": labels,
@@ -174,10 +174,10 @@ def pixel_fields(record, where="record") -> dict:
 
 def caption_fields(caption, cfg, special) -> dict:
   """Image-to-text seq2seq: the caption block [CLS] c1..ck is the target (caption mask)."""
-  inputs, labels, weights = _target_block(caption, cfg.max_caption_length, special)
+  inputs, labels, weights = target_block(caption, cfg.max_caption_length, special)
   return {
       "input_ids": inputs,
-      "position_ids": _positions(inputs, special["pad"]),
+      "position_ids": block_positions(inputs, special["pad"]),
       "target_mask": np.ones(len(inputs), bool),
       "lm_positions": np.arange(len(inputs), dtype=np.int32),
       "lm_labels": labels,

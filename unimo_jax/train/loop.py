@@ -75,25 +75,33 @@ def check_config(config, num_devices: int) -> dict:
   return sizes
 
 
-def prepare_data(config, workdir):
-  """Fills in the dataset directories; generates the synthetic scenes when none are given."""
-  d = config.data
-  if d.text_dir or d.image_dir or d.pair_dir:
-    return
-  root = pathlib.Path(d.synthetic_dir or pathlib.Path(workdir) / "synthetic_scenes")
+def ensure_synthetic_scenes(root, *, pairs: int, feature_dim: int, seed: int) -> pathlib.Path:
+  """Generates the synthetic scenes into `root` unless they are there already (safe when several
+  processes race: each writes a scratch copy and the first rename wins)."""
+  root = pathlib.Path(root)
   if not (root / "eval" / "pair" / "metadata.json").exists():
     from unimo_jax.data.synthetic_dataset import write_synthetic
     scratch = root.with_name(f"{root.name}.tmp{os.getpid()}")
     print(f"generating the synthetic scenes into {root} ...", flush=True)
-    pairs = int(d.synthetic_pairs)
     write_synthetic(scratch, pairs=pairs, eval_pairs=min(1000, max(pairs // 10, 50)),
                     images=max(pairs // 5, 100), texts=max(pairs * 2 // 5, 100),
-                    feature_dim=config.model.region_feature_dim, seed=config.seed)
+                    feature_dim=feature_dim, seed=seed)
     if not (root / "eval" / "pair" / "metadata.json").exists():
       shutil.rmtree(root, ignore_errors=True)
       scratch.rename(root)
     else:  # another process finished first
       shutil.rmtree(scratch, ignore_errors=True)
+  return root
+
+
+def prepare_data(config, workdir):
+  """Fills in the dataset directories; generates the synthetic scenes when none are given."""
+  d = config.data
+  if d.text_dir or d.image_dir or d.pair_dir:
+    return
+  root = ensure_synthetic_scenes(d.synthetic_dir or pathlib.Path(workdir) / "synthetic_scenes",
+                                 pairs=int(d.synthetic_pairs),
+                                 feature_dim=config.model.region_feature_dim, seed=config.seed)
   d.text_dir, d.image_dir = str(root / "train" / "text"), str(root / "train" / "image")
   d.pair_dir = str(root / "train" / "pair")
   d.eval_dir = d.eval_dir or str(root / "eval" / "pair")

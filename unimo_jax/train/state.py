@@ -9,19 +9,24 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from unimo_jax.model.params import init_boxed_params
 
 
-def _init_state(config, tx, key):
-  params = nn.unbox(init_boxed_params(config.model, key))
+def _pretraining_params(config, key):
+  return init_boxed_params(config.model, key)
+
+
+def _init_state(config, tx, key, boxed_params_fn=_pretraining_params):
+  params = nn.unbox(boxed_params_fn(config, key))
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
           "rng": jax.random.key_data(jax.random.fold_in(key, 1))}
 
 
-def state_shardings(config, tx, mesh, rules):
+def state_shardings(config, tx, mesh, rules, boxed_params_fn=_pretraining_params):
   """(abstract state, NamedSharding tree): params by the logical rules, optimizer moments like
-  their parameters, scalars replicated."""
+  their parameters, scalars replicated. boxed_params_fn(config, key) -> params with logical
+  partitioning metadata (default: the pretraining model's)."""
   key = jax.random.key(config.seed)
-  boxed = jax.eval_shape(lambda: init_boxed_params(config.model, key))
+  boxed = jax.eval_shape(lambda: boxed_params_fn(config, key))
   param_shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
-  abstract = jax.eval_shape(lambda: _init_state(config, tx, key))
+  abstract = jax.eval_shape(lambda: _init_state(config, tx, key, boxed_params_fn))
   replicated = NamedSharding(mesh, P())
   opt_shardings = optax.tree_map_params(
       tx, lambda _, sharding: sharding, abstract["opt_state"], param_shardings,
@@ -31,10 +36,10 @@ def state_shardings(config, tx, mesh, rules):
   return abstract, shardings
 
 
-def create_state(config, tx, shardings):
+def create_state(config, tx, shardings, boxed_params_fn=_pretraining_params):
   """A fresh state, each array created on its devices (no host copy of the full model)."""
   key = jax.random.key(config.seed)
-  return jax.jit(lambda: _init_state(config, tx, key), out_shardings=shardings)()
+  return jax.jit(lambda: _init_state(config, tx, key, boxed_params_fn), out_shardings=shardings)()
 
 
 def state_with_params(state, params, shardings):

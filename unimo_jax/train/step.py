@@ -20,11 +20,15 @@ def _micro_batches(batch, count):
   return jax.tree.map(split, batch)
 
 
-def loss_and_grads(params, batch, rng, config, mesh):
-  """((loss, metrics), grads), averaged over optimizer.accumulation_steps micro-batches."""
+def pretraining_loss_fn(config, mesh):
+  """(params, batch, rng) -> (loss, metrics) of the pretraining objectives, dropout on."""
   def loss_fn(p, b, key):
     return pretraining_loss({"params": p}, b, config, rng=key, mesh=mesh, deterministic=False)
+  return loss_fn
 
+
+def loss_and_grads(params, batch, rng, config, loss_fn):
+  """((loss, metrics), grads), averaged over optimizer.accumulation_steps micro-batches."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   count = int(config.optimizer.accumulation_steps)
   if count <= 1:
@@ -41,10 +45,12 @@ def loss_and_grads(params, batch, rng, config, mesh):
   return jax.tree.map(lambda x: x / count, total)
 
 
-def train_step(state, batch, *, config, tx, mesh=None):
-  """One optimizer step on one mixed batch. Pure: the dropout key comes from (state rng, step)."""
+def train_step(state, batch, *, config, tx, mesh=None, loss_fn=None):
+  """One optimizer step on one batch. Pure: the dropout key comes from (state rng, step).
+  loss_fn(params, batch, rng) -> (loss, metrics); default: the pretraining objectives."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-  (loss, metrics), grads = loss_and_grads(state["params"], batch, rng, config, mesh)
+  loss_fn = loss_fn or pretraining_loss_fn(config, mesh)
+  (loss, metrics), grads = loss_and_grads(state["params"], batch, rng, config, loss_fn)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
@@ -54,9 +60,9 @@ def train_step(state, batch, *, config, tx, mesh=None):
   return new_state, metrics
 
 
-def jit_train_step(config, tx, mesh, state_shardings, batch_shardings):
+def jit_train_step(config, tx, mesh, state_shardings, batch_shardings, loss_fn=None):
   """train_step under jax.jit with donated state and explicit shardings."""
   from jax.sharding import NamedSharding, PartitionSpec as P
-  step = functools.partial(train_step, config=config, tx=tx, mesh=mesh)
+  step = functools.partial(train_step, config=config, tx=tx, mesh=mesh, loss_fn=loss_fn)
   return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, NamedSharding(mesh, P())), donate_argnums=(0,))

@@ -1,0 +1,27 @@
+"""Image captioning (COCO-style; UNIMO: beam 5, length penalty 0.6, label smoothing 0.1).
+
+  python -m unimo_jax.main --config=configs/caption.py:tiny --workdir=/tmp/caption \\
+      --config.init_from=/tmp/unimo_tiny          # the pretraining workdir (synthetic scenes)
+  python -m unimo_jax.main --config=configs/caption.py:base --workdir=DIR --config.init_from=CKPT \\
+      --config.data.train_dir=coco/train --config.data.eval_dir=coco/test \\
+      --config.data.tokenizer=unimo_dict
+Modes: --mode=train (default), eval, predict.
+"""
+
+from unimo_jax.tasks.config import finetune_config
+
+
+def get_config(arg: str = "tiny"):
+  c = finetune_config("caption", arg)
+  c.task.label_smoothing = 0.1
+  c.decode.beam_size = 5
+  c.decode.alpha = 0.6
+  c.decode.max_length = 20 if c.preset == "tiny" else 50
+  c.decode.min_length = 0 if c.preset == "tiny" else 5
+  if c.preset == "tiny":
+    c.steps = 600
+    c.data.eval_limit = 300
+  else:
+    c.model.dropout_rate = 0.1
+    c.optimizer.learning_rate = 7e-6 if c.preset == "base" else 5e-6
+  return c

@@ -1,0 +1,29 @@
+"""Text generation (CNN/DM, Gigaword, SQuAD question generation, CoQA): seq2seq with beam search.
+
+  python -m unimo_jax.main --config=configs/seq2seq.py:tiny --workdir=/tmp/seq2seq \\
+      --config.init_from=/tmp/unimo_tiny                      # synthetic rewrite task
+  python -m unimo_jax.main --config=configs/seq2seq.py:base --workdir=DIR --config.init_from=CKPT \\
+      --config.data.train_dir=cnndm/train.tsv --config.data.eval_dir=cnndm/dev.tsv \\
+      --config.data.tokenizer=unimo_dict --config.data.max_source_length=512 \\
+      --config.data.max_target_length=128 --config.decode.max_length=128 \\
+      --config.decode.min_length=20 --config.decode.trigram_blocking=True
+TSV columns: src, tgt.
+"""
+
+from unimo_jax.tasks.config import finetune_config
+
+
+def get_config(arg: str = "tiny"):
+  c = finetune_config("seq2seq", arg)
+  c.task.label_smoothing = 0.1
+  c.task.synthetic = "rewrite"
+  c.decode.beam_size = 5
+  c.decode.alpha = 0.6
+  c.decode.trigram_blocking = False
+  if c.preset == "tiny":
+    c.steps = 600
+    c.data.eval_limit = 300
+  else:
+    c.model.dropout_rate = 0.1
+    c.optimizer.learning_rate = 4e-5
+  return c

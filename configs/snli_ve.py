@@ -1,0 +1,26 @@
+"""Visual entailment (SNLI-VE): UNIMO's head, pooled_text + pooled_image -> Dense(2048) -> 3.
+
+  python -m unimo_jax.main --config=configs/snli_ve.py:tiny --workdir=/tmp/snli_ve \\
+      --config.init_from=/tmp/unimo_tiny
+Data: pair shards with the statement in caption_ids and 'label' 0/1/2 (see task.label_names;
+`python -m unimo_jax.data snli-ve` writes them from UNIMO's release).
+"""
+
+from unimo_jax.tasks.config import finetune_config
+
+
+def get_config(arg: str = "tiny"):
+  c = finetune_config("snli_ve", arg)
+  c.task.label_names = ["entailment", "neutral", "contradiction"]
+  c.task.head_hidden = 2048
+  c.task.head_dropout = 0.1
+  if c.preset == "tiny":
+    c.task.head_hidden = 128
+    c.task.head_dropout = 0.0
+    c.steps = 600
+  else:
+    c.model.dropout_rate = 0.1
+    c.optimizer.learning_rate = 1e-5
+    c.optimizer.b2 = 0.999
+    c.optimizer.weight_decay = 0.0
+  return c

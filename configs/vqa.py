@@ -1,0 +1,23 @@
+"""Visual question answering: answer classifier, soft-target BCE, official VQA accuracy.
+
+  python -m unimo_jax.main --config=configs/vqa.py:tiny --workdir=/tmp/vqa \\
+      --config.init_from=/tmp/unimo_tiny
+Data: pair shards with the question in caption_ids and 10 annotator answers in 'answers'.
+"""
+
+from unimo_jax.tasks.config import finetune_config
+
+
+def get_config(arg: str = "tiny"):
+  c = finetune_config("vqa", arg)
+  c.task.answer_min_count = 9  # VQA v2 practice: answers given at least 9 times
+  c.task.head_dropout = 0.1
+  if c.preset == "tiny":
+    c.task.head_dropout = 0.0
+    c.task.answer_min_count = 3
+    c.steps = 800
+    c.data.eval_limit = 1000
+  else:
+    c.model.dropout_rate = 0.1
+    c.optimizer.learning_rate = 5e-5
+  return c

@@ -1,0 +1,197 @@
+"""What every fine-tuning task shares: the record access, the deterministic step-indexed batches,
+the forward pass (backbone + head), batched evaluation and the predictions file.
+
+A task subclass says:
+  head()                      the linen head (or None: generation tasks use the LM head)
+  usable(record) -> bool      whether a training record can train (others are counted, skipped)
+  train_example(record, rng)  one training example: {'inputs': model fields, ...labels}
+  loss(params, batch, rng)    (loss, metrics) inside the jitted step
+  evaluate(params)            (metrics, predictions) on the eval split
+  predict(params)             predictions on the predict split (default: the eval split)
+"""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+
+from unimo_jax.data import examples
+from unimo_jax.data.pipeline import Transforms
+from unimo_jax.data.records import ShardSource
+from unimo_jax.model import Unimo
+from unimo_jax.parallel import batch_sharding
+
+
+def stack_rows(rows):
+  """[{field: array}] -> {field: stacked array}, nested dicts included."""
+  return jax.tree.map(lambda *xs: np.stack(xs), *rows)
+
+
+def pad_rows(tree, size):
+  """Pads the leading dimension of every leaf to `size` by repeating the first row."""
+  def pad(x):
+    if len(x) == size:
+      return x
+    return np.concatenate([x, np.repeat(x[:1], size - len(x), axis=0)])
+  return jax.tree.map(pad, tree)
+
+
+class StepBatches:
+  """Global batch `step` of an endless shuffled stream over `indices`: epoch e is a permutation
+  seeded by (seed, e). A pure function of the step, so a resumed run sees the same batches."""
+
+  def __init__(self, indices, batch_size: int, seed: int):
+    self.indices = np.asarray(indices)
+    if len(self.indices) == 0:
+      raise ValueError("training set: expected at least one usable record, found none")
+    self.batch_size, self.seed = int(batch_size), int(seed)
+    self._epoch, self._order = None, None
+
+  def _permutation(self, epoch):
+    if epoch != self._epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      self._epoch, self._order = epoch, self.indices[rng.permutation(len(self.indices))]
+    return self._order
+
+  def __call__(self, step: int) -> np.ndarray:
+    n = len(self.indices)
+    out = []
+    for position in range(step * self.batch_size, (step + 1) * self.batch_size):
+      out.append(self._permutation(position // n)[position % n])
+    return np.asarray(out)
+
+
+def process_slice(global_indices):
+  """This process's contiguous share of a global batch."""
+  count, index = jax.process_count(), jax.process_index()
+  per = len(global_indices) // count
+  return global_indices[index * per:(index + 1) * per]
+
+
+class Task:
+  name = ""
+  mask_kind = "bidirectional"
+
+  def __init__(self, config, tokenizer, workdir, mesh=None):
+    self.config = config
+    self.tokenizer = tokenizer
+    self.special = tokenizer.special_ids
+    self.workdir = pathlib.Path(workdir)
+    self.mesh = mesh
+    self.model = Unimo(config.model)
+    self._train_source = None
+    self.skipped = {}
+
+  # ---- data ------------------------------------------------------------------------------------
+  def source(self, split):
+    """The ShardSource of split 'train', 'eval' or 'predict' (config.data.<split>_dir)."""
+    path = self.config.data.get(f"{split}_dir", "")
+    if split == "predict" and not path:
+      path = self.config.data.eval_dir
+    if not path:
+      raise ValueError(f"data.{split}_dir: expected a dataset directory, found ''")
+    return ShardSource(path)
+
+  def transforms(self, source):
+    return Transforms(self.config.data, self.special, self.tokenizer.vocab_size, source.meta)
+
+  def image_inputs(self, record, transforms, where=""):
+    """Model image fields of a record; an image with no regions is a DataError (nothing to see)."""
+    if "region_features" in record and self.config.data.image_input == "regions":
+      if len(np.asarray(record["region_features"])) == 0:
+        from unimo_jax.data.records import DataError
+        raise DataError(f"{where or 'record'}: image {record.get('image_id', '?')!r} has no "
+                        "region features; expected at least one box")
+    return transforms.model_image_inputs(record)
+
+  def text_ids(self, ids, length):
+    return examples.text_sequence(ids, length, self.special)[0]
+
+  def usable(self, record) -> bool:
+    return True
+
+  def train_indices(self, source):
+    """Indices of usable training records; the rest are counted in self.skipped."""
+    keep = []
+    for i in range(len(source)):
+      if self.usable(source[i]):
+        keep.append(i)
+      else:
+        self.skipped["train_unusable"] = self.skipped.get("train_unusable", 0) + 1
+    return keep
+
+  def make_batches(self, source):
+    return StepBatches(self.train_indices(source), self.config.batch_size, self.config.seed)
+
+  def train_batch(self, source, indices, step):
+    rows = [self.train_example(source[int(i)], np.random.default_rng(
+        [self.config.seed, step, int(i)])) for i in indices]
+    return stack_rows(rows)
+
+  # ---- model -----------------------------------------------------------------------------------
+  def head(self):
+    return None
+
+  def forward(self, params, inputs, rng=None, heads=frozenset(), mask_kind=None):
+    """(backbone outputs, head outputs or None); dropout on when `rng` is given."""
+    deterministic = rng is None
+    rngs = {} if deterministic else {"dropout": rng}
+    outputs = self.model.apply({"params": params["backbone"]}, inputs, heads=heads,
+                               mask_kind=mask_kind or self.mask_kind,
+                               deterministic=deterministic, rngs=rngs)
+    head = self.head()
+    if head is None:
+      return outputs, None
+    head_rngs = {} if deterministic else {"dropout": jax.random.fold_in(rng, 1)}
+    return outputs, head.apply({"params": params["head"]}, outputs, deterministic=deterministic,
+                               rngs=head_rngs)
+
+  def init_head(self, key):
+    """Boxed head params (None-free dict; {} when the task has no head)."""
+    head = self.head()
+    if head is None:
+      return {}
+    h = self.config.model.hidden_size
+    fake = {"pooled_text": np.zeros((1, h), np.float32), "pooled_image": np.zeros((1, h), np.float32)}
+    return head.init({"params": key}, fake)["params"]
+
+  # ---- evaluation helpers ----------------------------------------------------------------------
+  def batched(self, fn, params, rows, batch_size=None):
+    """fn(params, stacked rows) over `rows` in padded batches (sharded over the mesh's batch axes);
+    returns the outputs' leaves concatenated, trimmed to len(rows)."""
+    size = int(batch_size or self.config.eval_batch)
+    if self.mesh is not None:
+      data_devices = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+      size = -(-size // data_devices) * data_devices
+    outs = []
+    for start in range(0, len(rows), size):
+      chunk = rows[start:start + size]
+      batch = pad_rows(stack_rows(chunk), size)
+      if self.mesh is not None:
+        batch = jax.tree.map(
+            lambda x: jax.device_put(x, batch_sharding(self.mesh, np.ndim(x))), batch)
+      out = jax.device_get(fn(params, batch))
+      outs.append(jax.tree.map(lambda x, n=len(chunk): np.asarray(x)[:n], out))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+  def write_predictions(self, predictions, name="predictions.jsonl"):
+    if jax.process_index() != 0:
+      return None
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    path = self.workdir / name
+    with open(path, "w", encoding="utf-8") as f:
+      for p in predictions:
+        f.write(json.dumps(p, default=_json_default) + "\n")
+    return path
+
+  def predict(self, params):
+    return self.evaluate(params)[1]
+
+
+def _json_default(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,79 @@
+"""Image captioning: image (regions or pixels) -> caption, with the caption attention mask (the
+image is bidirectional and blind to the caption; caption tokens see the image and their past).
+
+Training: label-smoothed cross-entropy on next caption tokens (BOS [CLS], EOS [SEP]).
+Evaluation: beam search (UNIMO: beam 5, length penalty 0.6) on every distinct image of the eval
+split; references are every caption of that image (records sharing image_id) plus their
+paraphrases when the records carry them (the synthetic scenes do). Metrics: BLEU-1..4, METEOR,
+ROUGE-L, CIDEr-D and SPICE through pycocoevalcap (metrics/caption.py).
+"""
+
+import numpy as np
+
+from unimo_jax.data import examples
+from unimo_jax.data.records import DataError
+from unimo_jax.metrics.caption import caption_metrics
+from unimo_jax.tasks.generation import GenerationTask
+
+
+class CaptionTask(GenerationTask):
+  name = "caption"
+  mask_kind = "caption"
+
+  def usable(self, record):
+    if self.config.data.image_input == "regions" and len(record.get("region_features", ())) == 0:
+      return False  # an image without regions has nothing to caption: counted, skipped
+    return True
+
+  def train_example(self, record, rng):
+    if not hasattr(self, "_transforms"):
+      self._transforms = self.transforms(self.source("train"))
+    image = self.image_inputs(record, self._transforms)
+    caption = examples.caption_fields(record["caption_ids"], self.config.data, self.special)
+    return {"inputs": dict(image, **caption)}
+
+  def _images(self, split):
+    """[(image_id, first record, [reference texts])] of the split's distinct images."""
+    source = self.source(split)
+    order, groups = [], {}
+    for i in range(len(source)):
+      record = source[i]
+      key = str(record.get("image_id", i))
+      if key not in groups:
+        order.append(key)
+        groups[key] = (record, [])
+      refs = groups[key][1]
+      refs.append(record.get("caption") or self.tokenizer.decode(record["caption_ids"]))
+      refs.extend(self.tokenizer.decode(p) for p in record.get("paraphrase_ids", []))
+    limit = int(self.config.data.eval_limit) or len(order)
+    return [(k, groups[k][0], groups[k][1]) for k in order[:limit]], source
+
+  def _captions(self, params, split):
+    images, source = self._images(split)
+    if not images:
+      raise DataError(f"data.{split}_dir: expected at least one image, found an empty split")
+    transforms = self.transforms(source)
+    inputs, kept, skipped = [], [], 0
+    for key, record, refs in images:
+      if not self.usable(record):
+        skipped += 1
+        continue
+      inputs.append(self.image_inputs(record, transforms, f"{split} image {key}"))
+      kept.append((key, refs))
+    if skipped:
+      self.skipped[f"{split}_images_without_regions"] = skipped
+      print(f"skipped {skipped} {split} images without region features", flush=True)
+    return kept, self.generate_texts(params, inputs)
+
+  def evaluate(self, params):
+    kept, texts = self._captions(params, "eval")
+    predictions = {key: text for (key, _), text in zip(kept, texts)}
+    references = {key: refs for key, refs in kept}
+    metrics = caption_metrics(predictions, references)
+    metrics["images"] = float(len(kept))
+    return metrics, [{"image_id": key, "caption": text, "references": refs}
+                     for (key, refs), text in zip(kept, texts)]
+
+  def predict(self, params):
+    kept, texts = self._captions(params, "predict")
+    return [{"image_id": key, "caption": text} for (key, _), text in zip(kept, texts)]

@@ -1,0 +1,65 @@
+"""The shared fine-tuning config; configs/<task>.py add each task's fields and defaults."""
+
+import ml_collections
+
+from unimo_jax.data.examples import data_config
+from unimo_jax.model.presets import PRESETS, model_config
+from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES
+
+
+def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
+  preset = preset or "tiny"
+  if preset not in PRESETS:
+    raise ValueError(f"configs/{task}.py: expected a preset from {PRESETS}, found {preset!r}")
+  small = preset == "tiny"
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0
+  c.task = ml_collections.ConfigDict({"name": task})
+  c.model = model_config(preset)
+  if small:
+    c.model.vocab_size = 128  # the synthetic scenes' vocabulary, as configs/pretrain.py:tiny
+    c.model.dropout_rate = 0.0
+    c.model.attention_dropout_rate = 0.0
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
+
+  c.data = data_config()
+  c.data.train_dir = ""  # empty: the synthetic version of the task (generated on first use)
+  c.data.eval_dir = ""
+  c.data.predict_dir = ""  # --mode=predict input (default: eval_dir)
+  c.data.synthetic_dir = ""  # default: <init_from>/synthetic_scenes if present, else <workdir>/...
+  c.data.synthetic_pairs = 50_000  # as configs/pretrain.py, so the generated scenes match
+  c.data.synthetic_train_scenes = 10_000
+  c.data.synthetic_eval_scenes = 500
+  c.data.eval_limit = 0  # >0: evaluate on the first N eval records (or images) only
+  c.data.max_source_length = 128  # text seq2seq sources, [CLS] ... [SEP] included
+  c.data.max_target_length = 40
+  if small:
+    c.data.max_text_length = 64
+    c.data.max_caption_length = 20
+    c.data.max_regions = 4
+    c.data.max_source_length = 24
+    c.data.max_target_length = 20
+    c.data.num_threads = 0
+
+  c.decode = ml_collections.ConfigDict({
+      "method": "beam", "beam_size": 5, "alpha": 0.6, "min_length": 0, "max_length": 20,
+      "trigram_blocking": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0})
+
+  c.batch_size = 64 if small else 32  # global examples per step
+  c.steps = 1000 if small else 10_000
+  c.optimizer = ml_collections.ConfigDict({
+      "learning_rate": 5e-4 if small else 2e-5, "warmup_steps": 60 if small else 600,
+      "b1": 0.9, "b2": 0.98, "eps": 1e-6, "weight_decay": 0.01, "grad_clip_norm": 1.0,
+      "accumulation_steps": 1})
+
+  c.init_from = ""  # pretrained backbone: params checkpoint, step directory or workdir
+  c.checkpoint_every = 500 if small else 2000
+  c.keep_checkpoints = 2
+  c.async_checkpoints = True
+  c.log_every = 50 if small else 100
+  c.eval_batch = 64
+  c.distributed = ml_collections.ConfigDict(
+      {"coordinator_address": "", "num_processes": 0, "process_id": -1})
+  return c

@@ -1,0 +1,33 @@
+"""Shared by the generation tasks (captioning, text seq2seq): the label-smoothed seq2seq loss on
+the LM head, and batched decoding of sources into strings."""
+
+import jax
+import numpy as np
+
+from unimo_jax.decode import DecodeSettings, strip_sequence
+from unimo_jax.generate import jitted_generate
+from unimo_jax.objectives.language import seq2seq_loss
+from unimo_jax.tasks.base import Task
+
+
+class GenerationTask(Task):
+
+  def loss(self, params, batch, rng):
+    outputs, _ = self.forward(params, batch["inputs"], rng, heads=frozenset({"lm"}))
+    loss, metrics = seq2seq_loss(outputs, batch["inputs"], self.config.task.label_smoothing)
+    return loss, {"total_loss": loss, "token_accuracy": metrics["accuracy"]}
+
+  def decode_settings(self) -> DecodeSettings:
+    return DecodeSettings.from_config(self.config.decode)
+
+  def generate_texts(self, params, sources, rng=None) -> list:
+    """Decoded target text for every source (a dict of model fields per row), best beam."""
+    settings = self.decode_settings()
+    s = self.special
+    fn = jitted_generate(self.model, settings, bos_id=s["cls"], eos_id=s["sep"], pad_id=s["pad"])
+    key = rng if rng is not None else jax.random.key(self.config.seed)
+    out = self.batched(lambda p, b: fn(p["backbone"], b, key), params, sources)
+    sequences = out["sequences"]
+    if sequences.ndim == 3:  # beams: the best is first
+      sequences = sequences[:, 0]
+    return [self.tokenizer.decode(strip_sequence(seq, s["sep"], s["pad"])) for seq in sequences]

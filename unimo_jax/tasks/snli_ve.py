@@ -1,0 +1,77 @@
+"""Visual entailment (SNLI-VE): does the image entail, contradict, or leave open the statement?
+
+UNIMO's head: pooled_text + pooled_image -> Dense(task.head_hidden, 2048 in UNIMO; no activation)
+-> dropout -> Dense(3); softmax cross-entropy; accuracy. Data: pair shards with the statement in
+caption_ids and 'label' in 0..2 (task.label_names names them). UNIMO also trains with VILLA-style
+adversarial perturbations; that is not implemented here.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unimo_jax.data.records import DataError
+from unimo_jax.tasks.base import Task
+from unimo_jax.tasks.heads import EntailmentHead
+
+
+class EntailmentTask(Task):
+  name = "snli_ve"
+
+  def head(self):
+    c = self.config.task
+    return EntailmentHead(self.config.model, c.head_hidden, len(c.label_names), c.head_dropout)
+
+  def _label(self, record, where):
+    label = record.get("label")
+    if label is None or not 0 <= int(label) < len(self.config.task.label_names):
+      raise DataError(f"{where}: expected 'label' in 0..{len(self.config.task.label_names) - 1}, "
+                      f"found {label!r}")
+    return np.int32(label)
+
+  def _inputs(self, record, transforms, where=""):
+    image = self.image_inputs(record, transforms, where)
+    return dict(image, input_ids=self.text_ids(record["caption_ids"],
+                                               self.config.data.max_caption_length))
+
+  def train_example(self, record, rng):
+    if not hasattr(self, "_transforms"):
+      self._transforms = self.transforms(self.source("train"))
+    return {"inputs": self._inputs(record, self._transforms),
+            "label": self._label(record, "train record")}
+
+  def loss(self, params, batch, rng):
+    _, logits = self.forward(params, batch["inputs"], rng)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, {"total_loss": loss,
+                  "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+
+  def _predict(self, params, split):
+    source = self.source(split)
+    if len(source) == 0:
+      raise DataError(f"data.{split}_dir: expected at least one example, found an empty split")
+    transforms = self.transforms(source)
+    limit = int(self.config.data.eval_limit) or len(source)
+    records = [source[i] for i in range(min(limit, len(source)))]
+    rows = [self._inputs(r, transforms, f"{split} record {i}") for i, r in enumerate(records)]
+    fn = jax.jit(lambda p, b: jnp.argmax(self.forward(p, b)[1], -1))
+    return records, self.batched(fn, params, rows)
+
+  def evaluate(self, params):
+    records, predicted = self._predict(params, "eval")
+    labels = np.array([self._label(r, f"eval record {i}") for i, r in enumerate(records)])
+    names = list(self.config.task.label_names)
+    metrics = {"accuracy": float(np.mean(predicted == labels)), "examples": float(len(records))}
+    for k, name in enumerate(names):
+      if (labels == k).any():
+        metrics[f"accuracy_{name}"] = float(np.mean(predicted[labels == k] == k))
+    return metrics, [{"id": r.get("caption_id", str(i)), "prediction": names[int(p)],
+                      "label": names[int(l)]}
+                     for i, (r, p, l) in enumerate(zip(records, predicted, labels))]
+
+  def predict(self, params):
+    records, predicted = self._predict(params, "predict")
+    names = list(self.config.task.label_names)
+    return [{"id": r.get("caption_id", str(i)), "prediction": names[int(p)]}
+            for i, (r, p) in enumerate(zip(records, predicted))]

@@ -1,0 +1,121 @@
+"""Visual question answering: a classifier over an answer vocabulary on the joint encoding of
+[IMG] v.. [CLS] question [SEP], trained with binary cross-entropy on soft targets (each candidate's
+official VQA accuracy given the 10 annotators), evaluated with the official accuracy.
+
+Answer vocabulary: the normalised answers given at least task.answer_min_count times in the
+training split, most frequent first, written to <workdir>/answers.json (and read from there, so
+evaluation and prediction use the vocabulary the head was trained with). Training questions none
+of whose answers is in the vocabulary are counted and skipped.
+Data: pair shards with the question in caption_ids and the annotators' answers in 'answers'.
+"""
+
+import collections
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unimo_jax.data.records import DataError
+from unimo_jax.metrics.vqa import normalize_answer, soft_target, vqa_accuracy
+from unimo_jax.tasks.base import Task
+from unimo_jax.tasks.heads import VqaHead
+
+ANSWERS_FILE = "answers.json"
+
+
+def answer_vocabulary(answer_lists, min_count: int) -> list:
+  """Normalised answers given by at least `min_count` annotators overall, most frequent first."""
+  counts = collections.Counter(normalize_answer(a) for answers in answer_lists for a in answers)
+  return [a for a, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+
+
+class VqaTask(Task):
+  name = "vqa"
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.answers = self._load_or_build_vocabulary()
+    self.vocabulary = {a: i for i, a in enumerate(self.answers)}
+
+  def _load_or_build_vocabulary(self):
+    path = self.workdir / ANSWERS_FILE
+    if path.exists():
+      return json.loads(path.read_text())
+    source = self.source("train")
+    lists = []
+    for i in range(len(source)):
+      record = source[i]
+      if "answers" not in record:
+        raise DataError(f"{self.config.data.train_dir} record {i}: expected an 'answers' list, "
+                        f"found fields {sorted(record)}")
+      lists.append(record["answers"])
+    answers = answer_vocabulary(lists, int(self.config.task.answer_min_count))
+    if not answers:
+      raise DataError(f"{self.config.data.train_dir}: no answer is given "
+                      f"{self.config.task.answer_min_count} times; lower task.answer_min_count")
+    if jax.process_index() == 0:
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps(answers))
+    print(f"answer vocabulary: {len(answers)} answers", flush=True)
+    return answers
+
+  def head(self):
+    return VqaHead(self.config.model, len(self.answers), self.config.task.head_dropout)
+
+  def usable(self, record):
+    return bool(soft_target(record["answers"], self.vocabulary).any())
+
+  def _inputs(self, record, transforms, where=""):
+    image = self.image_inputs(record, transforms, where)
+    return dict(image, input_ids=self.text_ids(record["caption_ids"],
+                                               self.config.data.max_caption_length))
+
+  def train_example(self, record, rng):
+    if not hasattr(self, "_transforms"):
+      self._transforms = self.transforms(self.source("train"))
+    return {"inputs": self._inputs(record, self._transforms),
+            "target": soft_target(record["answers"], self.vocabulary)}
+
+  def loss(self, params, batch, rng):
+    _, logits = self.forward(params, batch["inputs"], rng)
+    target = batch["target"]
+    # UNITER's scaling: mean over the batch of the sum over answers
+    loss = optax.sigmoid_binary_cross_entropy(logits, target).sum(-1).mean()
+    score = jnp.take_along_axis(target, jnp.argmax(logits, -1)[:, None], axis=1).mean()
+    return loss, {"total_loss": loss, "vqa_score": score}
+
+  def _answers(self, params, split):
+    source = self.source(split)
+    if len(source) == 0:
+      raise DataError(f"data.{split}_dir: expected at least one question, found an empty split")
+    transforms = self.transforms(source)
+    limit = int(self.config.data.eval_limit) or len(source)
+    records = [source[i] for i in range(min(limit, len(source)))]
+    rows = [self._inputs(r, transforms, f"{split} record {i}") for i, r in enumerate(records)]
+    fn = jax.jit(lambda p, b: jnp.argmax(self.forward(p, b)[1], -1))
+    best = self.batched(fn, params, rows)
+    return records, [self.answers[int(i)] for i in best]
+
+  def evaluate(self, params):
+    records, predicted = self._answers(params, "eval")
+    scores = np.array([vqa_accuracy(p, r["answers"]) for p, r in zip(predicted, records)])
+    metrics = {"accuracy": float(scores.mean()), "questions": float(len(records))}
+    kinds = [str(r.get("question_type", "")) for r in records]
+    for kind in sorted(set(kinds) - {""}):
+      mask = np.array([k == kind for k in kinds])
+      metrics[f"accuracy_{kind}"] = float(scores[mask].mean())
+    oov = np.mean([not soft_target(r["answers"], self.vocabulary).any() for r in records])
+    metrics["unanswerable_fraction"] = float(oov)  # no vocabulary answer matches any annotator
+    return metrics, [{"question_id": r.get("caption_id", str(i)), "question": self._question(r),
+                      "answer": p, "accuracy": float(s)}
+                     for i, (r, p, s) in enumerate(zip(records, predicted, scores))]
+
+  def predict(self, params):
+    records, predicted = self._answers(params, "predict")
+    return [{"question_id": r.get("caption_id", str(i)), "question": self._question(r),
+             "answer": p} for i, (r, p) in enumerate(zip(records, predicted))]
+
+  def _question(self, record):
+    return record.get("caption") or self.tokenizer.decode(record["caption_ids"])
