@@ -247,3 +247,18 @@ def test_decode_dispatches_on_method():
   greedy = decode(toy_step_fn(table), cache, axes, 2,
                   DecodeSettings(method="greedy", max_length=3), **ids)
   assert beam["sequences"].shape == (2, 2, 3) and greedy["sequences"].shape == (2, 3)
+
+
+def test_ids_past_the_tokenizer_vocabulary_are_never_generated():
+  table = np.zeros((4, VOCAB, VOCAB, VOCAB), np.float32)
+  table[..., 4] = 9.0  # the favourite token lies past a 4-id tokenizer
+  cache, axes = toy_cache(2)
+  ids = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD, valid_vocab=4)
+  for settings in (DecodeSettings(beam_size=3, max_length=4),
+                   DecodeSettings(method="greedy", max_length=4)):
+    out = decode(toy_step_fn(table), cache, axes, 2, settings, **ids)
+    assert int(np.asarray(out["sequences"]).max()) < 4
+  unlimited = decode(toy_step_fn(table), cache, axes, 2,
+                     DecodeSettings(method="greedy", max_length=4), bos_id=BOS, eos_id=EOS,
+                     pad_id=PAD)
+  assert np.all(np.asarray(unlimited["sequences"]) == 4)

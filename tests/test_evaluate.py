@@ -3,7 +3,8 @@
 import jax
 import numpy as np
 
-from unimo_jax.train.evaluate import mirrored_image, recall_at_k
+from unimo_jax.metrics.retrieval import recall_at_k
+from unimo_jax.train.evaluate import mirrored_image
 
 
 def test_recall_at_k_on_a_crafted_matrix():

@@ -89,10 +89,13 @@ def blocked_trigram_tokens(generated, step, vocab_size):
   return jnp.zeros((n, vocab_size), bool).at[rows, generated[:, 2:]].max(match)
 
 
-def _constrained_log_probs(logits, generated, step, settings, eos_id):
-  """log-softmax with EOS forbidden before min_length and blocked trigrams removed."""
+def _constrained_log_probs(logits, generated, step, settings, eos_id, valid_vocab=None):
+  """log-softmax with EOS forbidden before min_length, blocked trigrams removed, and ids from
+  `valid_vocab` on never produced (a model's table may be padded past its tokenizer)."""
+  vocab = logits.shape[-1]
+  if valid_vocab is not None and valid_vocab < vocab:
+    logits = jnp.where(jnp.arange(vocab) < valid_vocab, logits, NEG_INF)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [n, vocab]
-  vocab = log_probs.shape[-1]
   is_eos = jnp.arange(vocab) == eos_id
   log_probs = jnp.where(is_eos[None] & (step < settings.min_length), NEG_INF, log_probs)
   if settings.trigram_blocking:
@@ -101,7 +104,7 @@ def _constrained_log_probs(logits, generated, step, settings, eos_id):
 
 
 def beam_search(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSettings, *,
-                bos_id: int, eos_id: int, pad_id: int):
+                bos_id: int, eos_id: int, pad_id: int, valid_vocab: int | None = None):
   """Beam search. `cache` holds batch_size rows (one per source); it is expanded to beams here.
 
   Returns a dict, hypotheses sorted best first:
@@ -135,7 +138,8 @@ def beam_search(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSet
   def body(s):
     step = s["step"]
     logits, cache = step_fn(flat(s["last"]), step, s["cache"])
-    log_probs = _constrained_log_probs(logits, flat(s["live"]), step, settings, eos_id)
+    log_probs = _constrained_log_probs(logits, flat(s["live"]), step, settings, eos_id,
+                                       valid_vocab)
     vocab = log_probs.shape[-1]
     cand = (s["live_logp"][..., None] + log_probs.reshape(b, k, vocab)).reshape(b, k * vocab)
     top_logp, top_index = jax.lax.top_k(cand, min(2 * k, k * vocab))  # [b, 2k]
@@ -189,7 +193,7 @@ def _filter_logits(logits, top_k: int, top_p: float):
 
 
 def sample(step_fn, cache, batch_size: int, settings: DecodeSettings, *, bos_id: int, eos_id: int,
-           pad_id: int, rng=None):
+           pad_id: int, rng=None, valid_vocab: int | None = None):
   """Greedy (settings.method == 'greedy') or top-k / top-p sampling at settings.temperature.
 
   Returns {'sequences' [batch, max_length], 'scores' [batch] (sum of log p of the chosen tokens
@@ -215,7 +219,7 @@ def sample(step_fn, cache, batch_size: int, settings: DecodeSettings, *, bos_id:
   def body(s):
     step = s["step"]
     logits, cache = step_fn(s["last"], step, s["cache"])
-    log_probs = _constrained_log_probs(logits, s["seqs"], step, settings, eos_id)
+    log_probs = _constrained_log_probs(logits, s["seqs"], step, settings, eos_id, valid_vocab)
     if greedy:
       token = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
     else:
@@ -236,10 +240,10 @@ def sample(step_fn, cache, batch_size: int, settings: DecodeSettings, *, bos_id:
 
 
 def decode(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSettings, *, bos_id: int,
-           eos_id: int, pad_id: int, rng=None):
+           eos_id: int, pad_id: int, rng=None, valid_vocab: int | None = None):
   """Dispatches on settings.method. Beam search returns [batch, beams, ...] (best first);
-  greedy and sampling return [batch, ...]."""
-  ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+  greedy and sampling return [batch, ...]. Token ids >= valid_vocab are never generated."""
+  ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, valid_vocab=valid_vocab)
   if settings.method == "beam":
     return beam_search(step_fn, cache, cache_axes, batch_size, settings, **ids)
   return sample(step_fn, cache, batch_size, settings, rng=rng, **ids)

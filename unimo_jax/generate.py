@@ -32,7 +32,7 @@ def source_length(model, params, source) -> int:
 
 
 def generate(model, params, source: dict, settings: DecodeSettings, *, bos_id: int, eos_id: int,
-             pad_id: int, rng=None) -> dict:
+             pad_id: int, rng=None, valid_vocab: int | None = None) -> dict:
   """Decodes a target for every source example; see decode.decode for the returned arrays."""
   leaves = jax.tree.leaves(source)
   batch_size = leaves[0].shape[0]
@@ -49,11 +49,12 @@ def generate(model, params, source: dict, settings: DecodeSettings, *, bos_id: i
 
   cache = state["cache"]
   return decode(step_fn, cache, unimo_cache_axes(cache), batch_size, settings, bos_id=bos_id,
-                eos_id=eos_id, pad_id=pad_id, rng=rng)
+                eos_id=eos_id, pad_id=pad_id, rng=rng, valid_vocab=valid_vocab)
 
 
 def generate_without_cache(model, params, source: dict, settings: DecodeSettings, *, bos_id: int,
-                           eos_id: int, pad_id: int, rng=None) -> dict:
+                           eos_id: int, pad_id: int, rng=None,
+                           valid_vocab: int | None = None) -> dict:
   """The same search, re-encoding source + the whole target prefix at every step (no cache):
   the reference the cached decoder must equal, and the baseline of benchmarks/decoding.py."""
   batch_size = jax.tree.leaves(source)[0].shape[0]
@@ -83,12 +84,12 @@ def generate_without_cache(model, params, source: dict, settings: DecodeSettings
 
   axes = {"prefix": 0, "source_rows": 0}
   return decode(step_fn, cache, axes, batch_size, settings, bos_id=bos_id, eos_id=eos_id,
-                pad_id=pad_id, rng=rng)
+                pad_id=pad_id, rng=rng, valid_vocab=valid_vocab)
 
 
 def jitted_generate(model, settings: DecodeSettings, *, bos_id: int, eos_id: int, pad_id: int,
-                    use_cache: bool = True):
+                    valid_vocab: int | None = None, use_cache: bool = True):
   """A jitted (params, source, rng) -> decode output; keep it to reuse the compilation."""
   fn = generate if use_cache else generate_without_cache
   return jax.jit(lambda p, s, r: fn(model, p, s, settings, bos_id=bos_id, eos_id=eos_id,
-                                    pad_id=pad_id, rng=r))
+                                    pad_id=pad_id, rng=r, valid_vocab=valid_vocab))

@@ -24,7 +24,8 @@ class GenerationTask(Task):
     """Decoded target text for every source (a dict of model fields per row), best beam."""
     settings = self.decode_settings()
     s = self.special
-    fn = jitted_generate(self.model, settings, bos_id=s["cls"], eos_id=s["sep"], pad_id=s["pad"])
+    fn = jitted_generate(self.model, settings, bos_id=s["cls"], eos_id=s["sep"], pad_id=s["pad"],
+                         valid_vocab=self.tokenizer.vocab_size)
     key = rng if rng is not None else jax.random.key(self.config.seed)
     out = self.batched(lambda p, b: fn(p["backbone"], b, key), params, sources)
     sequences = out["sequences"]

@@ -17,18 +17,11 @@ import numpy as np
 from unimo_jax.data import examples
 from unimo_jax.data.pipeline import Transforms
 from unimo_jax.data.records import ShardSource
+from unimo_jax.metrics.retrieval import recall_at_k
 from unimo_jax.model import Unimo
 from unimo_jax.pretrain_loss import pretraining_loss
 
 RELATION_WORDS = {"left", "right", "above", "below", "under", "over", "behind", "beside", "near"}
-
-
-def recall_at_k(similarity, ks=(1, 5, 10)) -> dict:
-  """similarity [N, N] (rows: queries; the right answer of row i is column i)."""
-  sim = np.asarray(similarity)
-  correct = sim[np.arange(len(sim)), np.arange(len(sim))]
-  rank = (sim > correct[:, None]).sum(axis=1)  # ties count in the query's favour
-  return {f"R@{k}": float(np.mean(rank < k)) for k in ks}
 
 
 def mirrored_image(inputs: dict) -> dict:
