@@ -4,8 +4,8 @@
       --config.init_from=/tmp/unimo_tiny                      # synthetic sentence-pair task
   python -m unimo_jax.main --config=configs/glue.py:base --workdir=DIR --config.init_from=CKPT \\
       --config.data.train_dir=SST-2/train.tsv --config.data.eval_dir=SST-2/dev.tsv \\
-      --config.data.tokenizer=unimo_dict --config.task.labels='["0","1"]'
-Regression (STS-B): --config.task.labels='[]'. MNLI: labels contradiction,entailment,neutral.
+      --config.data.tokenizer=unimo_dict --config.task.labels="(0, 1)"
+Regression (STS-B): --config.task.labels="()". MNLI: labels contradiction,entailment,neutral.
 TSV columns: text_a, [text_b], label.
 """
 
@@ -14,7 +14,7 @@ from unimo_jax.tasks.config import finetune_config
 
 def get_config(arg: str = "tiny"):
   c = finetune_config("glue", arg)
-  c.task.labels = ["0", "1"]  # [] = regression
+  c.task.labels = ("0", "1")  # () = regression
   c.task.head_dropout = 0.1
   c.task.synthetic = "classify"  # tiny, no train_dir: 'classify' or 'similarity' (regression)
   if c.preset == "tiny":

@@ -11,9 +11,11 @@ from unimo_jax.tasks.config import finetune_config
 
 def get_config(arg: str = "tiny"):
   c = finetune_config("snli_ve", arg)
-  c.task.label_names = ["entailment", "neutral", "contradiction"]
+  c.task.label_names = ("entailment", "neutral", "contradiction")
   c.task.head_hidden = 2048
   c.task.head_dropout = 0.1
+  c.task.head_activation = "none"  # UNIMO's; 'gelu' or 'relu' put a nonlinearity after Dense(2048)
+  c.task.head_combine = "sum"  # UNIMO's pool_t + pool_i; 'product' = pool_t * pool_i
   if c.preset == "tiny":
     c.task.head_hidden = 128
     c.task.head_dropout = 0.0

@@ -97,7 +97,7 @@ def test_task_trains_and_evaluates(name, scenes, tmp_path):
 
 
 def test_glue_regression_and_resume_equals_uninterrupted(scenes, tmp_path):
-  overrides = {"task.synthetic": "similarity", "task.labels": [], "steps": 8}
+  overrides = {"task.synthetic": "similarity", "task.labels": (), "steps": 8}
   whole = runner.run(task_config("glue", scenes, **overrides), tmp_path / "whole", "train")
   assert {"pearson", "spearman", "mse"} <= set(whole)
   runner.run(task_config("glue", scenes, **dict(overrides, steps=4)), tmp_path / "split", "train")

@@ -8,7 +8,6 @@ paraphrases when the records carry them (the synthetic scenes do). Metrics: BLEU
 ROUGE-L, CIDEr-D and SPICE through pycocoevalcap (metrics/caption.py).
 """
 
-import numpy as np
 
 from unimo_jax.data import examples
 from unimo_jax.data.records import DataError

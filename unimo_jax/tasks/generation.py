@@ -2,7 +2,6 @@
 the LM head, and batched decoding of sources into strings."""
 
 import jax
-import numpy as np
 
 from unimo_jax.decode import DecodeSettings, strip_sequence
 from unimo_jax.generate import jitted_generate

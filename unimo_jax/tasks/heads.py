@@ -8,7 +8,7 @@ unchanged and the head starts fresh.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from unimo_jax.model.layers import dense, gelu, layer_norm
+from unimo_jax.model.layers import dense, gelu
 
 
 class TextClassifierHead(nn.Module):
@@ -37,18 +37,32 @@ class MatchHead(nn.Module):
     return dense(self.config, 1, ("embed", "classes"), "match_fc")(x)[:, 0].astype(jnp.float32)
 
 
+ACTIVATIONS = {"none": lambda x: x, "gelu": gelu, "relu": nn.relu}
+
+
 class EntailmentHead(nn.Module):
-  """SNLI-VE: pooled_text + pooled_image -> Dense(hidden) (no activation; UNIMO's cls_out_w_0)
-  -> dropout -> Dense(3) (cls_out_w_1)."""
+  """SNLI-VE: pooled_text + pooled_image -> Dense(hidden) (UNIMO's cls_out_w_0, no activation
+  by default) -> dropout -> Dense(3) (cls_out_w_1)."""
   config: object
   hidden: int = 2048
   num_classes: int = 3
   dropout_rate: float = 0.1
+  activation: str = "none"
+  combine: str = "sum"  # UNIMO's; 'product' multiplies the pooled vectors as the match head does
 
   @nn.compact
   def __call__(self, outputs, deterministic: bool = True):
-    x = outputs["pooled_text"] + outputs["pooled_image"]
-    x = dense(self.config, self.hidden, ("embed", "mlp"), "cls_out_0")(x)
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"task.head_activation: expected one of {sorted(ACTIVATIONS)}, found "
+                       f"{self.activation!r}")
+    if self.combine not in ("sum", "product"):
+      raise ValueError(f"task.head_combine: expected 'sum' or 'product', found {self.combine!r}")
+    if self.combine == "sum":
+      x = outputs["pooled_text"] + outputs["pooled_image"]
+    else:
+      x = outputs["pooled_text"] * outputs["pooled_image"]
+    x = ACTIVATIONS[self.activation](dense(self.config, self.hidden, ("embed", "mlp"),
+                                           "cls_out_0")(x))
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     return dense(self.config, self.num_classes, ("mlp", "classes"), "cls_out_1")(x).astype(
         jnp.float32)

@@ -21,7 +21,8 @@ class EntailmentTask(Task):
 
   def head(self):
     c = self.config.task
-    return EntailmentHead(self.config.model, c.head_hidden, len(c.label_names), c.head_dropout)
+    return EntailmentHead(self.config.model, c.head_hidden, len(c.label_names), c.head_dropout,
+                          c.head_activation, c.head_combine)
 
   def _label(self, record, where):
     label = record.get("label")
