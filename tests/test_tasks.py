@@ -236,3 +236,20 @@ def test_unknown_task_and_bad_batch_are_config_errors(scenes, tmp_path):
     runner.run(config, tmp_path, "train")
   with pytest.raises(ConfigError, match="mode"):
     runner.run(task_config("glue", scenes), tmp_path, "serve")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/glue.py:tiny", "--config.task.bogus=1"], "unknown config field"),
+    (["--config=configs/glue.py:tiny", "--mode=check"], "--mode=check is for pretraining"),
+    (["--mode=eval"], "--mode=eval needs a task config"),
+])
+def test_command_line_errors_exit_cleanly(args, message, tmp_path):
+  import pathlib
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parent.parent
+  result = subprocess.run([sys.executable, "-m", "unimo_jax.main", f"--workdir={tmp_path / 'w'}",
+                           *args], cwd=root, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert message in result.stderr and "Traceback" not in result.stderr
+  assert not (tmp_path / "w" / "checkpoints").exists()

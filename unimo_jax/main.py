@@ -45,19 +45,29 @@ def main(argv):
     sys.exit(2)
 
 
+def _unknown_field(error):
+  overrides = [a for a in sys.argv if a.startswith("--config.")]
+  print(f"error: unknown config field {error} in {overrides}; see the config file for the fields "
+        "it defines", file=sys.stderr)
+  sys.exit(2)
+
+
 def run():
   try:
-    # config_flags applies --config.<field> overrides while the flag is defined, so an unknown
-    # field surfaces here, before anything runs.
+    # config_flags applies --config.<field> overrides of the default config while the flag is
+    # defined, and those of a --config=<file> while the flags are parsed: an unknown field
+    # surfaces in one of the two places, before anything runs.
     config_flags.DEFINE_config_file(
         "config", f"{_DEFAULT_CONFIG}:tiny",
         "Config file and preset, e.g. configs/pretrain.py:base.", lock_config=True)
   except (AttributeError, KeyError) as e:
-    overrides = [a for a in sys.argv if a.startswith("--config.")]
-    print(f"error: unknown config field {e} in {overrides}; see the config file for the fields "
-          "it defines", file=sys.stderr)
-    sys.exit(2)
-  app.run(main)
+    _unknown_field(e)
+  try:
+    app.run(main)
+  except (AttributeError, KeyError) as e:
+    if flags.FLAGS.is_parsed():
+      raise  # a failure of the run itself, not of the overrides
+    _unknown_field(e)
 
 
 if __name__ == "__main__":
