@@ -14,6 +14,8 @@ from unimo_jax.tasks.config import finetune_config
 def get_config(arg: str = "tiny"):
   c = finetune_config("caption", arg)
   c.task.label_smoothing = 0.1
+  c.task.object_tags = False  # True: detector object tags (records' tag_ids) join the source
+  c.data.max_tags = 8 if c.preset == "tiny" else 100
   c.decode.beam_size = 5
   c.decode.alpha = 0.6
   c.decode.max_length = 20 if c.preset == "tiny" else 50

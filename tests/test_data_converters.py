@@ -155,6 +155,15 @@ def test_unimo_snli_ve_and_coco_records(tmp_path):
   assert cc["image_id"] == "42"  # image_id[9:]
   assert (cc["image_w"], cc["image_h"]) == (640, 480)  # h comes before w in these records
   np.testing.assert_allclose(cc["class_probs"], probs, atol=1e-3)
+  (tmp_path / "objects.ids").write_text("COCO_val_42;0 30 31 32 2;0 0 0 0 0;0 1 2 3 4\n")
+  converters.convert_coco_unimo([tmp_path / "coco.txt"], tmp_path / "ct", feature_dim=D,
+                                num_classes=C, objects=tmp_path / "objects.ids")
+  np.testing.assert_array_equal(ShardSource(tmp_path / "ct")[0]["tag_ids"], [30, 31, 32])
+  (tmp_path / "other.ids").write_text("COCO_val_7;0 30 2;0 0 0;0 1 2\n")
+  with pytest.raises(DataError, match=r"coco.txt line 1: image 'COCO_val_42' has no line in the "
+                                      r"object file"):
+    converters.convert_coco_unimo([tmp_path / "coco.txt"], tmp_path / "cx", feature_dim=D,
+                                  objects=tmp_path / "other.ids")
   (tmp_path / "short.txt").write_text(";".join(coco[:10]) + "\n")
   with pytest.raises(DataError, match=r"short.txt line 1: expected 16 ';'-separated fields"):
     converters.convert_coco_unimo([tmp_path / "short.txt"], tmp_path / "x", feature_dim=D)

@@ -97,3 +97,38 @@ def test_write_synthetic_small(tmp_path):
   held_scenes = [held[i]["scene"] for i in range(len(held))]
   assert not train & set(held_scenes)
   assert len(set(held_scenes)) == len(held_scenes)  # one right answer per held-out caption
+
+
+def test_object_tags_name_every_region_in_order():
+  rng = np.random.default_rng(5)
+  featurizer = synthetic.RegionFeaturizer(16, seed=1)
+  for _ in range(20):
+    scene = synthetic.sample_scene(rng)
+    tags = synthetic.object_tags(featurizer(scene, rng)["class_probs"])
+    assert tags == " ".join(f"{o['colour']} {o['shape']}" for o in scene["objects"])
+
+
+def test_task_text_of_a_scene():
+  """VQA answers and entailment labels follow the scene; every word is in the task vocabulary."""
+  from unimo_jax.data import synthetic_tasks
+  rng = np.random.default_rng(6)
+  vocabulary = {w for line in synthetic_tasks.vocabulary_lines(0) for w in line.split()}
+  for _ in range(50):
+    scene = synthetic.sample_scene(rng)
+    for question, answers, kind in synthetic_tasks.vqa_questions(scene, rng):
+      assert len(answers) == 10 and set(question.split()) <= vocabulary
+      majority = collections.Counter(answers).most_common(1)[0][0]
+      if kind == "count":
+        assert majority in (str(len(scene["objects"])),
+                            synthetic_tasks.NUMBER_WORDS[len(scene["objects"])])
+      if kind == "colour":
+        size, shape = question.split()[4:6]
+        assert any(o["colour"] == majority and (o["size"], o["shape"]) == (size, shape)
+                   for o in scene["objects"])
+    described = {synthetic.describe(o) for o in scene["objects"]}
+    labels = {}
+    for statement, label in synthetic_tasks.entailment_statements(scene, rng):
+      labels[label] = statement
+      if statement.startswith("there is "):
+        assert (statement[len("there is "):] in described) == (label == 0)
+    assert sorted(labels) == [0, 1, 2]

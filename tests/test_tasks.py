@@ -96,6 +96,40 @@ def test_task_trains_and_evaluates(name, scenes, tmp_path):
   assert len(rows) > 0
 
 
+def test_captioning_with_object_tags(scenes, tmp_path):
+  """Tags join the source: the layout puts them before the caption, the model trains and
+  decodes from image + tags, and the inference API (given tag_ids) reproduces the predictions."""
+  from unimo_jax.data import synthetic
+  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.inference import Pipeline
+  from unimo_jax.tasks.registry import make_task
+  config = task_config("caption", scenes, **{"task.object_tags": True, "data.max_tags": 8})
+  metrics = runner.run(config, tmp_path, "train")
+  curve = losses(tmp_path)
+  assert np.mean(curve[-5:]) < 0.85 * np.mean(curve[:3]) and metrics["CIDEr-D"] >= 0
+  tokenizer = load_tokenizer(str(scenes / "tokenizer.model"))
+  layout = config.copy_and_resolve_references()
+  layout.data.train_dir = str(scenes / "train" / "pair")
+  task = make_task(layout, tokenizer, tmp_path)
+  record = ShardSource(scenes / "train" / "pair")[0]
+  assert tokenizer.decode(record["tag_ids"]) == synthetic.object_tags(record["class_probs"])
+  inputs = task.train_example(record, np.random.default_rng(0))["inputs"]
+  n_tags = len(record["tag_ids"])
+  np.testing.assert_array_equal(inputs["input_ids"][:n_tags], record["tag_ids"])
+  assert inputs["input_ids"][8] == tokenizer.cls_id and not inputs["target_mask"][:8].any()
+  np.testing.assert_array_equal(inputs["position_ids"][:n_tags], np.arange(2, 2 + n_tags))
+  assert inputs["position_ids"][8] == 2  # the caption restarts at 2
+  assert inputs["lm_positions"][0] == 8
+  eval_source = ShardSource(scenes / "eval" / "pair")
+  images = [eval_source[i] for i in range(2)]
+  pipe = Pipeline.load(tmp_path)
+  assert pipe.caption(images) == [r["caption"] for r in predictions(tmp_path)[:2]]
+  with pytest.raises(ValueError, match="tag_ids"):
+    pipe.caption([{k: v for k, v in images[0].items() if k != "tag_ids"}])
+  with pytest.raises(DataError, match="needs 'tag_ids'"):
+    task.train_example({k: v for k, v in record.items() if k != "tag_ids"}, None)
+
+
 def test_glue_regression_and_resume_equals_uninterrupted(scenes, tmp_path):
   overrides = {"task.synthetic": "similarity", "task.labels": (), "steps": 8}
   whole = runner.run(task_config("glue", scenes, **overrides), tmp_path / "whole", "train")

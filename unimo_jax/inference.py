@@ -102,8 +102,17 @@ class Pipeline:
       self._generate[settings] = jitted_generate(
           self.model, settings, bos_id=s["cls"], eos_id=s["sep"], pad_id=s["pad"],
           valid_vocab=self.tokenizer.vocab_size)
-    out = self._generate[settings](self.params["backbone"], self.image_inputs(images),
-                                   jax.random.key(0))
+    source = self.image_inputs(images)
+    if self.task == "caption" and self.config.task.get("object_tags"):
+      from unimo_jax.tasks.caption import tag_block
+      missing = [i for i, image in enumerate(images) if "tag_ids" not in image]
+      if missing:
+        raise ValueError(f"caption: this model reads object tags; images {missing} have no "
+                         "'tag_ids'")
+      tags = [tag_block(image["tag_ids"], self.config.data.max_tags, self.special["pad"])
+              for image in images]
+      source.update(jax.tree.map(lambda *xs: np.stack(xs), *tags))
+    out = self._generate[settings](self.params["backbone"], source, jax.random.key(0))
     seqs = np.asarray(out["sequences"])
     seqs = seqs[:, 0] if seqs.ndim == 3 else seqs
     return [self.tokenizer.decode(strip_sequence(s, self.special["sep"], self.special["pad"]))

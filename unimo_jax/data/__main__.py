@@ -76,6 +76,7 @@ def _parser():
     s.add_argument("--feature-dim", type=int, default=2048)
     if name == "coco-unimo":
       s.add_argument("--num-classes", type=int)
+      s.add_argument("--objects", help="UNIMO's coco_object_*.ids: detector object tags per image")
     common(s)
 
   s = sub.add_parser("augment", help="add CMCL extras to a pair dataset")
@@ -148,7 +149,7 @@ def main(argv=None):
     elif args.command == "coco-unimo":
       meta = converters.convert_coco_unimo(args.inputs, args.out, feature_dim=args.feature_dim,
                                            num_classes=args.num_classes, skip_bad=args.skip_bad,
-                                           **writer)
+                                           objects=args.objects, **writer)
     elif args.command == "augment":
       meta = augment.augment_pairs(
           args.pairs, args.out, load_tokenizer(args.tokenizer), image_dir=args.images,

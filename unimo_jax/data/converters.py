@@ -283,18 +283,40 @@ def convert_snli_ve(paths, out_dir, *, feature_dim=2048, skip_bad=False, **write
   return w.meta
 
 
+COCO_OBJECT_FIELDS = ("image_id", "obj_token_ids", "obj_sent_ids", "obj_pos_ids")
+
+
+def read_coco_objects(path, skips=None) -> dict:
+  """UNIMO's object-tag file (lines 'image_id;obj_token_ids;obj_sent_ids;obj_pos_ids') ->
+  {image_id: tag ids without [CLS]/[SEP]}."""
+  skips = skips or _Skips(False)
+
+  def build(where, f):
+    return f["image_id"], _strip_specials(_ids(f["obj_token_ids"], where, "obj_token_ids"))
+  return dict(_delimited_records(path, ";", (4,), COCO_OBJECT_FIELDS, skips, build))
+
+
 def convert_coco_unimo(paths, out_dir, *, feature_dim=2048, num_classes=None, skip_bad=False,
-                       **writer_kwargs) -> dict:
+                       objects=None, **writer_kwargs) -> dict:
   """UNIMO's COCO caption ';' records (16 fields; image_h before image_w; the id is
-  image_id[9:]) -> pair task shards."""
+  image_id[9:]) -> pair task shards; with `objects` (UNIMO's coco_object_*.ids) each record also
+  gets its image's detector object tags as tag_ids."""
   skips = _Skips(skip_bad)
+  tags = read_coco_objects(objects, skips) if objects else None
 
   def build(where, f):
     record = region_record(where, f["image_id"][9:], f["image_w"], f["image_h"], f["number_box"],
                            f["boxes"], f["features"], f["probs"], feature_dim=feature_dim,
                            num_classes=num_classes)
-    return dict(record, caption_ids=_strip_specials(_ids(f["token_ids"], where, "token_ids")),
-                caption_id=f["caption_id"])
+    record = dict(record, caption_ids=_strip_specials(_ids(f["token_ids"], where, "token_ids")),
+                  caption_id=f["caption_id"])
+    if tags is not None:
+      key = f["image_id"] if f["image_id"] in tags else f["image_id"][9:]
+      if key not in tags:
+        raise DataError(f"{where}: image {f['image_id']!r} has no line in the object file "
+                        f"{objects}")
+      record["tag_ids"] = tags[key]
+    return record
 
   with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
                    task="coco_caption", **writer_kwargs) as w:

@@ -8,7 +8,8 @@ hard negatives, retrieved texts) are stored ragged (values + lengths). Three kin
            region_features [N, D] float16|float32, boxes [N, 4] float32 (x1, y1, x2, y2 pixels),
            class_probs [N, C] float16|float32 (detector soft labels, optional)
          or pixels [H, W, 3] uint8
-  pair   the image fields plus caption_ids [L] int32 and optional ragged paraphrase_ids,
+  pair   the image fields plus caption_ids [L] int32, optional tag_ids [T] int32 (detector object
+         tags, captioning's extra source), and optional ragged paraphrase_ids,
          hard_negative_ids, retrieved_text_ids, and retrieved_images [k] int64 (record indices into
          an image dataset)
 

@@ -208,6 +208,15 @@ class RegionFeaturizer:
             "image_w": CANVAS, "image_h": CANVAS}
 
 
+def object_tags(class_probs) -> str:
+  """Detector object tags of an image: the name ('colour shape') of each region's top class."""
+  names = []
+  for c in np.asarray(class_probs).argmax(-1):
+    shape, colour = SHAPES[int(c) // len(COLOURS)], COLOUR_NAMES[int(c) % len(COLOURS)]
+    names.append(f"{colour} {shape}")
+  return " ".join(names)
+
+
 def scene_description(rng) -> str:
   """A text-only corpus line describing a random scene."""
   return describe_scene(sample_scene(rng))

@@ -7,7 +7,8 @@ Layout:
   DIR/train/{text,image,pair}  text-only descriptions, image-only scenes, image-caption pairs
   DIR/eval/pair                held-out pairs: no scene of train occurs here, and no two held-out
                                scenes are the same, so retrieval over them has one right answer
-Pairs carry paraphrases and rule-based hard negatives, retrieved texts and retrieved images
+Pairs carry detector object tags (tag_ids: each region's top class name), paraphrases and
+rule-based hard negatives, retrieved texts and retrieved images
 (detected-object overlap with the image-only scenes). The text corpus holds a full description of
 every train pair's scene besides random ones; a train pair's retrieved text is the description of
 its own scene, a true single-modal positive (held-out scenes stay out of the corpus). The TF-IDF
@@ -92,6 +93,7 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
     near_images = augment.retrieve_by_objects(
         [augment.detected_objects(r["class_probs"]) for r in records], image_objects, retrieved)
     caption_ids = tokenizer.encode_batch(captions)
+    tag_ids = tokenizer.encode_batch([synthetic.object_tags(r["class_probs"]) for r in records])
     paraphrase_ids = encode_nested(tokenizer, paras)
     negative_ids = encode_nested(tokenizer, negatives)
     with ShardWriter(out / split / "pair", "pair", images_dir="../../train/image", **common,
@@ -99,7 +101,7 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
       for i, record in enumerate(records):
         w.write(dict(
             record, caption=captions[i], scene=synthetic.scene_identity(scenes[i]),
-            caption_ids=caption_ids[i], paraphrase_ids=paraphrase_ids[i],
+            caption_ids=caption_ids[i], tag_ids=tag_ids[i], paraphrase_ids=paraphrase_ids[i],
             hard_negative_ids=negative_ids[i],
             retrieved_text_ids=[corpus_ids[i]] if split == "train" else [],
             retrieved_images=near_images[i][near_images[i] >= 0]))

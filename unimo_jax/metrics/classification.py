@@ -1,5 +1,7 @@
 """GLUE-style metrics: accuracy, Matthews correlation (CoLA), Pearson / Spearman (STS-B)."""
 
+import warnings
+
 import numpy as np
 
 
@@ -9,8 +11,10 @@ def classification_metrics(labels, predictions) -> dict:
   if labels.shape != predictions.shape or labels.size == 0:
     raise ValueError(f"classification metrics: expected equal non-empty label and prediction "
                      f"arrays, found {list(labels.shape)} and {list(predictions.shape)}")
-  out = {"accuracy": float(np.mean(labels == predictions)),
-         "matthews": float(matthews_corrcoef(labels, predictions))}
+  with warnings.catch_warnings():  # one class only: MCC is 0 by definition, sklearn warns
+    warnings.simplefilter("ignore", UserWarning)
+    matthews = float(matthews_corrcoef(labels, predictions))
+  out = {"accuracy": float(np.mean(labels == predictions)), "matthews": matthews}
   if set(np.unique(labels)) <= {0, 1}:
     out["f1"] = float(f1_score(labels, predictions, zero_division=0.0))
   return out

@@ -1,6 +1,9 @@
 """Image captioning: image (regions or pixels) -> caption, with the caption attention mask (the
 image is bidirectional and blind to the caption; caption tokens see the image and their past).
 
+With task.object_tags, the record's detector object tags (tag_ids, at most data.max_tags) join
+the source as a text block after the image (positions from 2), bidirectional with the image, as
+UNIMO's 'vo' / 'vol' layouts; the caption block restarts at position 2.
 Training: label-smoothed cross-entropy on next caption tokens (BOS [CLS], EOS [SEP]).
 Evaluation: beam search (UNIMO: beam 5, length penalty 0.6) on every distinct image of the eval
 split; references are every caption of that image (records sharing image_id) plus their
@@ -9,10 +12,20 @@ ROUGE-L, CIDEr-D and SPICE through pycocoevalcap (metrics/caption.py).
 """
 
 
+import numpy as np
+
 from unimo_jax.data import examples
 from unimo_jax.data.records import DataError
 from unimo_jax.metrics.caption import caption_metrics
 from unimo_jax.tasks.generation import GenerationTask
+
+
+def tag_block(tag_ids, length: int, pad_id: int) -> dict:
+  """Object tags as a source text block: input_ids / position_ids [length], positions from 2."""
+  ids = np.full(length, pad_id, np.int32)
+  tags = np.asarray(tag_ids, np.int32)[:length]
+  ids[:len(tags)] = tags
+  return {"input_ids": ids, "position_ids": examples.block_positions(ids, pad_id)}
 
 
 class CaptionTask(GenerationTask):
@@ -24,12 +37,36 @@ class CaptionTask(GenerationTask):
       return False  # an image without regions has nothing to caption: counted, skipped
     return True
 
+  def _tags(self, record, where):
+    """The padded tag block [max_tags] (ids and positions), or None without task.object_tags."""
+    if not self.config.task.object_tags:
+      return None
+    if "tag_ids" not in record:
+      raise DataError(f"{where}: task.object_tags needs 'tag_ids' (detector object tags) in the "
+                      f"records, found fields {sorted(record)}")
+    return tag_block(record["tag_ids"], int(self.config.data.max_tags), self.special["pad"])
+
+  def source_inputs(self, record, transforms, where="record"):
+    """What the caption is generated from: the image, plus its tags with task.object_tags."""
+    image = self.image_inputs(record, transforms, where)
+    tags = self._tags(record, where)
+    return image if tags is None else dict(image, **tags)
+
   def train_example(self, record, rng):
     if not hasattr(self, "_transforms"):
       self._transforms = self.transforms(self.source("train"))
-    image = self.image_inputs(record, self._transforms)
+    source = self.source_inputs(record, self._transforms, "train record")
     caption = examples.caption_fields(record["caption_ids"], self.config.data, self.special)
-    return {"inputs": dict(image, **caption)}
+    if "input_ids" not in source:
+      return {"inputs": dict(source, **caption)}
+    tags = len(source["input_ids"])
+    return {"inputs": dict(
+        source,
+        input_ids=np.concatenate([source["input_ids"], caption["input_ids"]]),
+        position_ids=np.concatenate([source["position_ids"], caption["position_ids"]]),
+        target_mask=np.concatenate([np.zeros(tags, bool), caption["target_mask"]]),
+        lm_positions=caption["lm_positions"] + tags,
+        lm_labels=caption["lm_labels"], lm_weights=caption["lm_weights"])}
 
   def _images(self, split):
     """[(image_id, first record, [reference texts])] of the split's distinct images."""
@@ -57,7 +94,7 @@ class CaptionTask(GenerationTask):
       if not self.usable(record):
         skipped += 1
         continue
-      inputs.append(self.image_inputs(record, transforms, f"{split} image {key}"))
+      inputs.append(self.source_inputs(record, transforms, f"{split} image {key}"))
       kept.append((key, refs))
     if skipped:
       self.skipped[f"{split}_images_without_regions"] = skipped
