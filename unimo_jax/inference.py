@@ -28,6 +28,17 @@ from unimo_jax.generate import jitted_generate
 from unimo_jax.model import Unimo
 
 
+def task_head(config, tokenizer, answers=None):
+  """The head module of config.task (VQA: over `answers`), built as the task builds it."""
+  import tempfile
+  from unimo_jax.tasks.registry import make_task
+  from unimo_jax.tasks.vqa import ANSWERS_FILE
+  with tempfile.TemporaryDirectory() as scratch:  # the task reads its answers from its workdir
+    if answers is not None:
+      (pathlib.Path(scratch) / ANSWERS_FILE).write_text(json.dumps(answers))
+    return make_task(config, tokenizer, scratch).head()
+
+
 def _latest_params(workdir: pathlib.Path):
   import orbax.checkpoint as ocp
   root = workdir / "checkpoints"
@@ -53,8 +64,7 @@ class Pipeline:
     self._generate = {}
     self._head = None
     if self.task in ("retrieval", "vqa"):
-      from unimo_jax.tasks.registry import TASKS
-      self._head = TASKS[self.task].head(_HeadOwner(config, answers))
+      self._head = task_head(config, tokenizer, answers)
     self._embed = jax.jit(lambda p, b, key: self.model.apply({"params": p}, b,
                                                              heads={"contrastive"})[key],
                           static_argnums=2)
@@ -147,11 +157,3 @@ class Pipeline:
     logits = np.asarray(self._joint(self.params, batch))[0]
     best = int(np.argmax(logits))
     return self.answers[best], float(jax.nn.sigmoid(jnp.asarray(logits[best])))
-
-
-class _HeadOwner:
-  """The little a task's head() needs (its config, and for VQA the answers)."""
-
-  def __init__(self, config, answers):
-    self.config = config
-    self.answers = answers or []

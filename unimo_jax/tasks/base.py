@@ -10,6 +10,7 @@ A task subclass says:
   predict(params)             predictions on the predict split (default: the eval split)
 """
 
+import functools
 import json
 import pathlib
 
@@ -95,6 +96,11 @@ class Task:
 
   def transforms(self, source):
     return Transforms(self.config.data, self.special, self.tokenizer.vocab_size, source.meta)
+
+  @functools.cached_property
+  def train_transforms(self):
+    """Record transforms of the training split (its metadata gives the feature sizes)."""
+    return self.transforms(self.source("train"))
 
   def image_inputs(self, record, transforms, where=""):
     """Model image fields of a record; an image with no regions is a DataError (nothing to see)."""

@@ -53,9 +53,7 @@ class CaptionTask(GenerationTask):
     return image if tags is None else dict(image, **tags)
 
   def train_example(self, record, rng):
-    if not hasattr(self, "_transforms"):
-      self._transforms = self.transforms(self.source("train"))
-    source = self.source_inputs(record, self._transforms, "train record")
+    source = self.source_inputs(record, self.train_transforms, "train record")
     caption = examples.caption_fields(record["caption_ids"], self.config.data, self.special)
     if "input_ids" not in source:
       return {"inputs": dict(source, **caption)}

@@ -38,9 +38,7 @@ class RetrievalTask(Task):
     return MatchHead(self.config.model, self.config.task.head_dropout)
 
   def train_example(self, record, rng):
-    if not hasattr(self, "_transforms"):
-      self._transforms = self.transforms(self.source("train"))
-    image = self.image_inputs(record, self._transforms)
+    image = self.image_inputs(record, self.train_transforms)
     return {"image": image,
             "input_ids": self.text_ids(record["caption_ids"], self.config.data.max_caption_length)}
 

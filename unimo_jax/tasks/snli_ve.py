@@ -37,9 +37,7 @@ class EntailmentTask(Task):
                                                self.config.data.max_caption_length))
 
   def train_example(self, record, rng):
-    if not hasattr(self, "_transforms"):
-      self._transforms = self.transforms(self.source("train"))
-    return {"inputs": self._inputs(record, self._transforms),
+    return {"inputs": self._inputs(record, self.train_transforms),
             "label": self._label(record, "train record")}
 
   def loss(self, params, batch, rng):

@@ -73,9 +73,7 @@ class VqaTask(Task):
                                                self.config.data.max_caption_length))
 
   def train_example(self, record, rng):
-    if not hasattr(self, "_transforms"):
-      self._transforms = self.transforms(self.source("train"))
-    return {"inputs": self._inputs(record, self._transforms),
+    return {"inputs": self._inputs(record, self.train_transforms),
             "target": soft_target(record["answers"], self.vocabulary)}
 
   def loss(self, params, batch, rng):
