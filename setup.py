@@ -18,5 +18,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["unimo_jax", "unimo_jax.*"]),
     install_requires=_requirements("requirements.txt"),
-    extras_require={"test": _requirements("requirements-test.txt")},
+    extras_require={"test": _requirements("requirements-test.txt"),
+                    "demo": _requirements("requirements-demo.txt"),
+                    # gs:// workdirs and data: etils.epath's GCS backend, TensorBoard on GCS
+                    "gcs": ["etils[epath-gcs]", "google-cloud-storage"]},
 )

@@ -40,6 +40,8 @@ def write_image_task(root, task, *, train_scenes, eval_scenes, seed, feature_dim
                      task=task, source="synthetic scenes") as w:
       for i, scene in enumerate(_scenes(count, scene_seed, split)):
         image = dict(featurizer(scene, rng), image_id=f"{split}-{i}")
+        if split == "eval":  # rendered pixels to look at (left out of train: ~12 KB a record)
+          image["pixels"] = synthetic.render(scene)
         if task == "vqa":
           items = [(q, {"answers": answers, "question_type": kind})
                    for q, answers, kind in synthetic_tasks.vqa_questions(scene, rng)]
