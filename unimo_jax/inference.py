@@ -26,6 +26,7 @@ from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.decode import DecodeSettings, strip_sequence
 from unimo_jax.generate import jitted_generate
 from unimo_jax.model import Unimo
+from unimo_jax.paths import as_path
 
 
 def task_head(config, tokenizer, answers=None):
@@ -39,7 +40,7 @@ def task_head(config, tokenizer, answers=None):
     return make_task(config, tokenizer, scratch).head()
 
 
-def _latest_params(workdir: pathlib.Path):
+def _latest_params(workdir):
   import orbax.checkpoint as ocp
   root = workdir / "checkpoints"
   steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
@@ -75,7 +76,7 @@ class Pipeline:
   def load(cls, workdir, tokenizer=None):
     """From a workdir written by `python -m unimo_jax.main` (its config.json, latest checkpoint,
     and answers.json for VQA). `tokenizer` overrides config.data.tokenizer."""
-    workdir = pathlib.Path(workdir)
+    workdir = as_path(workdir)
     config_file = workdir / "config.json"
     if not config_file.exists():
       raise FileNotFoundError(f"{workdir}: expected config.json (written by unimo_jax.main)")

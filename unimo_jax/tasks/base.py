@@ -12,7 +12,6 @@ A task subclass says:
 
 import functools
 import json
-import pathlib
 
 import jax
 import numpy as np
@@ -22,6 +21,7 @@ from unimo_jax.data.pipeline import Transforms
 from unimo_jax.data.records import ShardSource
 from unimo_jax.model import Unimo
 from unimo_jax.parallel import batch_sharding
+from unimo_jax.paths import as_path
 
 
 def stack_rows(rows):
@@ -78,7 +78,7 @@ class Task:
     self.config = config
     self.tokenizer = tokenizer
     self.special = tokenizer.special_ids
-    self.workdir = pathlib.Path(workdir)
+    self.workdir = as_path(workdir)
     self.mesh = mesh
     self.model = Unimo(config.model)
     self._train_source = None
@@ -186,7 +186,7 @@ class Task:
       return None
     self.workdir.mkdir(parents=True, exist_ok=True)
     path = self.workdir / name
-    with open(path, "w", encoding="utf-8") as f:
+    with path.open("w") as f:
       for p in predictions:
         f.write(json.dumps(p, default=_json_default) + "\n")
     return path

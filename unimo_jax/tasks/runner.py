@@ -11,7 +11,6 @@ eval_metrics.json, predictions.jsonl.
 """
 
 import json
-import pathlib
 import time
 
 import flax.linen as nn
@@ -22,6 +21,7 @@ from unimo_jax.data.pipeline import to_global_arrays
 from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.model.params import init_boxed_params
 from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
+from unimo_jax.paths import as_path
 from unimo_jax.tasks import registry
 from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
 from unimo_jax.train.checkpoint import Checkpointer
@@ -39,7 +39,7 @@ def load_pretrained(path, abstract_params, shardings):
   """Backbone params from a params checkpoint, a training step directory (<step>/state) or a
   workdir (its latest step), placed as `shardings`."""
   import orbax.checkpoint as ocp
-  path = pathlib.Path(path).absolute()
+  path = as_path(path)
   if (path / "checkpoints").is_dir():
     steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
     if not steps:
@@ -94,7 +94,7 @@ def run(config, workdir, mode: str = "train") -> dict:
   """Runs `mode` for config.task; returns the eval metrics (empty for predict)."""
   if mode not in MODES:
     raise ConfigError(f"mode: expected one of {MODES}, found {mode!r}")
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   sizes = check_task_config(config, jax.device_count())
   config = config.copy_and_resolve_references()
   prepare_synthetic_task_data(config, workdir)

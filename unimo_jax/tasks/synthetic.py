@@ -19,6 +19,7 @@ import numpy as np
 from unimo_jax.data import synthetic, synthetic_tasks
 from unimo_jax.data.records import ShardWriter, read_metadata
 from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.paths import is_remote, local_dir
 
 TEXT_TASKS = ("classify", "similarity", "rewrite")
 
@@ -95,9 +96,10 @@ def prepare_synthetic_task_data(config, workdir) -> None:
       raise ConfigError("data.tokenizer: expected the tokenizer of data.train_dir, found ''")
     return
   root = d.synthetic_dir
-  if not root and config.init_from and (pathlib.Path(config.init_from) / "synthetic_scenes").is_dir():
-    root = str(pathlib.Path(config.init_from) / "synthetic_scenes")  # the pretraining's scenes
-  root = ensure_synthetic_scenes(root or pathlib.Path(workdir) / "synthetic_scenes",
+  init = config.init_from
+  if not root and init and not is_remote(init) and (pathlib.Path(init) / "synthetic_scenes").is_dir():
+    root = str(pathlib.Path(init) / "synthetic_scenes")  # the pretraining's scenes
+  root = ensure_synthetic_scenes(root or local_dir(workdir, "synthetic_scenes"),
                                  pairs=int(d.synthetic_pairs),
                                  feature_dim=config.model.region_feature_dim, seed=config.seed)
   d.tokenizer = d.tokenizer or str(root / "tokenizer.model")

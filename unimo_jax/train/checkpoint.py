@@ -5,15 +5,15 @@ A step directory holds 'state' (params, optimizer state, step, rng as sharded ar
 shardings, so a checkpoint written on one mesh loads onto another.
 """
 
-import pathlib
-
 import jax
 import orbax.checkpoint as ocp
+
+from unimo_jax.paths import as_path
 
 
 class Checkpointer:
   def __init__(self, directory, *, every: int, keep: int, use_async: bool = True):
-    self.directory = pathlib.Path(directory).absolute()
+    self.directory = as_path(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=max(int(every), 1),
         enable_async_checkpointing=use_async, create=True)
@@ -46,13 +46,13 @@ class Checkpointer:
 def save_params(path, params):
   """Writes a params-only checkpoint (e.g. converted weights) usable as config.init_from."""
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(pathlib.Path(path).absolute(), params)
+  checkpointer.save(as_path(path), params)
   checkpointer.wait_until_finished()
 
 
 def load_params(path, abstract_params, shardings):
   """Params from a params-only checkpoint written by save_params, placed as `shardings`."""
-  path = pathlib.Path(path).absolute()
+  path = as_path(path)
   if not path.exists():
     raise FileNotFoundError(f"init_from {path}: no such checkpoint")
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

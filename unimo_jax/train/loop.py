@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from unimo_jax.data.pipeline import make_pretraining_iterator, to_global_arrays
+from unimo_jax.paths import as_path, local_dir
 from unimo_jax.data.records import read_metadata
 from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.forward_check import parameter_table
@@ -99,7 +100,7 @@ def prepare_data(config, workdir):
   d = config.data
   if d.text_dir or d.image_dir or d.pair_dir:
     return
-  root = ensure_synthetic_scenes(d.synthetic_dir or pathlib.Path(workdir) / "synthetic_scenes",
+  root = ensure_synthetic_scenes(d.synthetic_dir or local_dir(workdir, "synthetic_scenes"),
                                  pairs=int(d.synthetic_pairs),
                                  feature_dim=config.model.region_feature_dim, seed=config.seed)
   d.text_dir, d.image_dir = str(root / "train" / "text"), str(root / "train" / "image")
@@ -164,7 +165,7 @@ def _finite_or_raise(step, metrics):
 
 def run(config, workdir) -> dict:
   """Pretrains per `config`, resuming from <workdir>/checkpoints; returns the last eval metrics."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   sizes = check_config(config, jax.device_count())
   config = config.copy_and_resolve_references()
   prepare_data(config, workdir)

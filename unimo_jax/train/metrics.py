@@ -2,39 +2,54 @@
 
 import json
 import math
-import pathlib
 import time
 
 import jax
 
+from unimo_jax.paths import as_path, is_remote
+
 
 class MetricWriter:
-  """Writes scalars to <workdir>/metrics.jsonl and TensorBoard events (process 0 only)."""
+  """Writes scalars to <workdir>/metrics.jsonl and TensorBoard events (process 0 only).
+
+  A remote (gs://) workdir cannot be appended to: its metrics.jsonl is rewritten whole on each
+  write (the rows of earlier runs in it are read first, so nothing is lost)."""
 
   def __init__(self, workdir, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._jsonl = None
     self._tb = None
+    self._rows = None
     if self.enabled:
-      workdir = pathlib.Path(workdir)
+      workdir = as_path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
-      from tensorboardX import SummaryWriter
+      self._path = workdir / "metrics.jsonl"
+      if is_remote(workdir):
+        self._rows = self._path.read_text().splitlines() if self._path.exists() else []
+      else:
+        self._jsonl = open(self._path, "a", encoding="utf-8")
+      from tensorboardX import SummaryWriter  # gs:// needs google-cloud-storage
       self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, scalars: dict, prefix: str = "train") -> None:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": int(step), "split": prefix, **scalars}) + "\n")
-    self._jsonl.flush()
+    line = json.dumps({"step": int(step), "split": prefix, **scalars})
+    if self._rows is not None:
+      self._rows.append(line)
+      self._path.write_text("\n".join(self._rows) + "\n")
+    else:
+      self._jsonl.write(line + "\n")
+      self._jsonl.flush()
     for key, value in scalars.items():
       self._tb.add_scalar(f"{prefix}/{key}", value, int(step))
     self._tb.flush()
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
+      if self._jsonl is not None:
+        self._jsonl.close()
       self._tb.close()
 
 
