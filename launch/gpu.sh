@@ -13,7 +13,8 @@
 # prefixed with its host, and into unimo-<host>.log.
 set -euo pipefail
 
-die() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 CONFIG="${CONFIG:-}" WORKDIR="${WORKDIR:-}" GPUS="${GPUS:-}" HOSTS="${HOSTS:-}"
 COORDINATOR="${COORDINATOR:-}" REMOTE_DIR="${REMOTE_DIR:-~/unimo_jax}" PYTHON="${PYTHON:-python3}"
@@ -36,20 +37,8 @@ while (($#)); do
   shift
 done
 
-missing=()
-[[ -n "$CONFIG" ]] || missing+=("--config (or \$CONFIG)")
-[[ -n "$WORKDIR" ]] || missing+=("--workdir (or \$WORKDIR)")
-((${#missing[@]} == 0)) || die "missing required parameter(s): ${missing[*]}"
-[[ "$CONFIG" == *.py:* ]] || die "--config: expected FILE.py:PRESET, found '$CONFIG'"
-
-run() {
-  if ((DRY_RUN)); then
-    printf '%q ' "$@"
-    printf '\n'
-  else
-    "$@"
-  fi
-}
+require CONFIG WORKDIR
+require_config_spec "$CONFIG"
 
 main_args=(-m unimo_jax.main "--config=$CONFIG" "--workdir=$WORKDIR" "${EXTRA[@]+"${EXTRA[@]}"}")
 

@@ -34,7 +34,8 @@ Flags:
 USAGE
 }
 
-die() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 PROJECT="${PROJECT:-}" ZONE="${ZONE:-}" ACCELERATOR="${ACCELERATOR:-}" BUCKET="${BUCKET:-}"
 CONFIG="${CONFIG:-}" RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}" TPU_NAME="${TPU_NAME:-}"
@@ -65,15 +66,11 @@ while (($#)); do
   shift
 done
 
-missing=()
-for name in PROJECT ZONE ACCELERATOR BUCKET CONFIG; do
-  [[ -n "${!name}" ]] || missing+=("--$(echo "$name" | tr '[:upper:]' '[:lower:]') (or \$$name)")
-done
-((${#missing[@]} == 0)) || die "missing required parameter(s): ${missing[*]}"
+require PROJECT ZONE ACCELERATOR BUCKET CONFIG
 [[ "$BUCKET" == gs://* ]] || die "--bucket: expected a gs:// URL, found '$BUCKET'"
 [[ -z "$STAGE_DATA" || "$STAGE_DATA" == gs://* ]] \
   || die "--stage-data: expected a gs:// URL, found '$STAGE_DATA'"
-[[ "$CONFIG" == *.py:* ]] || die "--config: expected FILE.py:PRESET, found '$CONFIG'"
+require_config_spec "$CONFIG"
 
 if [[ -z "$RUN_NAME" ]]; then
   config_file="${CONFIG%%:*}"
@@ -84,16 +81,6 @@ TPU_NAME="${TPU_NAME:0:60}"
 WORKDIR="${WORKDIR:-${BUCKET%/}/unimo_jax/${RUN_NAME}}"
 TARBALL="/tmp/unimo_jax-${RUN_NAME}.tar.gz"
 LOG="unimo-${RUN_NAME}.log"
-
-# Prints a command (shell-quoted) under --dry-run, runs it otherwise.
-run() {
-  if ((DRY_RUN)); then
-    printf '%q ' "$@"
-    printf '\n'
-  else
-    "$@"
-  fi
-}
 
 tpu=(gcloud compute tpus tpu-vm)
 where=(--project="$PROJECT" --zone="$ZONE")

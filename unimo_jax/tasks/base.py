@@ -114,6 +114,28 @@ class Task:
   def text_ids(self, ids, length):
     return examples.text_sequence(ids, length, self.special)[0]
 
+  def pair_inputs(self, record, transforms, where=""):
+    """Model fields of a record's image with its text (caption_ids): [IMG] v.. [CLS] w.. [SEP]."""
+    return dict(self.image_inputs(record, transforms, where),
+                input_ids=self.text_ids(record["caption_ids"], self.config.data.max_caption_length))
+
+  def split_records(self, split, what="example"):
+    """The first data.eval_limit records of a split (all when 0); an empty split is an error."""
+    source = self.source(split)
+    if len(source) == 0:
+      from unimo_jax.data.records import DataError
+      raise DataError(f"data.{split}_dir: expected at least one {what}, found an empty split")
+    limit = int(self.config.data.eval_limit) or len(source)
+    return source, [source[i] for i in range(min(limit, len(source)))]
+
+  def predicted_classes(self, params, split, what="example"):
+    """(records, the head's argmax class per record) for a classification head on image + text."""
+    source, records = self.split_records(split, what)
+    transforms = self.transforms(source)
+    rows = [self.pair_inputs(r, transforms, f"{split} record {i}") for i, r in enumerate(records)]
+    fn = jax.jit(lambda p, b: jax.numpy.argmax(self.forward(p, b)[1], -1))
+    return records, self.batched(fn, params, rows)
+
   def usable(self, record) -> bool:
     return True
 

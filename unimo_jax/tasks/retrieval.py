@@ -38,9 +38,8 @@ class RetrievalTask(Task):
     return MatchHead(self.config.model, self.config.task.head_dropout)
 
   def train_example(self, record, rng):
-    image = self.image_inputs(record, self.train_transforms)
-    return {"image": image,
-            "input_ids": self.text_ids(record["caption_ids"], self.config.data.max_caption_length)}
+    inputs = self.pair_inputs(record, self.train_transforms)
+    return {"input_ids": inputs.pop("input_ids"), "image": inputs}
 
   def pair_scores(self, params, image, input_ids, rng=None):
     """Match scores [n] of image i with text i (the joint encoder + match head)."""

@@ -26,7 +26,7 @@ from unimo_jax.tasks import registry
 from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
 from unimo_jax.train.checkpoint import Checkpointer
 from unimo_jax.parallel import resolve_mesh_shape
-from unimo_jax.train.loop import ConfigError
+from unimo_jax.train.loop import ConfigError, start_workdir
 from unimo_jax.train.metrics import MetricWriter, Progress
 from unimo_jax.train.optimizer import make_optimizer
 from unimo_jax.train.state import create_state, state_shardings
@@ -104,10 +104,7 @@ def run(config, workdir, mode: str = "train") -> dict:
                       f"model.vocab_size {config.model.vocab_size}")
   mesh = make_mesh(sizes)
   rules = rules_from_config(config.logical_axis_rules)
-  primary = jax.process_index() == 0
-  if primary:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  start_workdir(workdir, config)
   task = registry.make_task(config, tokenizer, workdir, mesh)
   tx = make_optimizer(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

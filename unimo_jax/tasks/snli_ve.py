@@ -6,7 +6,6 @@ caption_ids and 'label' in 0..2 (task.label_names names them). UNIMO also trains
 adversarial perturbations; that is not implemented here.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -31,13 +30,8 @@ class EntailmentTask(Task):
                       f"found {label!r}")
     return np.int32(label)
 
-  def _inputs(self, record, transforms, where=""):
-    image = self.image_inputs(record, transforms, where)
-    return dict(image, input_ids=self.text_ids(record["caption_ids"],
-                                               self.config.data.max_caption_length))
-
   def train_example(self, record, rng):
-    return {"inputs": self._inputs(record, self.train_transforms),
+    return {"inputs": self.pair_inputs(record, self.train_transforms),
             "label": self._label(record, "train record")}
 
   def loss(self, params, batch, rng):
@@ -46,19 +40,8 @@ class EntailmentTask(Task):
     return loss, {"total_loss": loss,
                   "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
 
-  def _predict(self, params, split):
-    source = self.source(split)
-    if len(source) == 0:
-      raise DataError(f"data.{split}_dir: expected at least one example, found an empty split")
-    transforms = self.transforms(source)
-    limit = int(self.config.data.eval_limit) or len(source)
-    records = [source[i] for i in range(min(limit, len(source)))]
-    rows = [self._inputs(r, transforms, f"{split} record {i}") for i, r in enumerate(records)]
-    fn = jax.jit(lambda p, b: jnp.argmax(self.forward(p, b)[1], -1))
-    return records, self.batched(fn, params, rows)
-
   def evaluate(self, params):
-    records, predicted = self._predict(params, "eval")
+    records, predicted = self.predicted_classes(params, "eval")
     labels = np.array([self._label(r, f"eval record {i}") for i, r in enumerate(records)])
     names = list(self.config.task.label_names)
     metrics = {"accuracy": float(np.mean(predicted == labels)), "examples": float(len(records))}
@@ -70,7 +53,7 @@ class EntailmentTask(Task):
                      for i, (r, p, l) in enumerate(zip(records, predicted, labels))]
 
   def predict(self, params):
-    records, predicted = self._predict(params, "predict")
+    records, predicted = self.predicted_classes(params, "predict")
     names = list(self.config.task.label_names)
     return [{"id": r.get("caption_id", str(i)), "prediction": names[int(p)]}
             for i, (r, p) in enumerate(zip(records, predicted))]

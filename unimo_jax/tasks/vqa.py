@@ -67,13 +67,8 @@ class VqaTask(Task):
   def usable(self, record):
     return bool(soft_target(record["answers"], self.vocabulary).any())
 
-  def _inputs(self, record, transforms, where=""):
-    image = self.image_inputs(record, transforms, where)
-    return dict(image, input_ids=self.text_ids(record["caption_ids"],
-                                               self.config.data.max_caption_length))
-
   def train_example(self, record, rng):
-    return {"inputs": self._inputs(record, self.train_transforms),
+    return {"inputs": self.pair_inputs(record, self.train_transforms),
             "target": soft_target(record["answers"], self.vocabulary)}
 
   def loss(self, params, batch, rng):
@@ -85,15 +80,7 @@ class VqaTask(Task):
     return loss, {"total_loss": loss, "vqa_score": score}
 
   def _answers(self, params, split):
-    source = self.source(split)
-    if len(source) == 0:
-      raise DataError(f"data.{split}_dir: expected at least one question, found an empty split")
-    transforms = self.transforms(source)
-    limit = int(self.config.data.eval_limit) or len(source)
-    records = [source[i] for i in range(min(limit, len(source)))]
-    rows = [self._inputs(r, transforms, f"{split} record {i}") for i, r in enumerate(records)]
-    fn = jax.jit(lambda p, b: jnp.argmax(self.forward(p, b)[1], -1))
-    best = self.batched(fn, params, rows)
+    records, best = self.predicted_classes(params, split, "question")
     return records, [self.answers[int(i)] for i in best]
 
   def evaluate(self, params):

@@ -109,6 +109,15 @@ def prepare_data(config, workdir):
   d.tokenizer = d.tokenizer or str(root / "tokenizer.model")
 
 
+def start_workdir(workdir, config) -> bool:
+  """Creates the workdir and saves the resolved config there (process 0); True on process 0."""
+  primary = jax.process_index() == 0
+  if primary:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  return primary
+
+
 def check_data_against_model(config, tokenizer) -> None:
   m = config.model
   if tokenizer.vocab_size > m.vocab_size:
@@ -173,10 +182,7 @@ def run(config, workdir) -> dict:
   check_data_against_model(config, tokenizer)
   mesh = make_mesh(sizes)
   rules = rules_from_config(config.logical_axis_rules)
-  primary = jax.process_index() == 0
-  if primary:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  primary = start_workdir(workdir, config)
   print(f"mesh {sizes} over {jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"{jax.process_count()} process(es)", flush=True)
 
