@@ -13,29 +13,12 @@ Any field can be overridden with --config.<field>=<value>; unknown fields are re
 import ml_collections
 
 from unimo_jax.data.examples import data_config
-from unimo_jax.model.presets import PRESETS, model_config
-from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES
+from unimo_jax.run_config import common_config
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  preset = arg or "tiny"
-  if preset not in PRESETS:
-    raise ValueError(f"configs/pretrain.py: expected a preset from {PRESETS}, found {preset!r}")
-  small = preset == "tiny"
-  c = ml_collections.ConfigDict()
-  c.preset = preset
-  c.seed = 0
-  c.model = model_config(preset)
-  if small:
-    # The synthetic scenes: a 128-word vocabulary, and no dropout (a few thousand steps on clean
-    # generated data do not overfit; with dropout 0.1, R@1 after 500 steps was 0.08 against 0.16).
-    c.model.vocab_size = 128
-    c.model.dropout_rate = 0.0
-    c.model.attention_dropout_rate = 0.0
-
-  # Mesh: ('data', 'fsdp', 'tensor'); -1 takes the remaining devices.
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
+  c = common_config("configs/pretrain.py", arg)  # preset, seed, model, mesh, rules, distributed
+  small = c.preset == "tiny"
 
   # Global examples per step in each stream (text -> MLM + seq2seq, image -> MRM,
   # pair -> MLM, MRM, caption and CMCL over the whole global batch).
@@ -94,10 +77,4 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.eval_every = 1000 if small else 10_000
   c.eval_batch = 250 if small else 256
   c.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start-up
-
-  # Multi-host (TPU VMs need none of these; elsewhere set all three or the JAX_* env vars).
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.coordinator_address = ""
-  c.distributed.num_processes = 0
-  c.distributed.process_id = -1
   return c

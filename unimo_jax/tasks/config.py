@@ -3,26 +3,13 @@
 import ml_collections
 
 from unimo_jax.data.examples import data_config
-from unimo_jax.model.presets import PRESETS, model_config
-from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES
+from unimo_jax.run_config import common_config
 
 
 def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
-  preset = preset or "tiny"
-  if preset not in PRESETS:
-    raise ValueError(f"configs/{task}.py: expected a preset from {PRESETS}, found {preset!r}")
-  small = preset == "tiny"
-  c = ml_collections.ConfigDict()
-  c.preset = preset
-  c.seed = 0
+  c = common_config(f"configs/{task}.py", preset)  # preset, seed, model, mesh, rules, distributed
+  small = c.preset == "tiny"
   c.task = ml_collections.ConfigDict({"name": task})
-  c.model = model_config(preset)
-  if small:
-    c.model.vocab_size = 128  # the synthetic scenes' vocabulary, as configs/pretrain.py:tiny
-    c.model.dropout_rate = 0.0
-    c.model.attention_dropout_rate = 0.0
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
 
   c.data = data_config()
   c.data.train_dir = ""  # empty: the synthetic version of the task (generated on first use)
@@ -60,6 +47,4 @@ def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
   c.async_checkpoints = True
   c.log_every = 50 if small else 100
   c.eval_batch = 64
-  c.distributed = ml_collections.ConfigDict(
-      {"coordinator_address": "", "num_processes": 0, "process_id": -1})
   return c
