@@ -287,3 +287,44 @@ def test_command_line_errors_exit_cleanly(args, message, tmp_path):
   assert result.returncode == 2, result.stderr[-2000:]
   assert message in result.stderr and "Traceback" not in result.stderr
   assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_two_processes_train_and_evaluate_like_one(scenes, tmp_path):
+  """jax.distributed with 2 processes x 2 devices gives the losses, metrics and predictions of one
+  process x 4 devices: each process feeds its rows in training, and evaluation places the same
+  host batch from every process and gathers the outputs."""
+  import os
+  import pathlib
+  import socket
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parent.parent
+  args = ["-m", "unimo_jax.main", "--config=configs/retrieval.py:tiny", "--config.steps=3",
+          f"--config.data.synthetic_dir={scenes}", "--config.data.eval_limit=8",
+          "--config.batch_size=8", "--config.task.negatives=3", "--config.log_every=1",
+          "--config.eval_batch=8", "--config.async_checkpoints=False"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
+  env.pop("XLA_FLAGS", None)
+  one = subprocess.run([sys.executable, *args, f"--workdir={tmp_path / 'one'}"], cwd=root,
+                       env=env, capture_output=True, text=True, timeout=600)
+  assert one.returncode == 0, one.stderr[-3000:]
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  env["JAX_NUM_CPU_DEVICES"] = "2"
+  procs = [subprocess.Popen(
+      [sys.executable, *args, f"--workdir={tmp_path / 'two'}",
+       f"--config.distributed.coordinator_address={address}",
+       "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
+      cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
+  a = json.loads((tmp_path / "one" / "eval_metrics.json").read_text())
+  b = json.loads((tmp_path / "two" / "eval_metrics.json").read_text())
+  assert a.keys() == b.keys() and a["images"] == 8
+  for key in a:
+    assert b[key] == pytest.approx(a[key], abs=1e-6), key
+  assert predictions(tmp_path / "two") == predictions(tmp_path / "one")

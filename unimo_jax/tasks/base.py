@@ -197,11 +197,20 @@ class Task:
       chunk = rows[start:start + size]
       batch = pad_rows(stack_rows(chunk), size)
       if self.mesh is not None:
-        batch = jax.tree.map(
-            lambda x: jax.device_put(x, batch_sharding(self.mesh, np.ndim(x))), batch)
-      out = jax.device_get(fn(params, batch))
-      outs.append(jax.tree.map(lambda x, n=len(chunk): np.asarray(x)[:n], out))
+        batch = jax.tree.map(self._place, batch)
+      out = fn(params, batch)
+      if jax.process_count() > 1:  # every process computed its shards; gather the whole batch
+        from jax.experimental import multihost_utils
+        out = multihost_utils.process_allgather(out, tiled=True)
+      outs.append(jax.tree.map(lambda x, n=len(chunk): np.asarray(x)[:n], jax.device_get(out)))
     return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+  def _place(self, x):
+    """A host array every process holds in full -> a global array sharded on the batch axes
+    (each process places its own devices' rows)."""
+    x = np.asarray(x)
+    sharding = batch_sharding(self.mesh, x.ndim)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
   def write_predictions(self, predictions, name="predictions.jsonl"):
     if jax.process_index() != 0:
