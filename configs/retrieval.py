@@ -16,6 +16,7 @@ def get_config(arg: str = "tiny"):
   c.task.circle_margin = 0.2
   c.task.circle_scale = 1.0
   c.task.head_dropout = 0.1
+  c.task.rerank_top_k = 0  # 0: score every pair (UNIMO); k >= 10: re-score the zero-shot top-k
   c.eval_batch = 256
   if c.preset == "tiny":
     c.task.negatives = 7

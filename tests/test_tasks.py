@@ -165,6 +165,32 @@ def test_retrieval_scores_sharded_equal_one_device(scenes, tmp_path):
   assert np.std(found) > 1e-4  # scores differ across pairs: the comparison is not vacuous
 
 
+def test_retrieval_reranking_scores_only_the_zero_shot_candidates(scenes, tmp_path):
+  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.model.params import init_params
+  from unimo_jax.tasks.registry import make_task
+  from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
+  import flax.linen as nn
+  config = task_config("retrieval", scenes)
+  prepare_synthetic_task_data(config, tmp_path)
+  task = make_task(config, load_tokenizer(config.data.tokenizer), tmp_path)
+  params = {"backbone": init_params(config.model, jax.random.key(0)),
+            "head": nn.unbox(task.init_head(jax.random.key(1)))}
+  images, texts, _, _ = task._eval_rows("eval")
+  zero_shot = task.zero_shot_similarity(params, images, texts)
+  candidates = task.rerank_candidates(zero_shot, 10)
+  for i in range(len(images)):  # each image's 10 nearest texts, each text's 10 nearest images
+    assert candidates[i, np.argsort(-zero_shot[i])[:10]].all()
+  for t in range(len(texts)):
+    assert candidates[np.argsort(-zero_shot[:, t])[:10], t].all()
+  full = task.similarity(params, images, texts)
+  reranked = task.similarity(params, images, texts, candidates)
+  np.testing.assert_allclose(reranked[candidates], full[candidates], atol=1e-6)
+  assert np.all(np.isneginf(reranked[~candidates])) and (~candidates).any()
+  with pytest.raises(ValueError, match="rerank_top_k"):
+    task.rerank_candidates(zero_shot, 5)
+
+
 def test_circle_loss_by_hand():
   from unimo_jax.tasks.retrieval import circle_loss
   sp, sn, m, g = 0.5, np.array([0.4, -0.5]), 0.2, 2.0
