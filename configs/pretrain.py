@@ -13,7 +13,7 @@ Any field can be overridden with --config.<field>=<value>; unknown fields are re
 import ml_collections
 
 from unimo_jax.data.examples import data_config
-from unimo_jax.run_config import common_config
+from unimo_jax.run_config import common_config, optimizer_config
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -58,15 +58,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   # Optimiser (UNIMO: AdamW b2 0.98, eps 1e-6, clip 1.0, linear warmup + linear decay).
   c.steps = 3600 if small else 500_000
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.learning_rate = 2e-3 if small else 5e-5
-  c.optimizer.warmup_steps = 150 if small else 10_000
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.98
-  c.optimizer.eps = 1e-6
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.grad_clip_norm = 1.0
-  c.optimizer.accumulation_steps = 1
+  c.optimizer = optimizer_config(2e-3 if small else 5e-5, 150 if small else 10_000)
 
   # Checkpoints, logging, evaluation.
   c.init_from = ""  # a params checkpoint (e.g. converted RoBERTa) for a fresh run

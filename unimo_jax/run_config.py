@@ -28,3 +28,11 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
   c.distributed = ml_collections.ConfigDict(
       {"coordinator_address": "", "num_processes": 0, "process_id": -1})
   return c
+
+
+def optimizer_config(learning_rate: float, warmup_steps: int) -> ml_collections.ConfigDict:
+  """UNIMO's optimiser: AdamW b1 0.9, b2 0.98, eps 1e-6, weight decay 0.01, clip 1.0, linear
+  warmup to `learning_rate` over `warmup_steps` then linear decay (train/optimizer.py)."""
+  return ml_collections.ConfigDict({
+      "learning_rate": learning_rate, "warmup_steps": warmup_steps, "b1": 0.9, "b2": 0.98,
+      "eps": 1e-6, "weight_decay": 0.01, "grad_clip_norm": 1.0, "accumulation_steps": 1})

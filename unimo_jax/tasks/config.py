@@ -3,7 +3,7 @@
 import ml_collections
 
 from unimo_jax.data.examples import data_config
-from unimo_jax.run_config import common_config
+from unimo_jax.run_config import common_config, optimizer_config
 
 
 def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
@@ -36,10 +36,7 @@ def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
 
   c.batch_size = 64 if small else 32  # global examples per step
   c.steps = 1000 if small else 10_000
-  c.optimizer = ml_collections.ConfigDict({
-      "learning_rate": 5e-4 if small else 2e-5, "warmup_steps": 60 if small else 600,
-      "b1": 0.9, "b2": 0.98, "eps": 1e-6, "weight_decay": 0.01, "grad_clip_norm": 1.0,
-      "accumulation_steps": 1})
+  c.optimizer = optimizer_config(5e-4 if small else 2e-5, 60 if small else 600)
 
   c.init_from = ""  # pretrained backbone: params checkpoint, step directory or workdir
   c.checkpoint_every = 500 if small else 2000
