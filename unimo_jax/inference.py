@@ -10,67 +10,40 @@
 An image is a dict like a shard record: region_features [N, D] with boxes [N, 4] (x1, y1, x2, y2
 pixels), image_w and image_h; or pixels [H, W, 3] uint8 for a pixel-input model. Ranking uses the
 fine-tuned match head when the workdir is a retrieval fine-tune, else the CMCL embeddings.
+Inputs are prepared, checked and scored by the workdir's task (unimo_jax/tasks/), so they are the
+ones its evaluation used.
 """
 
+import functools
 import json
-import pathlib
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from unimo_jax.data import examples
+from unimo_jax.batching import stack_rows
 from unimo_jax.data.pipeline import Transforms
 from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.decode import DecodeSettings, strip_sequence
 from unimo_jax.generate import jitted_generate
-from unimo_jax.model import Unimo
 from unimo_jax.paths import as_path
-
-
-def task_head(config, tokenizer, answers=None):
-  """The head module of config.task (VQA: over `answers`), built as the task builds it."""
-  import tempfile
-  from unimo_jax.tasks.registry import make_task
-  from unimo_jax.tasks.vqa import ANSWERS_FILE
-  with tempfile.TemporaryDirectory() as scratch:  # the task reads its answers from its workdir
-    if answers is not None:
-      (pathlib.Path(scratch) / ANSWERS_FILE).write_text(json.dumps(answers))
-    return make_task(config, tokenizer, scratch).head()
-
-
-def _latest_params(workdir):
-  import orbax.checkpoint as ocp
-  root = workdir / "checkpoints"
-  steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
-  if not steps:
-    raise FileNotFoundError(f"{workdir}: expected checkpoints/<step>/state, found no checkpoint")
-  return ocp.StandardCheckpointer().restore(root / str(steps[-1]) / "state")["params"]
+from unimo_jax.tasks.base import Task
+from unimo_jax.tasks.registry import make_task
+from unimo_jax.train.checkpoint import read_params
 
 
 class Pipeline:
 
-  def __init__(self, config, params, tokenizer, answers=None):
-    self.config = config
-    self.tokenizer = tokenizer
-    self.special = tokenizer.special_ids
-    self.model = Unimo(config.model)
-    self.task = config.task.name if "task" in config else None
-    self.params = params if self.task else {"backbone": params, "head": {}}
-    self.answers = answers
-    meta = {"region_feature_dim": config.model.region_feature_dim,
-            "num_classes": config.model.get("num_region_classes", 1)}
-    self.transforms = Transforms(config.data, self.special, tokenizer.vocab_size, meta)
+  def __init__(self, task, params):
+    """task: the workdir's Task (the base Task for a pretraining workdir); params: its
+    {'backbone', 'head'} parameters."""
+    self.task, self.params = task, params
+    self.config, self.tokenizer, self.special = task.config, task.tokenizer, task.special
+    self.name = self.config.task.name if "task" in self.config else None
+    meta = {"region_feature_dim": self.config.model.region_feature_dim,
+            "num_classes": self.config.model.get("num_region_classes", 1)}
+    self.transforms = Transforms(self.config.data, self.special, self.tokenizer.vocab_size, meta)
     self._generate = {}
-    self._head = None
-    if self.task in ("retrieval", "vqa"):
-      self._head = task_head(config, tokenizer, answers)
-    self._embed = jax.jit(lambda p, b, key: self.model.apply({"params": p}, b,
-                                                             heads={"contrastive"})[key],
-                          static_argnums=2)
-    self._joint = jax.jit(lambda p, b: self._head.apply(
-        {"params": p["head"]}, self.model.apply({"params": p["backbone"]}, b, heads=frozenset())))
 
   @classmethod
   def load(cls, workdir, tokenizer=None):
@@ -82,25 +55,20 @@ class Pipeline:
       raise FileNotFoundError(f"{workdir}: expected config.json (written by unimo_jax.main)")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     tok = load_tokenizer(tokenizer or config.data.tokenizer)
-    answers = None
-    if (workdir / "answers.json").exists():
-      answers = json.loads((workdir / "answers.json").read_text())
-    return cls(config, _latest_params(workdir), tok, answers)
+    params = read_params(workdir)
+    if "task" not in config:  # pretraining: the backbone alone
+      return cls(Task(config, tok, workdir), {"backbone": params, "head": {}})
+    return cls(make_task(config, tok, workdir), params)
 
   # ---- inputs --------------------------------------------------------------------------------
-  def image_inputs(self, images) -> dict:
-    """Stacked model image fields for a list of images."""
-    rows = []
-    for i, image in enumerate(images):
-      if "region_features" in image and len(np.asarray(image["region_features"])) == 0:
-        raise ValueError(f"image {i}: expected at least one region feature, found none")
-      rows.append(self.transforms.model_image_inputs(image))
-    return jax.tree.map(lambda *xs: np.stack(xs), *rows)
+  def image_rows(self, images) -> list:
+    """Model fields of each image; a captioning task with object tags adds each image's tags."""
+    source = getattr(self.task, "source_inputs", self.task.image_inputs)
+    return [source(image, self.transforms, f"image {i}") for i, image in enumerate(images)]
 
-  def text_inputs(self, texts) -> np.ndarray:
+  def text_rows(self, texts) -> list:
     length = self.config.data.max_caption_length
-    ids = self.tokenizer.encode_batch(list(texts))
-    return np.stack([examples.text_sequence(t, length, self.special)[0] for t in ids])
+    return [self.task.text_ids(ids, length) for ids in self.tokenizer.encode_batch(list(texts))]
 
   # ---- tasks ---------------------------------------------------------------------------------
   def caption(self, images, settings: DecodeSettings | None = None) -> list:
@@ -111,18 +79,9 @@ class Pipeline:
     if settings not in self._generate:
       s = self.special
       self._generate[settings] = jitted_generate(
-          self.model, settings, bos_id=s["cls"], eos_id=s["sep"], pad_id=s["pad"],
+          self.task.model, settings, bos_id=s["cls"], eos_id=s["sep"], pad_id=s["pad"],
           valid_vocab=self.tokenizer.vocab_size)
-    source = self.image_inputs(images)
-    if self.task == "caption" and self.config.task.get("object_tags"):
-      from unimo_jax.tasks.caption import tag_block
-      missing = [i for i, image in enumerate(images) if "tag_ids" not in image]
-      if missing:
-        raise ValueError(f"caption: this model reads object tags; images {missing} have no "
-                         "'tag_ids'")
-      tags = [tag_block(image["tag_ids"], self.config.data.max_tags, self.special["pad"])
-              for image in images]
-      source.update(jax.tree.map(lambda *xs: np.stack(xs), *tags))
+    source = stack_rows(self.image_rows(images))
     out = self._generate[settings](self.params["backbone"], source, jax.random.key(0))
     seqs = np.asarray(out["sequences"])
     seqs = seqs[:, 0] if seqs.ndim == 3 else seqs
@@ -131,15 +90,10 @@ class Pipeline:
 
   def scores(self, images, texts) -> np.ndarray:
     """[images, texts] scores: the match head of a retrieval fine-tune, else CMCL cosine."""
-    image_inputs, text_ids = self.image_inputs(images), self.text_inputs(texts)
-    if self.task == "retrieval":
-      n_i, n_t = len(images), len(texts)
-      batch = jax.tree.map(lambda x: np.repeat(x, n_t, axis=0), image_inputs)
-      batch["input_ids"] = np.tile(text_ids, (n_i, 1))
-      return np.asarray(self._joint(self.params, batch)).reshape(n_i, n_t)
-    image_emb = self._embed(self.params["backbone"], image_inputs, "image_embedding")
-    text_emb = self._embed(self.params["backbone"], {"input_ids": text_ids}, "text_embedding")
-    return np.asarray(image_emb @ text_emb.T)
+    image_rows, text_rows = self.image_rows(images), self.text_rows(texts)
+    if self.name == "retrieval":
+      return self.task.similarity(self.params, image_rows, text_rows)
+    return self.task.zero_shot_similarity(self.params, image_rows, text_rows)
 
   def rank_captions(self, image, captions) -> list:
     scores = self.scores([image], captions)[0]
@@ -149,12 +103,16 @@ class Pipeline:
     scores = self.scores(images, [caption])[:, 0]
     return [(int(i), float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
+  @functools.cached_property
+  def _head_logits(self):
+    return jax.jit(lambda p, b: self.task.forward(p, b)[1])
+
   def answer(self, image, question) -> tuple:
     """(answer, sigmoid probability) from a VQA fine-tune."""
-    if self.task != "vqa" or not self.answers:
+    if self.name != "vqa":
       raise ValueError(f"answer: expected a VQA workdir (task 'vqa' with answers.json), found "
-                       f"task {self.task!r}")
-    batch = dict(self.image_inputs([image]), input_ids=self.text_inputs([question]))
-    logits = np.asarray(self._joint(self.params, batch))[0]
+                       f"task {self.name!r}")
+    batch = stack_rows([dict(self.image_rows([image])[0], input_ids=self.text_rows([question])[0])])
+    logits = np.asarray(self._head_logits(self.params, batch))[0]
     best = int(np.argmax(logits))
-    return self.answers[best], float(jax.nn.sigmoid(jnp.asarray(logits[best])))
+    return self.task.answers[best], float(jax.nn.sigmoid(logits[best]))

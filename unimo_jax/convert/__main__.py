@@ -101,16 +101,13 @@ def _paddle(args) -> int:
 def _params_and_config(args, command):
   """Params from a params checkpoint or a training step directory, and the model config."""
   import ml_collections
-  import orbax.checkpoint as ocp
+  from unimo_jax.train.checkpoint import read_params
   fields = json.loads(pathlib.Path(args.config).read_text())
   config = ml_collections.ConfigDict(fields.get("model", fields))
-  ckpt = pathlib.Path(args.params).absolute()
-  if (ckpt / "state").is_dir():  # a training step directory: take the params of its state
-    return ocp.StandardCheckpointer().restore(ckpt / "state")["params"], config
-  if ckpt.is_dir():
-    return ocp.StandardCheckpointer().restore(ckpt), config
-  raise SystemExit(f"{command}: expected a params checkpoint or a step directory, found no "
-                   f"directory {ckpt}")
+  try:
+    return read_params(args.params), config
+  except FileNotFoundError as e:
+    raise SystemExit(f"{command}: {e}") from None
 
 
 def _check(args) -> int:

@@ -18,24 +18,10 @@ import numpy as np
 
 from unimo_jax.data import examples
 from unimo_jax.data.pipeline import Transforms
-from unimo_jax.data.records import ShardSource
+from unimo_jax.data.records import DataError, ShardSource
 from unimo_jax.model import Unimo
-from unimo_jax.parallel import batch_sharding
+from unimo_jax.batching import batched_apply, contrastive_embedder, stack_rows
 from unimo_jax.paths import as_path
-
-
-def stack_rows(rows):
-  """[{field: array}] -> {field: stacked array}, nested dicts included."""
-  return jax.tree.map(lambda *xs: np.stack(xs), *rows)
-
-
-def pad_rows(tree, size):
-  """Pads the leading dimension of every leaf to `size` by repeating the first row."""
-  def pad(x):
-    if len(x) == size:
-      return x
-    return np.concatenate([x, np.repeat(x[:1], size - len(x), axis=0)])
-  return jax.tree.map(pad, tree)
 
 
 class StepBatches:
@@ -81,17 +67,24 @@ class Task:
     self.workdir = as_path(workdir)
     self.mesh = mesh
     self.model = Unimo(config.model)
-    self._train_source = None
+    self._sources = {}
     self.skipped = {}
 
   # ---- data ------------------------------------------------------------------------------------
   def source(self, split):
-    """The ShardSource of split 'train', 'eval' or 'predict' (config.data.<split>_dir)."""
-    path = self.config.data.get(f"{split}_dir", "")
-    if split == "predict" and not path:
-      path = self.config.data.eval_dir
-    if not path:
-      raise ValueError(f"data.{split}_dir: expected a dataset directory, found ''")
+    """The records of split 'train', 'eval' or 'predict' (config.data.<split>_dir; predict
+    defaults to the eval split), read once."""
+    if split not in self._sources:
+      path = self.config.data.get(f"{split}_dir", "")
+      if split == "predict" and not path:
+        path = self.config.data.eval_dir
+      if not path:
+        raise ValueError(f"data.{split}_dir: expected a dataset directory, found ''")
+      self._sources[split] = self.read_split(path, split)
+    return self._sources[split]
+
+  def read_split(self, path, split):
+    """Random-access records of one split: shards by default (text tasks read TSVs)."""
     return ShardSource(path)
 
   def transforms(self, source):
@@ -106,7 +99,6 @@ class Task:
     """Model image fields of a record; an image with no regions is a DataError (nothing to see)."""
     if "region_features" in record and self.config.data.image_input == "regions":
       if len(np.asarray(record["region_features"])) == 0:
-        from unimo_jax.data.records import DataError
         raise DataError(f"{where or 'record'}: image {record.get('image_id', '?')!r} has no "
                         "region features; expected at least one box")
     return transforms.model_image_inputs(record)
@@ -123,7 +115,6 @@ class Task:
     """The first data.eval_limit records of a split (all when 0); an empty split is an error."""
     source = self.source(split)
     if len(source) == 0:
-      from unimo_jax.data.records import DataError
       raise DataError(f"data.{split}_dir: expected at least one {what}, found an empty split")
     limit = int(self.config.data.eval_limit) or len(source)
     return source, [source[i] for i in range(min(limit, len(source)))]
@@ -185,32 +176,23 @@ class Task:
     return head.init({"params": key}, fake)["params"]
 
   # ---- evaluation helpers ----------------------------------------------------------------------
-  def batched(self, fn, params, rows, batch_size=None):
-    """fn(params, stacked rows) over `rows` in padded batches (sharded over the mesh's batch axes);
-    returns the outputs' leaves concatenated, trimmed to len(rows)."""
-    size = int(batch_size or self.config.eval_batch)
-    if self.mesh is not None:
-      data_devices = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-      size = -(-size // data_devices) * data_devices
-    outs = []
-    for start in range(0, len(rows), size):
-      chunk = rows[start:start + size]
-      batch = pad_rows(stack_rows(chunk), size)
-      if self.mesh is not None:
-        batch = jax.tree.map(self._place, batch)
-      out = fn(params, batch)
-      if jax.process_count() > 1:  # every process computed its shards; gather the whole batch
-        from jax.experimental import multihost_utils
-        out = multihost_utils.process_allgather(out, tiled=True)
-      outs.append(jax.tree.map(lambda x, n=len(chunk): np.asarray(x)[:n], jax.device_get(out)))
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+  @functools.cached_property
+  def _embed(self):
+    return contrastive_embedder(self.model)
 
-  def _place(self, x):
-    """A host array every process holds in full -> a global array sharded on the batch axes
-    (each process places its own devices' rows)."""
-    x = np.asarray(x)
-    sharding = batch_sharding(self.mesh, x.ndim)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  def zero_shot_similarity(self, params, images, texts):
+    """[images, texts] cosine similarity of the backbone's CMCL embeddings (image rows of model
+    image fields; texts as [CLS] w.. [SEP] id arrays)."""
+    variables = {"params": params["backbone"]}
+    image_emb = self.batched(lambda v, b: self._embed(v, b, "image_embedding"), variables, images)
+    text_emb = self.batched(lambda v, b: self._embed(v, b, "text_embedding"), variables,
+                            [{"input_ids": t} for t in texts])
+    return image_emb @ text_emb.T
+
+  def batched(self, fn, params, rows, batch_size=None):
+    """fn(params, stacked rows) over `rows` in padded batches of config.eval_batch, sharded over
+    the task's mesh (see batching.batched_apply)."""
+    return batched_apply(fn, params, rows, batch_size or self.config.eval_batch, self.mesh)
 
   def write_predictions(self, predictions, name="predictions.jsonl"):
     if jax.process_index() != 0:

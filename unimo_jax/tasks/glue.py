@@ -25,36 +25,34 @@ class GlueTask(Task):
     super().__init__(*args, **kwargs)
     self.labels = [str(x) for x in self.config.task.labels]
     self.regression = not self.labels
-    self._sources = {}
 
   def head(self):
     return TextClassifierHead(self.config.model, 1 if self.regression else len(self.labels),
                               self.config.task.head_dropout)
 
-  def source(self, split):
-    if split not in self._sources:
-      path = self.config.data.get(f"{split}_dir") or self.config.data.eval_dir
-      rows = read_tsv(path, ("text_a",), ("text_b", "label"))
-      need_label = split != "predict"
-      out = []
-      for line, row in enumerate(rows, start=2):
-        label = row.get("label")
-        if need_label:
-          try:
-            label = self._label(label, f"{path} line {line}")
-          except DataError as e:
-            if not self.config.data.skip_bad_records:
-              raise
-            self.skipped[f"{split}_bad_label"] = self.skipped.get(f"{split}_bad_label", 0) + 1
-            print(f"skipped: {e}", flush=True)
-            continue
-        out.append({"a": row["text_a"], "b": row.get("text_b"), "label": label})
-      ids_a = self.tokenizer.encode_batch([r["a"] for r in out])
-      ids_b = self.tokenizer.encode_batch([r["b"] or "" for r in out])
-      for r, a, b in zip(out, ids_a, ids_b):
-        r["ids_a"], r["ids_b"] = a, (b if r["b"] else None)
-      self._sources[split] = out
-    return self._sources[split]
+  def read_split(self, path, split):
+    """TSV rows (text_a, [text_b], label) with their token ids; bad labels are errors or
+    counted skips."""
+    rows = read_tsv(path, ("text_a",), ("text_b", "label"))
+    need_label = split != "predict"
+    out = []
+    for line, row in enumerate(rows, start=2):
+      label = row.get("label")
+      if need_label:
+        try:
+          label = self._label(label, f"{path} line {line}")
+        except DataError as e:
+          if not self.config.data.skip_bad_records:
+            raise
+          self.skipped[f"{split}_bad_label"] = self.skipped.get(f"{split}_bad_label", 0) + 1
+          print(f"skipped: {e}", flush=True)
+          continue
+      out.append({"a": row["text_a"], "b": row.get("text_b"), "label": label})
+    ids_a = self.tokenizer.encode_batch([r["a"] for r in out])
+    ids_b = self.tokenizer.encode_batch([r["b"] or "" for r in out])
+    for r, a, b in zip(out, ids_a, ids_b):
+      r["ids_a"], r["ids_b"] = a, (b if r["b"] else None)
+    return out
 
   def _label(self, value, where):
     if value is None:

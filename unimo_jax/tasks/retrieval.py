@@ -115,15 +115,6 @@ class RetrievalTask(Task):
     out[cols, np.arange(zero_shot.shape[1])[None]] = True
     return out
 
-  def zero_shot_similarity(self, params, images, texts):
-    emb = jax.jit(lambda p, b, key: self.model.apply({"params": p["backbone"]}, b,
-                                                     heads={"contrastive"})[key],
-                  static_argnums=2)
-    image_emb = self.batched(lambda p, b: emb(p, b, "image_embedding"), params, images)
-    text_emb = self.batched(lambda p, b: emb(p, b, "text_embedding"), params,
-                            [{"input_ids": t} for t in texts])
-    return image_emb @ text_emb.T
-
   def evaluate(self, params):
     images, texts, text_image, ids = self._eval_rows("eval")
     zero_shot = self.zero_shot_similarity(params, images, texts)

@@ -23,8 +23,9 @@ from unimo_jax.model.params import init_boxed_params
 from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
 from unimo_jax.paths import as_path
 from unimo_jax.tasks import registry
+from unimo_jax.tasks.base import process_slice
 from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
-from unimo_jax.train.checkpoint import Checkpointer
+from unimo_jax.train.checkpoint import Checkpointer, read_params
 from unimo_jax.parallel import resolve_mesh_shape
 from unimo_jax.train.loop import ConfigError, start_workdir
 from unimo_jax.train.metrics import MetricWriter, Progress
@@ -37,21 +38,11 @@ MODES = ("train", "eval", "predict")
 
 def load_pretrained(path, abstract_params, shardings):
   """Backbone params from a params checkpoint, a training step directory (<step>/state) or a
-  workdir (its latest step), placed as `shardings`."""
-  import orbax.checkpoint as ocp
-  path = as_path(path)
-  if (path / "checkpoints").is_dir():
-    steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
-    if not steps:
-      raise ConfigError(f"init_from {path}: the workdir has no checkpoint step")
-    path = path / "checkpoints" / str(steps[-1])
-  if (path / "state").is_dir():
-    params = ocp.StandardCheckpointer().restore(path / "state")["params"]
-  elif path.is_dir():
-    params = ocp.StandardCheckpointer().restore(path)
-  else:
-    raise ConfigError(f"init_from {path}: expected a params checkpoint, a step directory or a "
-                      "workdir")
+  workdir (its latest step), checked against the model and placed as `shardings`."""
+  try:
+    params = read_params(path)
+  except FileNotFoundError as e:
+    raise ConfigError(f"init_from {e}") from None
   expected = jax.tree.structure(abstract_params)
   found = jax.tree.structure(params)
   if expected != found:
@@ -150,7 +141,7 @@ def _train(config, task, tx, mesh, state, shardings, checkpoints, workdir):
   step = int(state["step"])
   if step >= config.steps:
     return state
-  first = task.train_batch(source, _local(batches(step)), step)
+  first = task.train_batch(source, process_slice(batches(step)), step)
   batch_shardings = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x)), first)
   step_fn = jit_train_step(config, tx, mesh, shardings, batch_shardings, loss_fn=task.loss)
   writer = MetricWriter(workdir)
@@ -160,7 +151,7 @@ def _train(config, task, tx, mesh, state, shardings, checkpoints, workdir):
     while step < config.steps:
       start = time.perf_counter()
       if batch is None:
-        batch = task.train_batch(source, _local(batches(step)), step)
+        batch = task.train_batch(source, process_slice(batches(step)), step)
       state, metrics = step_fn(state, to_global_arrays(batch, mesh))
       batch = None
       step += 1
@@ -177,11 +168,6 @@ def _train(config, task, tx, mesh, state, shardings, checkpoints, workdir):
     writer.close()
   checkpoints.wait()
   return state
-
-
-def _local(global_indices):
-  from unimo_jax.tasks.base import process_slice
-  return process_slice(global_indices)
 
 
 def _evaluate(task, params, workdir, step):

@@ -10,6 +10,7 @@ Metrics: ROUGE-1/2/L F1 (rouge-score, stemmed) and BLEU-4, both x100.
 import numpy as np
 
 from unimo_jax.data import examples
+from unimo_jax.data.records import DataError
 from unimo_jax.metrics.text import bleu4, rouge_scores
 from unimo_jax.tasks.generation import GenerationTask
 from unimo_jax.tasks.text_data import read_tsv
@@ -19,21 +20,14 @@ class Seq2seqTask(GenerationTask):
   name = "seq2seq"
   mask_kind = "seq2seq"
 
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self._sources = {}
-
-  def source(self, split):
-    if split not in self._sources:
-      path = self.config.data.get(f"{split}_dir") or self.config.data.eval_dir
-      rows = read_tsv(path, ("src",), ("tgt",))
-      if split != "predict" and any("tgt" not in r for r in rows):
-        from unimo_jax.data.records import DataError
-        raise DataError(f"{path}: expected a 'tgt' column for {split}")
-      src = self.tokenizer.encode_batch([r["src"] for r in rows])
-      tgt = self.tokenizer.encode_batch([r.get("tgt", "") for r in rows])
-      self._sources[split] = [dict(r, src_ids=a, tgt_ids=b) for r, a, b in zip(rows, src, tgt)]
-    return self._sources[split]
+  def read_split(self, path, split):
+    """TSV rows (src, tgt) with their token ids."""
+    rows = read_tsv(path, ("src",), ("tgt",))
+    if split != "predict" and any("tgt" not in r for r in rows):
+      raise DataError(f"{path}: expected a 'tgt' column for {split}")
+    src = self.tokenizer.encode_batch([r["src"] for r in rows])
+    tgt = self.tokenizer.encode_batch([r.get("tgt", "") for r in rows])
+    return [dict(r, src_ids=a, tgt_ids=b) for r, a, b in zip(rows, src, tgt)]
 
   def _source_inputs(self, record):
     src, _ = examples.text_sequence(record["src_ids"], self.config.data.max_source_length,

@@ -50,6 +50,23 @@ def save_params(path, params):
   checkpointer.wait_until_finished()
 
 
+def read_params(path):
+  """Host params of a workdir (its latest step), a step directory (<step>/state) or a params
+  checkpoint written by save_params; FileNotFoundError naming what was expected otherwise."""
+  path = as_path(path)
+  if (path / "checkpoints").is_dir() or (path / "config.json").exists():
+    root = path / "checkpoints"
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    if not steps:
+      raise FileNotFoundError(f"{path}: the workdir has no checkpoint (checkpoints/<step>)")
+    path = root / str(steps[-1])
+  if (path / "state").is_dir():
+    return ocp.StandardCheckpointer().restore(path / "state")["params"]
+  if path.is_dir():
+    return ocp.StandardCheckpointer().restore(path)
+  raise FileNotFoundError(f"{path}: expected a workdir, a step directory or a params checkpoint")
+
+
 def load_params(path, abstract_params, shardings):
   """Params from a params-only checkpoint written by save_params, placed as `shardings`."""
   path = as_path(path)

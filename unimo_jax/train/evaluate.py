@@ -14,6 +14,7 @@ cannot tell "A left of B" from "B left of A"; relation twins then stay at chance
 import jax
 import numpy as np
 
+from unimo_jax.batching import batched_apply, contrastive_embedder, pad_rows, stack_rows
 from unimo_jax.data import examples
 from unimo_jax.data.pipeline import Transforms
 from unimo_jax.data.records import ShardSource
@@ -38,23 +39,6 @@ def mirrored_image(inputs: dict) -> dict:
   return out
 
 
-def _stack_rows(rows):
-  """[{field: array}, ...] -> {field: stacked array}."""
-  return jax.tree.map(lambda *xs: np.stack(xs), *rows)
-
-
-def _pad_rows(tree, size):
-  def pad(x):
-    x = np.asarray(x)
-    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)]) if len(x) < size else x
-  return jax.tree.map(pad, tree)
-
-
-def _batches(items, size):
-  for start in range(0, len(items), size):
-    yield start, items[start:start + size]
-
-
 class Evaluator:
   """Encodes a held-out pair dataset and computes retrieval, twin and MLM metrics."""
 
@@ -65,9 +49,7 @@ class Evaluator:
     self.count = min(len(self.source), max_pairs)
     self.transforms = Transforms(config.data, tokenizer.special_ids, tokenizer.vocab_size,
                                  self.source.meta)
-    model = Unimo(config.model)
-    self._embed = jax.jit(lambda p, b, key: model.apply(p, b, heads={"contrastive"})[key],
-                          static_argnums=2)
+    self._embed = contrastive_embedder(Unimo(config.model))
     losses_config = config.copy_and_resolve_references()
     self._mlm = jax.jit(lambda p, b: pretraining_loss(p, b, losses_config)[1])
 
@@ -77,12 +59,7 @@ class Evaluator:
     return seq
 
   def _encode(self, params, inputs, key, batch_size):
-    out = []
-    for start, chunk in _batches(inputs, batch_size):
-      stacked = _stack_rows(chunk)
-      emb = self._embed(params, _pad_rows(stacked, batch_size), key)
-      out.append(np.asarray(emb)[:len(chunk)])
-    return np.concatenate(out)
+    return batched_apply(lambda p, b: self._embed(p, b, key), params, inputs, batch_size)
 
   def _twin_kind(self, caption, twin):
     a, b = self.tokenizer.decode(caption).split(), self.tokenizer.decode(twin).split()
@@ -121,13 +98,14 @@ class Evaluator:
 
     totals = {}
     rng = np.random.default_rng(0)  # the same masks at every evaluation
-    for start, chunk in _batches(records, batch_size):
+    for start in range(0, len(records), batch_size):
+      chunk = records[start:start + batch_size]
       # One masking per caption, scored with and without its image.
-      text = _stack_rows([examples.mlm_fields(r["caption_ids"], self.config.data.max_caption_length,
-                                        self.config.data, self.tokenizer.special_ids,
-                                        self.tokenizer.vocab_size, rng) for r in chunk])
-      pair = dict(_stack_rows(image_inputs[start:start + len(chunk)]), **text)
-      batch = _pad_rows({"pair_mlm": pair, "text_mlm": text}, batch_size)
+      text = stack_rows([examples.mlm_fields(r["caption_ids"], self.config.data.max_caption_length,
+                                       self.config.data, self.tokenizer.special_ids,
+                                       self.tokenizer.vocab_size, rng) for r in chunk])
+      pair = dict(stack_rows(image_inputs[start:start + len(chunk)]), **text)
+      batch = pad_rows({"pair_mlm": pair, "text_mlm": text}, batch_size)
       if len(chunk) < batch_size:  # padded rows must not count
         for term in ("pair_mlm", "text_mlm"):
           weights = np.array(batch[term]["lm_weights"])
