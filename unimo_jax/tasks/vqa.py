@@ -36,6 +36,7 @@ class VqaTask(Task):
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
+    self._train_answers = None  # each training record's answers, when the vocabulary read them
     self.answers = self._load_or_build_vocabulary()
     self.vocabulary = {a: i for i, a in enumerate(self.answers)}
 
@@ -51,6 +52,7 @@ class VqaTask(Task):
         raise DataError(f"{self.config.data.train_dir} record {i}: expected an 'answers' list, "
                         f"found fields {sorted(record)}")
       lists.append(record["answers"])
+    self._train_answers = lists
     answers = answer_vocabulary(lists, int(self.config.task.answer_min_count))
     if not answers:
       raise DataError(f"{self.config.data.train_dir}: no answer is given "
@@ -66,6 +68,11 @@ class VqaTask(Task):
 
   def usable(self, record):
     return bool(soft_target(record["answers"], self.vocabulary).any())
+
+  def train_indices(self, source):
+    if self._train_answers is not None:  # the vocabulary pass read them: no second full read
+      source = [{"answers": answers} for answers in self._train_answers]
+    return super().train_indices(source)
 
   def train_example(self, record, rng):
     return {"inputs": self.pair_inputs(record, self.train_transforms),
