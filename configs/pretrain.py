@@ -12,8 +12,7 @@ Any field can be overridden with --config.<field>=<value>; unknown fields are re
 
 import ml_collections
 
-from unimo_jax.data.examples import data_config
-from unimo_jax.run_config import common_config, optimizer_config
+from unimo_jax.run_config import common_config, optimizer_config, synthetic_data_config
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -29,22 +28,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   # Data: dataset directories written by `python -m unimo_jax.data`; empty = synthetic scenes,
   # generated into data.synthetic_dir (default <workdir>/synthetic_scenes) on first use.
-  c.data = data_config()
-  c.data.synthetic_dir = ""
-  c.data.synthetic_pairs = 50_000
-  c.data.eval_dir = ""  # held-out pairs for evaluation (synthetic: <synthetic_dir>/eval/pair)
+  c.data = synthetic_data_config(c.preset)  # eval_dir: held-out pairs (synthetic: eval/pair)
   if small:
-    c.data.max_text_length = 64
-    c.data.max_caption_length = 20  # the longest synthetic caption or paraphrase is 19 tokens
-    c.data.max_regions = 4
     c.data.max_predictions = 8
     c.data.overlap_ratio = 0.3
     # Retrieved synthetic images share the pair's objects but not its layout; as positives they
     # pull apart the relation the twins test, so the tiny run uses none.
     c.data.cmcl_extra_images = 0
-    # Read and transform in the training thread: on 2 cores, reader threads contend with the
-    # step for the GIL and the cores; the jitted step runs asynchronously meanwhile.
-    c.data.num_threads = 0
 
   # Weight of every loss term; 0 reports a term without training on it.
   c.loss_weights = ml_collections.ConfigDict({

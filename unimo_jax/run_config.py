@@ -3,6 +3,7 @@ logical-axis rules and multi-process settings."""
 
 import ml_collections
 
+from unimo_jax.data.examples import data_config
 from unimo_jax.model.presets import PRESETS, model_config
 from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES
 
@@ -28,6 +29,23 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
   c.distributed = ml_collections.ConfigDict(
       {"coordinator_address": "", "num_processes": 0, "process_id": -1})
   return c
+
+
+def synthetic_data_config(preset: str) -> ml_collections.ConfigDict:
+  """The data config with the synthetic-scenes fields; the tiny preset's lengths fit the scenes
+  (and must agree between pretraining and fine-tuning)."""
+  d = data_config()
+  d.synthetic_dir = ""  # empty: <workdir>/synthetic_scenes, generated on first use
+  d.synthetic_pairs = 50_000
+  d.eval_dir = ""  # held-out data (synthetic: generated with the scenes)
+  if preset == "tiny":
+    d.max_text_length = 64
+    d.max_caption_length = 20  # the longest synthetic caption or paraphrase is 19 tokens
+    d.max_regions = 4
+    # Read and transform in the training thread: on 2 cores, reader threads contend with the
+    # step for the GIL and the cores; the jitted step runs asynchronously meanwhile.
+    d.num_threads = 0
+  return d
 
 
 def optimizer_config(learning_rate: float, warmup_steps: int) -> ml_collections.ConfigDict:

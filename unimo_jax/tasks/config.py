@@ -2,8 +2,7 @@
 
 import ml_collections
 
-from unimo_jax.data.examples import data_config
-from unimo_jax.run_config import common_config, optimizer_config
+from unimo_jax.run_config import common_config, optimizer_config, synthetic_data_config
 
 
 def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
@@ -11,24 +10,18 @@ def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
   small = c.preset == "tiny"
   c.task = ml_collections.ConfigDict({"name": task})
 
-  c.data = data_config()
+  # synthetic_dir default: <init_from>/synthetic_scenes if present (the pretraining's scenes)
+  c.data = synthetic_data_config(c.preset)
   c.data.train_dir = ""  # empty: the synthetic version of the task (generated on first use)
-  c.data.eval_dir = ""
   c.data.predict_dir = ""  # --mode=predict input (default: eval_dir)
-  c.data.synthetic_dir = ""  # default: <init_from>/synthetic_scenes if present, else <workdir>/...
-  c.data.synthetic_pairs = 50_000  # as configs/pretrain.py, so the generated scenes match
   c.data.synthetic_train_scenes = 10_000
   c.data.synthetic_eval_scenes = 500
   c.data.eval_limit = 0  # >0: evaluate on the first N eval records (or images) only
   c.data.max_source_length = 128  # text seq2seq sources, [CLS] ... [SEP] included
   c.data.max_target_length = 40
   if small:
-    c.data.max_text_length = 64
-    c.data.max_caption_length = 20
-    c.data.max_regions = 4
     c.data.max_source_length = 24
     c.data.max_target_length = 20
-    c.data.num_threads = 0
 
   c.decode = ml_collections.ConfigDict({
       "method": "beam", "beam_size": 5, "alpha": 0.6, "min_length": 0, "max_length": 20,
