@@ -70,7 +70,7 @@ def step_rate(stream, batch):
   """Examples/s of the base preset's forward+backward on one batch of this stream's shape."""
   from model_step import jax_step, time_steps
   from unimo_jax.model import model_config
-  from unimo_jax.random_batch import random_regions, random_text
+  from unimo_jax.data.random_batch import random_regions, random_text
   config = model_config("base")
   rng = np.random.default_rng(0)
   inputs = {

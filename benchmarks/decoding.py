@@ -18,13 +18,13 @@ import argparse
 import jax
 import numpy as np
 
-from unimo_jax.decode import DecodeSettings
-from unimo_jax.generate import jitted_generate
+from unimo_jax.decoding.search import DecodeSettings
+from unimo_jax.decoding.generate import jitted_generate
 from timing import median_seconds
 from unimo_jax.model import Unimo
 from unimo_jax.model.params import init_params
 from unimo_jax.model.presets import model_config
-from unimo_jax.random_batch import random_regions
+from unimo_jax.data.random_batch import random_regions
 
 
 def main():

@@ -34,7 +34,7 @@ def main():
   from unimo_jax.data.examples import data_config
   from unimo_jax.data.pipeline import make_pretraining_iterator, to_global_arrays
   from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
-  from unimo_jax.train.loop import measured_peak_flops
+  from unimo_jax.train.metrics import measured_peak_flops
   from unimo_jax.train.optimizer import make_optimizer
   from unimo_jax.train.state import create_state, state_shardings
   from unimo_jax.train.step import jit_train_step

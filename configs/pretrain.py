@@ -12,7 +12,8 @@ Any field can be overridden with --config.<field>=<value>; unknown fields are re
 
 import ml_collections
 
-from unimo_jax.run_config import common_config, optimizer_config, synthetic_data_config
+from unimo_jax.train.config import (common_config, loop_config, optimizer_config,
+                                    synthetic_data_config)
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -47,16 +48,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.objectives.cmcl_chunk_size = 0  # 0: one [local, global] logits block; >0: chunked shard_map
 
   # Optimiser (UNIMO: AdamW b2 0.98, eps 1e-6, clip 1.0, linear warmup + linear decay).
-  c.steps = 3600 if small else 500_000
   c.optimizer = optimizer_config(2e-3 if small else 5e-5, 150 if small else 10_000)
 
-  # Checkpoints, logging, evaluation.
-  c.init_from = ""  # a params checkpoint (e.g. converted RoBERTa) for a fresh run
-  c.checkpoint_every = 1000 if small else 5000
-  c.keep_checkpoints = 3
-  c.async_checkpoints = True
-  c.log_every = 50 if small else 100
-  c.eval_every = 1000 if small else 10_000
-  c.eval_batch = 250 if small else 256
-  c.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start-up
+  # Steps, checkpoints, logging, evaluation; init_from: a params checkpoint (e.g. converted
+  # RoBERTa) for a fresh run.
+  loop_config(c, steps=3600 if small else 500_000, checkpoint_every=1000 if small else 5000,
+              keep_checkpoints=3, log_every=50 if small else 100,
+              eval_every=1000 if small else 10_000, eval_batch=250 if small else 256)
   return c

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from test_pretrain_loss import load_config  # noqa: E402
 from unimo_jax.data.pipeline import to_global_arrays  # noqa: E402
 from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config  # noqa: E402
-from unimo_jax.random_batch import random_pretraining_batch  # noqa: E402
+from unimo_jax.data.random_batch import random_pretraining_batch  # noqa: E402
 from unimo_jax.train.optimizer import make_optimizer  # noqa: E402
 from unimo_jax.train.state import create_state, state_shardings  # noqa: E402
 from unimo_jax.train.step import jit_train_step  # noqa: E402

@@ -17,7 +17,7 @@ def test_convert_roberta_command_writes_an_init_checkpoint(tmp_path):
   from unimo_jax.data.tokenizers import load_tokenizer
   from unimo_jax.model import Unimo
   from unimo_jax.model.params import abstract_params, strip_boxes
-  from unimo_jax.train.checkpoint import load_params
+  from unimo_jax.train.checkpoint import restore_params
   cfg, model = _tiny_roberta(seed=5)
   src = tmp_path / "roberta"
   cfg.save_pretrained(src)  # config.json
@@ -29,7 +29,7 @@ def test_convert_roberta_command_writes_an_init_checkpoint(tmp_path):
   config = config_from_roberta(cfg.to_dict())
   abstract = strip_boxes(abstract_params(config))
   shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), abstract)
-  params = load_params(tmp_path / "out" / "params", abstract, shardings)
+  params = restore_params(tmp_path / "out" / "params", abstract, shardings)
   ids, valid = _random_padded_ids(cfg.vocab_size, np.random.default_rng(2))
   ours = np.asarray(Unimo(config).apply({"params": params}, {"input_ids": ids.astype(np.int32)},
                                         heads={"lm"})["lm_logits"])

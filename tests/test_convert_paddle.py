@@ -134,7 +134,7 @@ def test_missing_and_misshaped_variables_are_named(tmp_path):
 def test_convert_paddle_command(tmp_path):
   from unimo_jax.convert.__main__ import main
   from unimo_jax.model.params import abstract_params, strip_boxes
-  from unimo_jax.train.checkpoint import load_params
+  from unimo_jax.train.checkpoint import restore_params
   config = _unimo_config(tmp_path)
   params = jax.tree.map(np.asarray, init_params(config, jax.random.key(2)))
   _write_paddle_dir(tmp_path / "unimo", params, config)
@@ -146,7 +146,7 @@ def test_convert_paddle_command(tmp_path):
   assert main(args) == 0
   abstract = strip_boxes(abstract_params(config))
   single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  loaded = load_params(tmp_path / "out" / "params", abstract, jax.tree.map(lambda _: single, abstract))
+  loaded = restore_params(tmp_path / "out" / "params", abstract, jax.tree.map(lambda _: single, abstract))
   np.testing.assert_array_equal(loaded["encoder"]["layer_1"]["attention"]["output"]["kernel"],
                                 params["encoder"]["layer_1"]["attention"]["output"]["kernel"])
   assert sorted(p.name for p in (tmp_path / "out" / "tokenizer").iterdir()) == [

@@ -148,7 +148,7 @@ def test_synthetic_batches_drive_the_pretraining_loss(tmp_path):
   from unimo_jax.data.synthetic_dataset import write_synthetic
   from unimo_jax.data.tokenizers import load_tokenizer
   from unimo_jax.model import init_params
-  from unimo_jax.pretrain_loss import TERMS, pretraining_loss
+  from unimo_jax.objectives.pretraining import TERMS, pretraining_loss
   write_synthetic(tmp_path, pairs=64, eval_pairs=8, images=32, texts=64, feature_dim=32,
                   log=lambda *_: None)
   tok = load_tokenizer(tmp_path / "tokenizer.model")

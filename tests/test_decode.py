@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimo_jax.decode import DecodeSettings, beam_search, blocked_trigram_tokens, decode, sample
-from unimo_jax.generate import generate, generate_without_cache
+from unimo_jax.decoding.search import DecodeSettings, beam_search, blocked_trigram_tokens, decode, sample
+from unimo_jax.decoding.generate import generate, generate_without_cache
 from unimo_jax.model.params import init_params
 from unimo_jax.model.presets import model_config
 from unimo_jax.model.unimo import Unimo
 from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES, make_mesh, rules_from_config
-from unimo_jax.random_batch import random_regions, random_text
+from unimo_jax.data.random_batch import random_regions, random_text
 
 VOCAB, BOS, EOS, PAD = 5, 0, 2, 1
 

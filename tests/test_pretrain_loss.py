@@ -13,8 +13,8 @@ from jax.sharding import PartitionSpec as P
 
 from unimo_jax.model.params import abstract_params, init_boxed_params
 from unimo_jax.parallel import batch_sharding, logical_to_sharding, make_mesh, rules_from_config
-from unimo_jax.pretrain_loss import TERMS, pretraining_loss
-from unimo_jax.random_batch import random_pretraining_batch
+from unimo_jax.objectives.pretraining import TERMS, pretraining_loss
+from unimo_jax.data.random_batch import random_pretraining_batch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -106,10 +106,10 @@ def test_dropout_makes_the_loss_stochastic_per_rng():
 
 
 def test_main_job_forward_pass_writes_metrics(tmp_path):
-  from unimo_jax import forward_check
+  from unimo_jax.train.driver import check
   config = load_config("tiny")
   config.mesh.data, config.mesh.fsdp = 4, 2
-  metrics = forward_check.run(config, tmp_path)
+  metrics = check(config, tmp_path)
   saved = json.loads((tmp_path / "forward_metrics.json").read_text())
   assert saved == pytest.approx(metrics)
   assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden_size"] == 64

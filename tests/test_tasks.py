@@ -4,14 +4,16 @@ the inference API reproduces the predictions files; bad input gives named errors
 """
 
 import json
+import pathlib
 
 import jax
 import numpy as np
 import pytest
 
 from unimo_jax.data.records import DataError, ShardSource, write_examples
-from unimo_jax.tasks import runner
-from unimo_jax.train.loop import ConfigError
+from unimo_jax.tasks.registry import make_task
+from unimo_jax.train import driver
+from unimo_jax.train.workdir import ConfigError
 
 TASK_STEPS = 30
 
@@ -19,7 +21,7 @@ TASK_STEPS = 30
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
   """A small synthetic-scenes directory shared by the task tests."""
-  from unimo_jax.train.loop import ensure_synthetic_scenes
+  from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
   return ensure_synthetic_scenes(tmp_path_factory.mktemp("scenes") / "synthetic_scenes",
                                  pairs=200, feature_dim=32, seed=0)
 
@@ -82,7 +84,7 @@ LEARNING_RATE = {"snli_ve": 5e-3}
 def test_task_trains_and_evaluates(name, scenes, tmp_path):
   config = task_config(name, scenes)
   config.optimizer.learning_rate = LEARNING_RATE.get(name, config.optimizer.learning_rate)
-  metrics = runner.run(config, tmp_path, "train")
+  metrics = driver.train_and_evaluate(config, tmp_path)
   curve = losses(tmp_path)
   assert len(curve) == TASK_STEPS
   assert np.mean(curve[-5:]) < 0.85 * np.mean(curve[:3]), curve
@@ -94,6 +96,15 @@ def test_task_trains_and_evaluates(name, scenes, tmp_path):
   assert len(rows) == int(written.get("images", written.get("examples", written.get(
       "questions", len(rows)))))
   assert len(rows) > 0
+  # The one driver's metrics: throughput and MFU on every logged step, and the paths resolved
+  # for the run written beside the config, which keeps the fields as given.
+  train_rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if '"train"' in l]
+  assert all(r["mfu"] > 0 and r["examples_per_second"] > 0 and r["tokens_per_second"] > 0
+             for r in train_rows)
+  paths = json.loads((tmp_path / "data_paths.json").read_text())
+  assert {"train", "eval", "predict", "tokenizer"} <= set(paths)
+  assert pathlib.Path(paths["train"]).exists() and config.data.train_dir == ""
+  assert json.loads((tmp_path / "config.json").read_text())["data"]["train_dir"] == ""
 
 
 def test_captioning_with_object_tags(scenes, tmp_path):
@@ -102,15 +113,12 @@ def test_captioning_with_object_tags(scenes, tmp_path):
   from unimo_jax.data import synthetic
   from unimo_jax.data.tokenizers import load_tokenizer
   from unimo_jax.inference import Pipeline
-  from unimo_jax.tasks.registry import make_task
   config = task_config("caption", scenes, **{"task.object_tags": True, "data.max_tags": 8})
-  metrics = runner.run(config, tmp_path, "train")
+  metrics = driver.train_and_evaluate(config, tmp_path)
   curve = losses(tmp_path)
   assert np.mean(curve[-5:]) < 0.85 * np.mean(curve[:3]) and metrics["CIDEr-D"] >= 0
   tokenizer = load_tokenizer(str(scenes / "tokenizer.model"))
-  layout = config.copy_and_resolve_references()
-  layout.data.train_dir = str(scenes / "train" / "pair")
-  task = make_task(layout, tokenizer, tmp_path)
+  task = make_task(config.copy_and_resolve_references(), tmp_path)
   record = ShardSource(scenes / "train" / "pair")[0]
   assert tokenizer.decode(record["tag_ids"]) == synthetic.object_tags(record["class_probs"])
   inputs = task.train_example(record, np.random.default_rng(0))["inputs"]
@@ -132,32 +140,50 @@ def test_captioning_with_object_tags(scenes, tmp_path):
 
 def test_glue_regression_and_resume_equals_uninterrupted(scenes, tmp_path):
   overrides = {"task.synthetic": "similarity", "task.labels": (), "steps": 8}
-  whole = runner.run(task_config("glue", scenes, **overrides), tmp_path / "whole", "train")
+  whole = driver.train_and_evaluate(task_config("glue", scenes, **overrides), tmp_path / "whole")
   assert {"pearson", "spearman", "mse"} <= set(whole)
-  runner.run(task_config("glue", scenes, **dict(overrides, steps=4)), tmp_path / "split", "train")
-  resumed = runner.run(task_config("glue", scenes, **overrides), tmp_path / "split", "train")
+  driver.train_and_evaluate(task_config("glue", scenes, **dict(overrides, steps=4)),
+                            tmp_path / "split")
+  resumed = driver.train_and_evaluate(task_config("glue", scenes, **overrides), tmp_path / "split")
   assert resumed["mse"] == pytest.approx(whole["mse"], rel=1e-5)
   np.testing.assert_allclose(losses(tmp_path / "split")[4:], losses(tmp_path / "whole")[4:],
                              rtol=1e-5)
 
 
-def test_retrieval_scores_sharded_equal_one_device(scenes, tmp_path):
-  from unimo_jax.data.tokenizers import load_tokenizer
-  from unimo_jax.model.params import init_params
-  from unimo_jax.parallel import make_mesh
-  from unimo_jax.tasks.registry import make_task
-  from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
+def test_diverging_fine_tune_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    scenes, tmp_path):
+  """A learning rate that overflows the parameters: step 1 is finite and saved, step 2's loss is
+  not; the run stops at the non-finite step with exit 2, a one-line message and no traceback."""
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parent.parent
+  args = [sys.executable, "-m", "unimo_jax.main", "--config=configs/glue.py:tiny",
+          f"--workdir={tmp_path}", f"--config.data.synthetic_dir={scenes}", "--config.steps=4",
+          "--config.batch_size=16", "--config.data.synthetic_train_scenes=16",
+          "--config.data.synthetic_eval_scenes=12", "--config.checkpoint_every=1",
+          "--config.async_checkpoints=False", "--config.optimizer.warmup_steps=0",
+          "--config.optimizer.learning_rate=1e38"]
+  result = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "error: step 2: non-finite loss" in result.stderr and "Traceback" not in result.stderr
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+
+
+def _randomly_initialised(config, workdir):
+  """(task, its {'backbone', 'head'} params from random initialisation)."""
   import flax.linen as nn
+  task = make_task(config, workdir)
+  return task, nn.unbox(task.boxed_params(jax.random.key(0)))
+
+
+def test_retrieval_scores_sharded_equal_one_device(scenes, tmp_path):
+  from unimo_jax.parallel import make_mesh
   config = task_config("retrieval", scenes)
-  prepare_synthetic_task_data(config, tmp_path)
-  tokenizer = load_tokenizer(config.data.tokenizer)
-  single = make_task(config, tokenizer, tmp_path)
-  params = {"backbone": init_params(config.model, jax.random.key(0)),
-            "head": nn.unbox(single.init_head(jax.random.key(1)))}
+  single, params = _randomly_initialised(config, tmp_path)
   images, texts, text_image, _ = single._eval_rows("eval")
   expected = single.similarity(params, images[:5], texts[:7])
   mesh = make_mesh({"data": 4, "fsdp": 2, "tensor": 1})
-  sharded = make_task(config, tokenizer, tmp_path, mesh)
+  sharded = make_task(config, tmp_path, mesh)
   with jax.set_mesh(mesh):
     found = sharded.similarity(params, images[:5], texts[:7])
   assert found.shape == (5, 7)
@@ -166,16 +192,7 @@ def test_retrieval_scores_sharded_equal_one_device(scenes, tmp_path):
 
 
 def test_retrieval_reranking_scores_only_the_zero_shot_candidates(scenes, tmp_path):
-  from unimo_jax.data.tokenizers import load_tokenizer
-  from unimo_jax.model.params import init_params
-  from unimo_jax.tasks.registry import make_task
-  from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
-  import flax.linen as nn
-  config = task_config("retrieval", scenes)
-  prepare_synthetic_task_data(config, tmp_path)
-  task = make_task(config, load_tokenizer(config.data.tokenizer), tmp_path)
-  params = {"backbone": init_params(config.model, jax.random.key(0)),
-            "head": nn.unbox(task.init_head(jax.random.key(1)))}
+  task, params = _randomly_initialised(task_config("retrieval", scenes), tmp_path)
   images, texts, _, _ = task._eval_rows("eval")
   zero_shot = task.zero_shot_similarity(params, images, texts)
   candidates = task.rerank_candidates(zero_shot, 10)
@@ -203,10 +220,10 @@ def test_circle_loss_by_hand():
 def test_inference_api_reproduces_the_task_predictions(scenes, tmp_path):
   from unimo_jax.inference import Pipeline
   caption_dir, vqa_dir = tmp_path / "caption", tmp_path / "vqa"
-  runner.run(task_config("caption", scenes, steps=4), caption_dir, "train")
-  runner.run(task_config("vqa", scenes, steps=4), vqa_dir, "train")
+  driver.train_and_evaluate(task_config("caption", scenes, steps=4), caption_dir)
+  driver.train_and_evaluate(task_config("vqa", scenes, steps=4), vqa_dir)
   pipe = Pipeline.load(caption_dir)
-  source = ShardSource(pipe.config.data.eval_dir)
+  source = ShardSource(pipe.task.data_paths["eval"])
   written = predictions(caption_dir)
   records = [source[i] for i in range(3)]
   assert pipe.caption(records) == [r["caption"] for r in written[:3]]
@@ -218,7 +235,7 @@ def test_inference_api_reproduces_the_task_predictions(scenes, tmp_path):
       np.argsort(-pipe.scores(records, [texts[0]])[:, 0], kind="stable"))
 
   vqa = Pipeline.load(vqa_dir)
-  source = ShardSource(vqa.config.data.eval_dir)
+  source = ShardSource(vqa.task.data_paths["eval"])
   for record, row in zip([source[i] for i in range(3)], predictions(vqa_dir)):
     answer, probability = vqa.answer(record, record["caption"])
     assert answer == row["answer"] and 0.0 < probability < 1.0
@@ -227,6 +244,14 @@ def test_inference_api_reproduces_the_task_predictions(scenes, tmp_path):
 
 
 # ---- bad input --------------------------------------------------------------------------------
+
+def _synthetic_paths(config, workdir):
+  """The synthetic task's data paths; the config then names them as a user's data would be."""
+  paths = make_task(config.copy_and_resolve_references(), workdir).data_paths
+  config.data.tokenizer = paths["tokenizer"]
+  config.data.eval_dir = paths["eval"]
+  return paths
+
 
 def _copy_with(source_dir, out_dir, edit):
   source = ShardSource(source_dir)
@@ -248,19 +273,18 @@ def test_caption_images_without_regions_are_counted_skips(scenes, tmp_path):
   config = task_config("caption", scenes, steps=2)
   config.data.train_dir, config.data.eval_dir = train_dir, eval_dir
   config.data.tokenizer = str(scenes / "tokenizer.model")
-  metrics = runner.run(config, tmp_path / "work", "train")
+  metrics = driver.train_and_evaluate(config, tmp_path / "work")
   assert metrics["skipped"] == {"train_unusable": 1, "eval_images_without_regions": 1}
   assert metrics["images"] == 11  # 12 evaluated images less the skipped one
 
 
 def test_vqa_questions_without_a_vocabulary_answer_are_counted_skips(scenes, tmp_path):
   config = task_config("vqa", scenes, steps=2)
-  from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
-  prepare_synthetic_task_data(config, tmp_path)
+  paths = _synthetic_paths(config, tmp_path)
   rare = lambda i, r: dict(r, answers=[f"zebra {i}"] * 4 + [f"giraffe {i}"] * 6) if i < 3 else r
-  config.data.train_dir = _copy_with(config.data.train_dir, tmp_path / "train", rare)
+  config.data.train_dir = _copy_with(paths["train"], tmp_path / "train", rare)
   config.task.answer_min_count = 7  # given 4 and 6 times: out of the vocabulary
-  metrics = runner.run(config, tmp_path / "work", "train")
+  metrics = driver.train_and_evaluate(config, tmp_path / "work")
   assert metrics["skipped"] == {"train_unusable": 3}
   answers = json.loads((tmp_path / "work" / "answers.json").read_text())
   assert not any("zebra" in a or "giraffe" in a for a in answers) and "2" in answers
@@ -268,11 +292,11 @@ def test_vqa_questions_without_a_vocabulary_answer_are_counted_skips(scenes, tmp
 
 def test_empty_eval_split_is_a_named_error(scenes, tmp_path):
   config = task_config("snli_ve", scenes, steps=1)
-  from unimo_jax.tasks.synthetic import prepare_synthetic_task_data
-  prepare_synthetic_task_data(config, tmp_path)
-  config.data.eval_dir = _copy_with(config.data.eval_dir, tmp_path / "empty", lambda i, r: None)
+  paths = _synthetic_paths(config, tmp_path)
+  config.data.train_dir = paths["train"]
+  config.data.eval_dir = _copy_with(paths["eval"], tmp_path / "empty", lambda i, r: None)
   with pytest.raises(DataError, match="empty split"):
-    runner.run(config, tmp_path / "work", "train")
+    driver.train_and_evaluate(config, tmp_path / "work")
 
 
 def test_glue_label_outside_the_label_set_is_named_or_skipped(scenes, tmp_path):
@@ -283,9 +307,9 @@ def test_glue_label_outside_the_label_set_is_named_or_skipped(scenes, tmp_path):
   config.data.train_dir = config.data.eval_dir = str(train)
   config.data.tokenizer = str(scenes / "tokenizer.model")
   with pytest.raises(DataError, match=r"line 3: label 'maybe' is not one of task.labels"):
-    runner.run(config, tmp_path / "a", "train")
+    driver.train_and_evaluate(config, tmp_path / "a")
   config.data.skip_bad_records = True
-  metrics = runner.run(config, tmp_path / "b", "train")
+  metrics = driver.train_and_evaluate(config, tmp_path / "b")
   assert metrics["skipped"] == {"train_bad_label": 8, "eval_bad_label": 8}
   assert metrics["examples"] == 8
 
@@ -293,15 +317,17 @@ def test_glue_label_outside_the_label_set_is_named_or_skipped(scenes, tmp_path):
 def test_unknown_task_and_bad_batch_are_config_errors(scenes, tmp_path):
   config = task_config("glue", scenes, batch_size=12)
   with pytest.raises(ConfigError, match="batch_size: 12"):
-    runner.run(config, tmp_path, "train")
-  with pytest.raises(ConfigError, match="mode"):
-    runner.run(task_config("glue", scenes), tmp_path, "serve")
+    driver.train_and_evaluate(config, tmp_path)
+  config = task_config("glue", scenes)
+  config.task.name = "nope"
+  with pytest.raises(ConfigError, match=r"task.name: expected one of \[.*'caption'.*\], found"):
+    driver.train_and_evaluate(config, tmp_path)
 
 
 @pytest.mark.parametrize("args,message", [
     (["--config=configs/glue.py:tiny", "--config.task.bogus=1"], "unknown config field"),
     (["--config=configs/glue.py:tiny", "--mode=check"], "--mode=check is for pretraining"),
-    (["--mode=eval"], "--mode=eval needs a task config"),
+    (["--mode=predict"], "--mode=predict needs a task config"),
 ])
 def test_command_line_errors_exit_cleanly(args, message, tmp_path):
   import pathlib

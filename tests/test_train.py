@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 from test_pretrain_loss import load_config
 from train_helpers import ROOT, main_command, run_main, small_run_overrides
 from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
-from unimo_jax.random_batch import random_pretraining_batch
+from unimo_jax.data.random_batch import random_pretraining_batch
 from unimo_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from unimo_jax.train.state import create_state, state_shardings
 from unimo_jax.train.step import jit_train_step
@@ -93,7 +93,7 @@ def test_optimizer_schedule_and_decay_mask(config):
 def test_gradient_accumulation_averages_the_micro_batches(config):
   """Loss and gradients of accumulation_steps=2 are the means over the two halves."""
   from unimo_jax.model import init_params
-  from unimo_jax.pretrain_loss import pretraining_loss
+  from unimo_jax.objectives.pretraining import pretraining_loss
   from unimo_jax.train.step import loss_and_grads, pretraining_loss_fn
   c = config.copy_and_resolve_references()
   c.model.dropout_rate = c.model.attention_dropout_rate = 0.0
@@ -193,7 +193,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
 
 
 def test_checkpoint_restores_onto_another_mesh_and_init_from(config, tmp_path):
-  from unimo_jax.train.checkpoint import Checkpointer, load_params, save_params
+  from unimo_jax.train.checkpoint import Checkpointer, restore_params, save_params
   tx = make_optimizer(config)
   rules = rules_from_config(config.logical_axis_rules)
   _, state, _ = _train(config, {"data": 8}, steps=2)
@@ -213,15 +213,16 @@ def test_checkpoint_restores_onto_another_mesh_and_init_from(config, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   save_params(tmp_path / "params", saved["params"])
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    params = load_params(tmp_path / "params", abstract["params"], shardings["params"])
+    params = restore_params(tmp_path / "params", abstract["params"], shardings["params"])
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(saved["params"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  with pytest.raises(FileNotFoundError, match="no such checkpoint"):
-    load_params(tmp_path / "missing", abstract["params"], shardings["params"])
+  with pytest.raises(FileNotFoundError, match="expected a workdir, a step directory or a params"):
+    restore_params(tmp_path / "missing", abstract["params"], shardings["params"])
 
 
 def test_non_finite_loss_stops_with_a_message():
-  from unimo_jax.train.loop import NonFiniteLoss, _finite_or_raise
-  _finite_or_raise(3, {"total_loss": 1.5, "cmcl/loss": 0.2})
+  from unimo_jax.train.metrics import check_finite
+  from unimo_jax.train.workdir import NonFiniteLoss
+  check_finite(3, {"total_loss": 1.5, "cmcl/loss": 0.2})
   with pytest.raises(NonFiniteLoss, match=r"step 7: non-finite loss nan .*'cmcl/loss'"):
-    _finite_or_raise(7, {"total_loss": float("nan"), "cmcl/loss": float("inf"), "x": 1.0})
+    check_finite(7, {"total_loss": float("nan"), "cmcl/loss": float("inf"), "x": 1.0})

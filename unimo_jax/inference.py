@@ -21,15 +21,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from unimo_jax.batching import stack_rows
-from unimo_jax.data.pipeline import Transforms
+from unimo_jax.data.batching import stack_rows
 from unimo_jax.data.tokenizers import load_tokenizer
-from unimo_jax.decode import DecodeSettings, strip_sequence
-from unimo_jax.generate import jitted_generate
+from unimo_jax.decoding.generate import jitted_generate
+from unimo_jax.decoding.search import DecodeSettings, strip_sequence
 from unimo_jax.paths import as_path
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.registry import make_task
 from unimo_jax.train.checkpoint import read_params
+from unimo_jax.train.workdir import CONFIG_FILE, read_data_paths
 
 
 class Pipeline:
@@ -40,31 +40,30 @@ class Pipeline:
     self.task, self.params = task, params
     self.config, self.tokenizer, self.special = task.config, task.tokenizer, task.special
     self.name = self.config.task.name if "task" in self.config else None
-    meta = {"region_feature_dim": self.config.model.region_feature_dim,
-            "num_classes": self.config.model.get("num_region_classes", 1)}
-    self.transforms = Transforms(self.config.data, self.special, self.tokenizer.vocab_size, meta)
     self._generate = {}
 
   @classmethod
   def load(cls, workdir, tokenizer=None):
-    """From a workdir written by `python -m unimo_jax.main` (its config.json, latest checkpoint,
-    and answers.json for VQA). `tokenizer` overrides config.data.tokenizer."""
+    """From a workdir written by `python -m unimo_jax.main` (its config.json, data_paths.json,
+    latest checkpoint, and answers.json for VQA). `tokenizer` (a path) overrides the run's."""
     workdir = as_path(workdir)
-    config_file = workdir / "config.json"
+    config_file = workdir / CONFIG_FILE
     if not config_file.exists():
       raise FileNotFoundError(f"{workdir}: expected config.json (written by unimo_jax.main)")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    tok = load_tokenizer(tokenizer or config.data.tokenizer)
+    paths = read_data_paths(workdir) or {"tokenizer": config.data.tokenizer}
+    tok = load_tokenizer(tokenizer or paths["tokenizer"])
     params = read_params(workdir)
     if "task" not in config:  # pretraining: the backbone alone
-      return cls(Task(config, tok, workdir), {"backbone": params, "head": {}})
-    return cls(make_task(config, tok, workdir), params)
+      return cls(Task(config, workdir, data_paths=paths, tokenizer=tok),
+                 {"backbone": params, "head": {}})
+    return cls(make_task(config, workdir, data_paths=paths, tokenizer=tok), params)
 
   # ---- inputs --------------------------------------------------------------------------------
   def image_rows(self, images) -> list:
     """Model fields of each image; a captioning task with object tags adds each image's tags."""
     source = getattr(self.task, "source_inputs", self.task.image_inputs)
-    return [source(image, self.transforms, f"image {i}") for i, image in enumerate(images)]
+    return [source(image, f"image {i}") for i, image in enumerate(images)]
 
   def text_rows(self, texts) -> list:
     length = self.config.data.max_caption_length

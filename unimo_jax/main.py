@@ -1,9 +1,12 @@
-"""Command line: python -m unimo_jax.main --config=configs/pretrain.py:tiny --workdir=DIR.
+"""Command line: python -m unimo_jax.main --config=configs/<file>.py:<preset> --workdir=DIR
+[--mode=train|eval|predict|check] [--config.<field>=<value> ...].
 
-Pretraining configs (configs/pretrain.py) take --mode=train (default; resumes from
-DIR/checkpoints) or check (one sharded forward pass of every objective on a random batch).
-Task configs (configs/{caption,retrieval,vqa,snli_ve,glue,seq2seq}.py) take --mode=train, eval or
-predict (see unimo_jax/tasks/runner.py).
+Every config (configs/pretrain.py and each task's configs/<task>.py) runs through the one driver
+(unimo_jax/train/driver.py):
+  train    train, resuming from DIR/checkpoints; evaluate every eval_every steps and at the end
+  eval     evaluate the latest checkpoint (or config.init_from when there is none)
+  predict  write predictions (task configs; data.predict_dir, default the eval split)
+  check    one sharded forward pass of the pretraining loss on a random batch
 """
 
 import pathlib
@@ -13,34 +16,24 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "pretrain.py"
+MODES = ("train", "eval", "predict", "check")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/unimo_tiny", "Where outputs are written.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "check", "eval", "predict"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", MODES, "What to run.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, XLA) off the console
-  config = flags.FLAGS.config
   from unimo_jax.data.records import DataError  # after flag parsing: keeps --help fast
-  from unimo_jax.train import loop
+  from unimo_jax.train import driver
+  modes = {"train": driver.train_and_evaluate, "eval": driver.evaluate,
+           "predict": driver.predict, "check": driver.check}
+  config = flags.FLAGS.config
   try:
-    loop.initialize_distributed(config)
-    if "task" in config:
-      from unimo_jax.tasks import runner
-      if _MODE.value == "check":
-        raise loop.ConfigError("--mode=check is for pretraining configs; tasks take train, eval "
-                               "or predict")
-      runner.run(config, _WORKDIR.value, _MODE.value)
-    elif _MODE.value in ("eval", "predict"):
-      raise loop.ConfigError(f"--mode={_MODE.value} needs a task config (configs/<task>.py); "
-                             "pretraining evaluates during --mode=train")
-    elif _MODE.value == "check":
-      from unimo_jax import forward_check
-      forward_check.run(config, _WORKDIR.value)
-    else:
-      loop.run(config, _WORKDIR.value)
-  except (loop.ConfigError, loop.NonFiniteLoss, DataError) as e:
+    driver.initialize_distributed(config)
+    modes[_MODE.value](config, _WORKDIR.value)
+  except (driver.ConfigError, driver.NonFiniteLoss, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -84,3 +84,29 @@ def rules_from_config(rules) -> tuple:
     name, axes = rule
     out.append((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes))
   return tuple(out)
+
+
+def parameter_table(params, shardings, expand=()) -> str:
+  """One line per top-level parameter group (per sub-group of the groups named in `expand`):
+  scalar count and the sharding of its largest leaf. params: (abstract) parameters, boxed or
+  plain; shardings: the matching NamedSharding tree."""
+  from unimo_jax.model.params import count_params, strip_boxes
+  params = strip_boxes(params)
+  groups = []
+  for name in sorted(params):
+    if name in expand:
+      groups += [(f"{name}/{sub}", params[name][sub], shardings[name][sub])
+                 for sub in sorted(params[name])]
+    else:
+      groups.append((name, params[name], shardings[name]))
+  lines = [f"{'group':<28}{'parameters':>14}  largest leaf sharding"]
+  for name, tree, tree_shardings in groups:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+      continue
+    specs = jax.tree.leaves(tree_shardings, is_leaf=lambda s: hasattr(s, "spec"))
+    biggest = max(range(len(leaves)), key=lambda i: np.prod(leaves[i].shape))
+    lines.append(f"{name:<28}{count_params(tree):>14,}  "
+                 f"{tuple(leaves[biggest].shape)} {specs[biggest].spec}")
+  lines.append(f"{'total':<28}{count_params(params):>14,}")
+  return "\n".join(lines)

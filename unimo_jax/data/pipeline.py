@@ -3,7 +3,7 @@
 Each stream: MapDataset.source(shards)[process_index::process_count] -> shuffle(seed) (a new
 order every epoch) -> repeat -> random_map(seeded per-example transform: tokenised, masked, padded
 to fixed shapes) -> in-process reading with threads -> batch(per-host size). The mixture yields
-one dict per step whose keys are the pretraining terms (see unimo_jax/pretrain_loss.py):
+one dict per step whose keys are the pretraining terms (see unimo_jax/objectives/pretraining.py):
   text  -> text_mlm, text_seq2seq     (the same documents, masked two ways)
   image -> image_mrm
   pair  -> pair_mlm, pair_mrm, pair_caption, cmcl
@@ -18,9 +18,10 @@ import threading
 import numpy as np
 
 from unimo_jax.data import examples
+from unimo_jax.data.model_inputs import ModelInputs
 from unimo_jax.data.records import DataError, ShardSource
 
-STREAMS = ("text", "image", "pair")
+STREAMS = ("text", "image", "pair")  # the pretraining streams, in mixture order
 
 
 class SkipCounter:
@@ -73,27 +74,15 @@ def unflatten(batch: dict) -> dict:
 
 
 class Transforms:
-  """Per-example transforms of each stream (picklable: plain attributes only)."""
+  """Per-example transforms of each stream (picklable: plain attributes only). Model fields
+  come from `inputs` (data/model_inputs.py); this adds the masking of every pretraining term."""
 
-  def __init__(self, cfg, special: dict, vocab_size: int, image_meta: dict | None,
+  def __init__(self, cfg, special: dict, vocab_size: int, inputs: ModelInputs,
                image_lookup=None):
     self.cfg, self.special, self.vocab_size = cfg, special, vocab_size
-    self.feature_dim = (image_meta or {}).get("region_feature_dim")
-    self.num_classes = (image_meta or {}).get("num_classes") or 1
+    self.inputs = inputs
     self.image_lookup = image_lookup
-    if cfg.image_input not in ("regions", "pixels"):
-      raise ValueError(f"data.image_input: expected 'regions' or 'pixels', found "
-                       f"{cfg.image_input!r}")
-    self.pixels = cfg.image_input == "pixels"
-
-  def _image(self, record):
-    return examples.region_fields(record, self.cfg, self.feature_dim, self.num_classes)
-
-  def model_image_inputs(self, record):
-    """The model's image fields: padded regions, or pixels when data.image_input is 'pixels'."""
-    if self.pixels:
-      return examples.pixel_fields(record)
-    return examples.image_inputs(self._image(record))
+    self.pixels = inputs.pixels
 
   def text(self, record, rng):
     if record is None:
@@ -107,16 +96,16 @@ class Transforms:
   def image(self, record, rng):
     if record is None:
       return None
-    return _prefixed("image_mrm", examples.mrm_fields(self._image(record), self.cfg, rng))
+    return _prefixed("image_mrm", examples.mrm_fields(self.inputs.regions(record), self.cfg, rng))
 
   def pair(self, record, rng):
     if record is None:
       return None
     cfg, special = self.cfg, self.special
-    regions = None if self.pixels else self._image(record)
-    image = examples.pixel_fields(record) if self.pixels else examples.image_inputs(regions)
+    regions = None if self.pixels else self.inputs.regions(record)
+    image = self.inputs.image(record) if self.pixels else examples.image_inputs(regions)
     caption = record["caption_ids"]
-    text, _ = examples.text_sequence(caption, cfg.max_caption_length, special)
+    text = self.inputs.text(caption)
     out = _prefixed("pair_mlm", dict(image, **examples.mlm_fields(
         caption, cfg.max_caption_length, cfg, special, self.vocab_size, rng)))
     if not self.pixels:  # masked region prediction needs detector regions
@@ -147,7 +136,7 @@ class Transforms:
     blocks, valid = [], []
     for slot in range(count):
       if slot < len(chosen):
-        blocks.append(self.model_image_inputs(self.image_lookup[int(chosen[slot])]))
+        blocks.append(self.inputs.image(self.image_lookup[int(chosen[slot])]))
         valid.append(True)
       else:
         blocks.append(None)
@@ -215,24 +204,26 @@ def _bytes_to_list(value):
 
 
 def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size: int, *,
-                              process_index: int | None = None,
+                              dirs: dict | None = None, process_index: int | None = None,
                               process_count: int | None = None) -> MixtureIterator:
   """The mixed pretraining stream for this host.
 
   cfg: the data config (examples.data_config()); batch_sizes: global examples per step for
   'text', 'image' and 'pair' (0 or absent = no such stream); special / vocab_size: the
-  tokenizer's special ids and size. Each host reads records process_index::process_count and
-  yields batch_size // process_count examples per stream.
+  tokenizer's special ids and size; dirs: {'text', 'image', 'pair'} dataset directories
+  (default cfg.text_dir / image_dir / pair_dir). Each host reads records
+  process_index::process_count and yields batch_size // process_count examples per stream.
   """
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
   counter = SkipCounter() if cfg.skip_bad_records else None
-  dirs = {"text": cfg.text_dir, "image": cfg.image_dir, "pair": cfg.pair_dir}
+  if dirs is None:
+    dirs = {"text": cfg.text_dir, "image": cfg.image_dir, "pair": cfg.pair_dir}
   iterators = {}
   image_lookup, image_meta = None, None
-  if cfg.image_dir:
-    image_lookup = _Records(ShardSource(cfg.image_dir), counter)
+  if dirs.get("image"):
+    image_lookup = _Records(ShardSource(dirs["image"]), counter)
     image_meta = image_lookup.source.meta
   for offset, name in enumerate(STREAMS):
     size = int(batch_sizes.get(name, 0) or 0)
@@ -241,7 +232,7 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
     if name == "image" and cfg.image_input == "pixels":
       raise ValueError("batch.image: the image-only stream trains masked region prediction, "
                        "which needs data.image_input='regions'; set the image batch to 0")
-    if not dirs[name]:
+    if not dirs.get(name):
       raise ValueError(f"data.{name}_dir: a {name} batch of {size} needs a dataset directory")
     if size % process_count:
       raise ValueError(f"batch.{name}: {size} is not divisible by the {process_count} hosts")
@@ -249,8 +240,9 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
     if source.source.kind != name:
       raise DataError(f"data.{name}_dir {dirs[name]}: expected a {name} dataset, found kind "
                       f"{source.source.kind!r}")
-    meta = source.source.meta if name != "text" else image_meta
-    transforms = Transforms(cfg, special, vocab_size, meta, image_lookup)
+    meta = (source.source.meta if name != "text" else image_meta) or {}
+    inputs = ModelInputs(cfg, special, meta.get("region_feature_dim"), meta.get("num_classes"))
+    transforms = Transforms(cfg, special, vocab_size, inputs, image_lookup)
     iterators[name] = iter(_stream(
         source, getattr(transforms, name), batch_size=size // process_count,
         seed=cfg.seed + offset, process_index=process_index, process_count=process_count, cfg=cfg))

@@ -16,7 +16,9 @@ retrieval of `augment` is for real corpora, where no scene graph says which text
 """
 
 import logging
+import os
 import pathlib
+import shutil
 import time
 
 import numpy as np
@@ -108,6 +110,24 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
     metas[f"{split}/pair"] = w.meta
   log(f"wrote the synthetic dataset to {out} in {time.perf_counter() - start:.1f} s")
   return metas
+
+
+def ensure_synthetic_scenes(root, *, pairs: int, feature_dim: int, seed: int) -> pathlib.Path:
+  """Generates the synthetic scenes into `root` unless they are there already (safe when several
+  processes race: each writes a scratch copy and the first rename wins); returns `root`."""
+  root = pathlib.Path(root)
+  if not (root / "eval" / "pair" / "metadata.json").exists():
+    scratch = root.with_name(f"{root.name}.tmp{os.getpid()}")
+    print(f"generating the synthetic scenes into {root} ...", flush=True)
+    write_synthetic(scratch, pairs=pairs, eval_pairs=min(1000, max(pairs // 10, 50)),
+                    images=max(pairs // 5, 100), texts=max(pairs * 2 // 5, 100),
+                    feature_dim=feature_dim, seed=seed)
+    if not (root / "eval" / "pair" / "metadata.json").exists():
+      shutil.rmtree(root, ignore_errors=True)
+      scratch.rename(root)
+    else:  # another process finished first
+      shutil.rmtree(scratch, ignore_errors=True)
+  return root
 
 
 if __name__ == "__main__":

@@ -1,1 +1,2 @@
-"""Fine-tuning tasks: one file per task (head, loss, reader, metrics), run by runner.py."""
+"""Fine-tuning tasks, one file each (head, loss, reader, synthetic version, metrics), each an
+Experiment (train/experiment.py) run by the one driver (train/driver.py)."""

@@ -1,8 +1,10 @@
-"""What every fine-tuning task shares: the record access, the deterministic step-indexed batches,
-the forward pass (backbone + head), batched evaluation and the predictions file.
+"""What every fine-tuning task shares, and how a task is an Experiment (train/experiment.py):
+its data paths (the configured split paths, or its synthetic version), the record access, the
+deterministic step-indexed batches, the forward pass (backbone + head), batched evaluation.
 
-A task subclass says:
+A task subclass (one file in tasks/, plus configs/<task>.py) says:
   head()                      the linen head (or None: generation tasks use the LM head)
+  synthetic_paths(root)       {'train', 'eval'} of its synthetic version under the scenes `root`
   usable(record) -> bool      whether a training record can train (others are counted, skipped)
   train_example(record, rng)  one training example: {'inputs': model fields, ...labels}
   loss(params, batch, rng)    (loss, metrics) inside the jitted step
@@ -11,17 +13,23 @@ A task subclass says:
 """
 
 import functools
-import json
+import pathlib
 
 import jax
 import numpy as np
 
-from unimo_jax.data import examples
-from unimo_jax.data.pipeline import Transforms
+from unimo_jax.data.batching import batched_apply, contrastive_embedder, stack_rows
+from unimo_jax.data.model_inputs import ModelInputs
 from unimo_jax.data.records import DataError, ShardSource
+from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
+from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.model import Unimo
-from unimo_jax.batching import batched_apply, contrastive_embedder, stack_rows
-from unimo_jax.paths import as_path
+from unimo_jax.model.params import init_boxed_params
+from unimo_jax.paths import as_path, is_remote, local_dir
+from unimo_jax.train.checks import check_data_against_model
+from unimo_jax.train.workdir import ConfigError
+
+SPLITS = ("train", "eval", "predict")
 
 
 class StepBatches:
@@ -56,30 +64,121 @@ def process_slice(global_indices):
   return global_indices[index * per:(index + 1) * per]
 
 
+class StepIterator:
+  """The host batches batch_at(0), batch_at(1), ...; its state is the next step, so a resumed
+  run continues with the batch it would have seen."""
+
+  def __init__(self, batch_at):
+    self.batch_at, self.step = batch_at, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = self.batch_at(self.step)
+    self.step += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {"step": self.step}
+
+  def set_state(self, state: dict) -> None:
+    self.step = int(state["step"])
+
+
 class Task:
   name = ""
   mask_kind = "bidirectional"
+  pretrained_key = "backbone"  # init_from fills the backbone; the head starts fresh
 
-  def __init__(self, config, tokenizer, workdir, mesh=None):
+  def __init__(self, config, workdir, mesh=None, *, data_paths: dict | None = None,
+               tokenizer=None):
     self.config = config
-    self.tokenizer = tokenizer
-    self.special = tokenizer.special_ids
     self.workdir = as_path(workdir)
     self.mesh = mesh
     self.model = Unimo(config.model)
+    self._data_paths, self._tokenizer = data_paths, tokenizer
     self._sources = {}
     self.skipped = {}
 
+  @staticmethod
+  def batch_sizes(config) -> dict:
+    return {"batch_size": int(config.batch_size)}
+
+  @staticmethod
+  def check_mode(mode: str) -> None:
+    if mode == "check":
+      raise ConfigError("--mode=check is for pretraining configs; tasks take train, eval or "
+                        "predict")
+
   # ---- data ------------------------------------------------------------------------------------
+  @functools.cached_property
+  def data_paths(self) -> dict:
+    """{'train', 'eval', 'predict', 'tokenizer'}: config.data.<split>_dir when train_dir is set,
+    else the task's synthetic version next to the synthetic scenes (<init_from>/synthetic_scenes
+    when the pretraining left them there); predict defaults to the eval split."""
+    if self._data_paths is not None:
+      return dict(self._data_paths)
+    d = self.config.data
+    if d.train_dir:
+      if not d.tokenizer:
+        raise ConfigError("data.tokenizer: expected the tokenizer of data.train_dir, found ''")
+      paths = {"train": d.train_dir, "eval": d.eval_dir, "tokenizer": d.tokenizer}
+    else:
+      root = self.synthetic_root()
+      paths = dict(self.synthetic_paths(root),
+                   tokenizer=d.tokenizer or str(root / "tokenizer.model"))
+      paths["eval"] = d.eval_dir or paths["eval"]
+    paths["predict"] = d.predict_dir or paths["eval"]
+    return paths
+
+  def synthetic_root(self) -> pathlib.Path:
+    """The synthetic scenes (generated on first use): data.synthetic_dir, else the pretraining's
+    (<init_from>/synthetic_scenes), else <workdir>/synthetic_scenes."""
+    d, init = self.config.data, self.config.init_from
+    root = d.synthetic_dir
+    pretraining_scenes = pathlib.Path(init) / "synthetic_scenes" if init else None
+    if not root and init and not is_remote(init) and pretraining_scenes.is_dir():
+      root = str(pretraining_scenes)
+    return ensure_synthetic_scenes(root or local_dir(self.workdir, "synthetic_scenes"),
+                                   pairs=int(d.synthetic_pairs),
+                                   feature_dim=self.config.model.region_feature_dim,
+                                   seed=self.config.seed)
+
+  def synthetic_paths(self, root) -> dict:
+    raise ConfigError(f"task {self.name!r} has no synthetic version: set data.train_dir, "
+                      "data.eval_dir and data.tokenizer")
+
+  def synthetic_sizes(self) -> dict:
+    d = self.config.data
+    return dict(train_scenes=int(d.synthetic_train_scenes),
+                eval_scenes=int(d.synthetic_eval_scenes), seed=self.config.seed)
+
+  @functools.cached_property
+  def tokenizer(self):
+    return self._tokenizer or load_tokenizer(self.data_paths["tokenizer"])
+
+  @property
+  def special(self) -> dict:
+    return self.tokenizer.special_ids
+
+  @functools.cached_property
+  def inputs(self) -> ModelInputs:
+    """The record -> model fields builder (region sizes from the model config)."""
+    return ModelInputs.for_model(self.config.data, self.config.model, self.special)
+
+  def check_data(self) -> None:
+    shard_dirs = {f"data.{split}_dir": path for split, path in self.data_paths.items()
+                  if split in SPLITS and path and as_path(path).is_dir()}
+    check_data_against_model(self.config.model, self.tokenizer, self.data_paths["tokenizer"],
+                             shard_dirs)
+
   def source(self, split):
-    """The records of split 'train', 'eval' or 'predict' (config.data.<split>_dir; predict
-    defaults to the eval split), read once."""
+    """The records of split 'train', 'eval' or 'predict', read once."""
     if split not in self._sources:
-      path = self.config.data.get(f"{split}_dir", "")
-      if split == "predict" and not path:
-        path = self.config.data.eval_dir
+      path = self.data_paths.get(split, "")
       if not path:
-        raise ValueError(f"data.{split}_dir: expected a dataset directory, found ''")
+        raise DataError(f"data.{split}_dir: expected a dataset directory, found ''")
       self._sources[split] = self.read_split(path, split)
     return self._sources[split]
 
@@ -87,29 +186,16 @@ class Task:
     """Random-access records of one split: shards by default (text tasks read TSVs)."""
     return ShardSource(path)
 
-  def transforms(self, source):
-    return Transforms(self.config.data, self.special, self.tokenizer.vocab_size, source.meta)
-
-  @functools.cached_property
-  def train_transforms(self):
-    """Record transforms of the training split (its metadata gives the feature sizes)."""
-    return self.transforms(self.source("train"))
-
-  def image_inputs(self, record, transforms, where=""):
+  def image_inputs(self, record, where=""):
     """Model image fields of a record; an image with no regions is a DataError (nothing to see)."""
-    if "region_features" in record and self.config.data.image_input == "regions":
-      if len(np.asarray(record["region_features"])) == 0:
-        raise DataError(f"{where or 'record'}: image {record.get('image_id', '?')!r} has no "
-                        "region features; expected at least one box")
-    return transforms.model_image_inputs(record)
+    return self.inputs.image(record, where or "record")
 
   def text_ids(self, ids, length):
-    return examples.text_sequence(ids, length, self.special)[0]
+    return self.inputs.text(ids, length)
 
-  def pair_inputs(self, record, transforms, where=""):
+  def pair_inputs(self, record, where=""):
     """Model fields of a record's image with its text (caption_ids): [IMG] v.. [CLS] w.. [SEP]."""
-    return dict(self.image_inputs(record, transforms, where),
-                input_ids=self.text_ids(record["caption_ids"], self.config.data.max_caption_length))
+    return self.inputs.pair(record, where or "record")
 
   def split_records(self, split, what="example"):
     """The first data.eval_limit records of a split (all when 0); an empty split is an error."""
@@ -121,9 +207,8 @@ class Task:
 
   def predicted_classes(self, params, split, what="example"):
     """(records, the head's argmax class per record) for a classification head on image + text."""
-    source, records = self.split_records(split, what)
-    transforms = self.transforms(source)
-    rows = [self.pair_inputs(r, transforms, f"{split} record {i}") for i, r in enumerate(records)]
+    _, records = self.split_records(split, what)
+    rows = [self.pair_inputs(r, f"{split} record {i}") for i, r in enumerate(records)]
     fn = jax.jit(lambda p, b: jax.numpy.argmax(self.forward(p, b)[1], -1))
     return records, self.batched(fn, params, rows)
 
@@ -148,6 +233,12 @@ class Task:
         [self.config.seed, step, int(i)])) for i in indices]
     return stack_rows(rows)
 
+  def train_batches(self) -> StepIterator:
+    """This process's rows of global batch 0, 1, ... (a pure function of the step)."""
+    source = self.source("train")
+    batches = self.make_batches(source)
+    return StepIterator(lambda step: self.train_batch(source, process_slice(batches(step)), step))
+
   # ---- model -----------------------------------------------------------------------------------
   def head(self):
     return None
@@ -166,13 +257,19 @@ class Task:
     return outputs, head.apply({"params": params["head"]}, outputs, deterministic=deterministic,
                                rngs=head_rngs)
 
+  def boxed_params(self, key):
+    """{'backbone': the UNIMO parameters, 'head': the task head's}, with logical metadata."""
+    return {"backbone": init_boxed_params(self.config.model, key),
+            "head": self.init_head(jax.random.fold_in(key, 7))}
+
   def init_head(self, key):
     """Boxed head params (None-free dict; {} when the task has no head)."""
     head = self.head()
     if head is None:
       return {}
     h = self.config.model.hidden_size
-    fake = {"pooled_text": np.zeros((1, h), np.float32), "pooled_image": np.zeros((1, h), np.float32)}
+    fake = {"pooled_text": np.zeros((1, h), np.float32),
+            "pooled_image": np.zeros((1, h), np.float32)}
     return head.init({"params": key}, fake)["params"]
 
   # ---- evaluation helpers ----------------------------------------------------------------------
@@ -191,26 +288,8 @@ class Task:
 
   def batched(self, fn, params, rows, batch_size=None):
     """fn(params, stacked rows) over `rows` in padded batches of config.eval_batch, sharded over
-    the task's mesh (see batching.batched_apply)."""
+    the task's mesh (see data/batching.py: batched_apply)."""
     return batched_apply(fn, params, rows, batch_size or self.config.eval_batch, self.mesh)
-
-  def write_predictions(self, predictions, name="predictions.jsonl"):
-    if jax.process_index() != 0:
-      return None
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    path = self.workdir / name
-    with path.open("w") as f:
-      for p in predictions:
-        f.write(json.dumps(p, default=_json_default) + "\n")
-    return path
 
   def predict(self, params):
     return self.evaluate(params)[1]
-
-
-def _json_default(value):
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  raise TypeError(f"cannot write {type(value).__name__} to JSON")

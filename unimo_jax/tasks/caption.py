@@ -16,6 +16,7 @@ import numpy as np
 
 from unimo_jax.data import examples
 from unimo_jax.data.records import DataError
+from unimo_jax.data.synthetic_task_data import scene_pair_paths
 from unimo_jax.metrics.caption import caption_metrics
 from unimo_jax.tasks.generation import GenerationTask
 
@@ -32,6 +33,9 @@ class CaptionTask(GenerationTask):
   name = "caption"
   mask_kind = "caption"
 
+  def synthetic_paths(self, root):
+    return scene_pair_paths(root)  # references: each caption and its paraphrases
+
   def usable(self, record):
     if self.config.data.image_input == "regions" and len(record.get("region_features", ())) == 0:
       return False  # an image without regions has nothing to caption: counted, skipped
@@ -46,14 +50,14 @@ class CaptionTask(GenerationTask):
                       f"records, found fields {sorted(record)}")
     return tag_block(record["tag_ids"], int(self.config.data.max_tags), self.special["pad"])
 
-  def source_inputs(self, record, transforms, where="record"):
+  def source_inputs(self, record, where="record"):
     """What the caption is generated from: the image, plus its tags with task.object_tags."""
-    image = self.image_inputs(record, transforms, where)
+    image = self.image_inputs(record, where)
     tags = self._tags(record, where)
     return image if tags is None else dict(image, **tags)
 
   def train_example(self, record, rng):
-    source = self.source_inputs(record, self.train_transforms, "train record")
+    source = self.source_inputs(record, "train record")
     caption = examples.caption_fields(record["caption_ids"], self.config.data, self.special)
     if "input_ids" not in source:
       return {"inputs": dict(source, **caption)}
@@ -86,13 +90,12 @@ class CaptionTask(GenerationTask):
     images, source = self._images(split)
     if not images:
       raise DataError(f"data.{split}_dir: expected at least one image, found an empty split")
-    transforms = self.transforms(source)
     inputs, kept, skipped = [], [], 0
     for key, record, refs in images:
       if not self.usable(record):
         skipped += 1
         continue
-      inputs.append(self.source_inputs(record, transforms, f"{split} image {key}"))
+      inputs.append(self.source_inputs(record, f"{split} image {key}"))
       kept.append((key, refs))
     if skipped:
       self.skipped[f"{split}_images_without_regions"] = skipped
@@ -111,3 +114,6 @@ class CaptionTask(GenerationTask):
   def predict(self, params):
     kept, texts = self._captions(params, "predict")
     return [{"image_id": key, "caption": text} for (key, _), text in zip(kept, texts)]
+
+
+TASK = CaptionTask

@@ -2,7 +2,8 @@
 
 import ml_collections
 
-from unimo_jax.run_config import common_config, optimizer_config, synthetic_data_config
+from unimo_jax.train.config import (common_config, loop_config, optimizer_config,
+                                    synthetic_data_config)
 
 
 def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
@@ -28,13 +29,8 @@ def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
       "trigram_blocking": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0})
 
   c.batch_size = 64 if small else 32  # global examples per step
-  c.steps = 1000 if small else 10_000
   c.optimizer = optimizer_config(5e-4 if small else 2e-5, 60 if small else 600)
-
-  c.init_from = ""  # pretrained backbone: params checkpoint, step directory or workdir
-  c.checkpoint_every = 500 if small else 2000
-  c.keep_checkpoints = 2
-  c.async_checkpoints = True
-  c.log_every = 50 if small else 100
-  c.eval_batch = 64
+  # init_from: the pretrained backbone (a params checkpoint, a step directory or a workdir)
+  loop_config(c, steps=1000 if small else 10_000, checkpoint_every=500 if small else 2000,
+              keep_checkpoints=2, log_every=50 if small else 100, eval_every=0, eval_batch=64)
   return c

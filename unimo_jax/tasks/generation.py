@@ -3,8 +3,8 @@ the LM head, and batched decoding of sources into strings."""
 
 import jax
 
-from unimo_jax.decode import DecodeSettings, strip_sequence
-from unimo_jax.generate import jitted_generate
+from unimo_jax.decoding.search import DecodeSettings, strip_sequence
+from unimo_jax.decoding.generate import jitted_generate
 from unimo_jax.objectives.language import seq2seq_loss
 from unimo_jax.tasks.base import Task
 

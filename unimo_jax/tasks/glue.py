@@ -12,10 +12,12 @@ import numpy as np
 import optax
 
 from unimo_jax.data.records import DataError
+from unimo_jax.data.synthetic_task_data import text_task_paths
 from unimo_jax.metrics.classification import classification_metrics, regression_metrics
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import TextClassifierHead
 from unimo_jax.tasks.text_data import read_tsv
+from unimo_jax.train.workdir import ConfigError
 
 
 class GlueTask(Task):
@@ -25,6 +27,12 @@ class GlueTask(Task):
     super().__init__(*args, **kwargs)
     self.labels = [str(x) for x in self.config.task.labels]
     self.regression = not self.labels
+
+  def synthetic_paths(self, root):
+    try:
+      return text_task_paths(root, self.config.task.synthetic, **self.synthetic_sizes())
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
 
   def head(self):
     return TextClassifierHead(self.config.model, 1 if self.regression else len(self.labels),
@@ -128,3 +136,6 @@ class GlueTask(Task):
                    "label": r["label"] if self.regression or r["label"] is None
                    else self.labels[r["label"]]})
     return rows
+
+
+TASK = GlueTask

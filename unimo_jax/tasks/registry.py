@@ -1,18 +1,30 @@
-"""Task name -> task class (config.task.name)."""
+"""Task name -> task class: config.task.name names a module of this package that defines TASK,
+so adding a task is one file here plus its configs/<task>.py."""
 
-from unimo_jax.tasks.caption import CaptionTask
-from unimo_jax.tasks.glue import GlueTask
-from unimo_jax.tasks.retrieval import RetrievalTask
-from unimo_jax.tasks.seq2seq import Seq2seqTask
-from unimo_jax.tasks.snli_ve import EntailmentTask
-from unimo_jax.tasks.vqa import VqaTask
+import importlib
+import pkgutil
 
-TASKS = {t.name: t for t in (CaptionTask, RetrievalTask, VqaTask, EntailmentTask, GlueTask,
-                             Seq2seqTask)}
+import unimo_jax.tasks
 
 
-def make_task(config, tokenizer, workdir, mesh=None):
-  name = config.task.name
-  if name not in TASKS:
-    raise ValueError(f"task.name: expected one of {sorted(TASKS)}, found {name!r}")
-  return TASKS[name](config, tokenizer, workdir, mesh)
+def _modules() -> list:
+  return [m.name for m in pkgutil.iter_modules(unimo_jax.tasks.__path__)]
+
+
+def task_names() -> list:
+  """The modules of unimo_jax.tasks that define a task (a TASK class)."""
+  return sorted(name for name in _modules()
+                if hasattr(importlib.import_module(f"unimo_jax.tasks.{name}"), "TASK"))
+
+
+def task_class(name: str):
+  module = importlib.import_module(f"unimo_jax.tasks.{name}") if name in _modules() else None
+  if module is None or not hasattr(module, "TASK"):
+    from unimo_jax.train.workdir import ConfigError
+    raise ConfigError(f"task.name: expected one of {task_names()}, found {name!r}")
+  return module.TASK
+
+
+def make_task(config, workdir, mesh=None, **kwargs):
+  """The task of `config` (config.task.name); kwargs: data_paths, tokenizer."""
+  return task_class(config.task.name)(config, workdir, mesh, **kwargs)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unimo_jax.data.records import DataError
+from unimo_jax.data.synthetic_task_data import scene_pair_paths
 from unimo_jax.metrics.retrieval import retrieval_recall
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import MatchHead
@@ -36,11 +37,14 @@ def circle_loss(positive, negatives, margin: float, scale: float):
 class RetrievalTask(Task):
   name = "retrieval"
 
+  def synthetic_paths(self, root):
+    return scene_pair_paths(root)  # held-out scenes are unique: one right answer
+
   def head(self):
     return MatchHead(self.config.model, self.config.task.head_dropout)
 
   def train_example(self, record, rng):
-    inputs = self.pair_inputs(record, self.train_transforms)
+    inputs = self.pair_inputs(record)
     return {"input_ids": inputs.pop("input_ids"), "image": inputs}
 
   def pair_scores(self, params, image, input_ids, rng=None):
@@ -74,7 +78,6 @@ class RetrievalTask(Task):
     source = self.source(split)
     if len(source) == 0:
       raise DataError(f"data.{split}_dir: expected at least one pair, found an empty split")
-    transforms = self.transforms(source)
     image_index, images, texts, text_image, ids = {}, [], [], [], []
     limit = int(self.config.data.eval_limit) or len(source)
     for i in range(len(source)):
@@ -84,7 +87,7 @@ class RetrievalTask(Task):
         if len(image_index) >= limit:
           continue
         image_index[key] = len(images)
-        images.append(self.image_inputs(record, transforms, f"{split} record {i}"))
+        images.append(self.image_inputs(record, f"{split} record {i}"))
         ids.append(key)
       texts.append(self.text_ids(record["caption_ids"], self.config.data.max_caption_length))
       text_image.append(image_index[key])
@@ -129,3 +132,6 @@ class RetrievalTask(Task):
     return metrics, [{"image_id": ids[i], "top_texts": ranked[i].tolist(),
                       "true_texts": np.flatnonzero(text_image == i).tolist()}
                      for i in range(len(images))]
+
+
+TASK = RetrievalTask

@@ -11,14 +11,22 @@ import numpy as np
 
 from unimo_jax.data import examples
 from unimo_jax.data.records import DataError
+from unimo_jax.data.synthetic_task_data import text_task_paths
 from unimo_jax.metrics.text import bleu4, rouge_scores
 from unimo_jax.tasks.generation import GenerationTask
 from unimo_jax.tasks.text_data import read_tsv
+from unimo_jax.train.workdir import ConfigError
 
 
 class Seq2seqTask(GenerationTask):
   name = "seq2seq"
   mask_kind = "seq2seq"
+
+  def synthetic_paths(self, root):
+    try:
+      return text_task_paths(root, self.config.task.synthetic, **self.synthetic_sizes())
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
 
   def read_split(self, path, split):
     """TSV rows (src, tgt) with their token ids."""
@@ -71,3 +79,6 @@ class Seq2seqTask(GenerationTask):
     records, texts = self._generate(params, "predict")
     return [{"index": i, "src": r["src"], "prediction": t} for i, (r, t) in enumerate(
         zip(records, texts))]
+
+
+TASK = Seq2seqTask

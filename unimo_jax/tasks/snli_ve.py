@@ -11,12 +11,19 @@ import numpy as np
 import optax
 
 from unimo_jax.data.records import DataError
+from unimo_jax.data.synthetic_task_data import image_task_paths
+from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import EntailmentHead
 
 
 class EntailmentTask(Task):
   name = "snli_ve"
+
+  def synthetic_paths(self, root):
+    tokenizer = load_tokenizer(self.config.data.tokenizer or root / "tokenizer.model")
+    return image_task_paths(root, self.name, feature_dim=self.config.model.region_feature_dim,
+                            tokenizer=tokenizer, **self.synthetic_sizes())
 
   def head(self):
     c = self.config.task
@@ -31,7 +38,7 @@ class EntailmentTask(Task):
     return np.int32(label)
 
   def train_example(self, record, rng):
-    return {"inputs": self.pair_inputs(record, self.train_transforms),
+    return {"inputs": self.pair_inputs(record, "train record"),
             "label": self._label(record, "train record")}
 
   def loss(self, params, batch, rng):
@@ -57,3 +64,6 @@ class EntailmentTask(Task):
     names = list(self.config.task.label_names)
     return [{"id": r.get("caption_id", str(i)), "prediction": names[int(p)]}
             for i, (r, p) in enumerate(zip(records, predicted))]
+
+
+TASK = EntailmentTask

@@ -10,6 +10,7 @@ Data: pair shards with the question in caption_ids and the annotators' answers i
 """
 
 import collections
+import functools
 import json
 
 import jax
@@ -18,6 +19,8 @@ import numpy as np
 import optax
 
 from unimo_jax.data.records import DataError
+from unimo_jax.data.synthetic_task_data import image_task_paths
+from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.metrics.vqa import normalize_answer, soft_target, vqa_accuracy
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import VqaHead
@@ -37,10 +40,16 @@ class VqaTask(Task):
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
     self._train_answers = None  # each training record's answers, when the vocabulary read them
-    self.answers = self._load_or_build_vocabulary()
-    self.vocabulary = {a: i for i, a in enumerate(self.answers)}
 
-  def _load_or_build_vocabulary(self):
+  def synthetic_paths(self, root):
+    tokenizer = load_tokenizer(self.config.data.tokenizer or root / "tokenizer.model")
+    return image_task_paths(root, self.name, feature_dim=self.config.model.region_feature_dim,
+                            tokenizer=tokenizer, **self.synthetic_sizes())
+
+  @functools.cached_property
+  def answers(self) -> list:
+    """The answer vocabulary: <workdir>/answers.json, or built from the training split's answers
+    (and written there)."""
     path = self.workdir / ANSWERS_FILE
     if path.exists():
       return json.loads(path.read_text())
@@ -49,19 +58,23 @@ class VqaTask(Task):
     for i in range(len(source)):
       record = source[i]
       if "answers" not in record:
-        raise DataError(f"{self.config.data.train_dir} record {i}: expected an 'answers' list, "
+        raise DataError(f"{self.data_paths['train']} record {i}: expected an 'answers' list, "
                         f"found fields {sorted(record)}")
       lists.append(record["answers"])
     self._train_answers = lists
     answers = answer_vocabulary(lists, int(self.config.task.answer_min_count))
     if not answers:
-      raise DataError(f"{self.config.data.train_dir}: no answer is given "
+      raise DataError(f"{self.data_paths['train']}: no answer is given "
                       f"{self.config.task.answer_min_count} times; lower task.answer_min_count")
     if jax.process_index() == 0:
       self.workdir.mkdir(parents=True, exist_ok=True)
       path.write_text(json.dumps(answers))
     print(f"answer vocabulary: {len(answers)} answers", flush=True)
     return answers
+
+  @functools.cached_property
+  def vocabulary(self) -> dict:
+    return {a: i for i, a in enumerate(self.answers)}
 
   def head(self):
     return VqaHead(self.config.model, len(self.answers), self.config.task.head_dropout)
@@ -75,7 +88,7 @@ class VqaTask(Task):
     return super().train_indices(source)
 
   def train_example(self, record, rng):
-    return {"inputs": self.pair_inputs(record, self.train_transforms),
+    return {"inputs": self.pair_inputs(record),
             "target": soft_target(record["answers"], self.vocabulary)}
 
   def loss(self, params, batch, rng):
@@ -111,3 +124,6 @@ class VqaTask(Task):
 
   def _question(self, record):
     return record.get("caption") or self.tokenizer.decode(record["caption_ids"])
+
+
+TASK = VqaTask

@@ -14,13 +14,13 @@ cannot tell "A left of B" from "B left of A"; relation twins then stay at chance
 import jax
 import numpy as np
 
-from unimo_jax.batching import batched_apply, contrastive_embedder, pad_rows, stack_rows
 from unimo_jax.data import examples
-from unimo_jax.data.pipeline import Transforms
+from unimo_jax.data.batching import batched_apply, contrastive_embedder, pad_rows, stack_rows
+from unimo_jax.data.model_inputs import ModelInputs
 from unimo_jax.data.records import ShardSource
 from unimo_jax.metrics.retrieval import recall_at_k
 from unimo_jax.model import Unimo
-from unimo_jax.pretrain_loss import pretraining_loss
+from unimo_jax.objectives.pretraining import pretraining_loss
 
 RELATION_WORDS = {"left", "right", "above", "below", "under", "over", "behind", "beside", "near"}
 
@@ -47,16 +47,10 @@ class Evaluator:
     self.tokenizer = tokenizer
     self.source = ShardSource(pair_dir)
     self.count = min(len(self.source), max_pairs)
-    self.transforms = Transforms(config.data, tokenizer.special_ids, tokenizer.vocab_size,
-                                 self.source.meta)
+    self.inputs = ModelInputs.for_model(config.data, config.model, tokenizer.special_ids)
     self._embed = contrastive_embedder(Unimo(config.model))
     losses_config = config.copy_and_resolve_references()
     self._mlm = jax.jit(lambda p, b: pretraining_loss(p, b, losses_config)[1])
-
-  def _text(self, ids):
-    seq, _ = examples.text_sequence(ids, self.config.data.max_caption_length,
-                                     self.tokenizer.special_ids)
-    return seq
 
   def _encode(self, params, inputs, key, batch_size):
     return batched_apply(lambda p, b: self._embed(p, b, key), params, inputs, batch_size)
@@ -69,10 +63,10 @@ class Evaluator:
   def __call__(self, params) -> dict:
     batch_size = int(self.config.eval_batch)
     records = [self.source[i] for i in range(self.count)]
-    image_inputs = [self.transforms.model_image_inputs(r) for r in records]
+    image_inputs = [self.inputs.image(r) for r in records]
     images = self._encode(params, image_inputs, "image_embedding", batch_size)
-    captions = self._encode(params, [{"input_ids": self._text(r["caption_ids"])} for r in records],
-                            "text_embedding", batch_size)
+    captions = self._encode(params, [{"input_ids": self.inputs.text(r["caption_ids"])}
+                                     for r in records], "text_embedding", batch_size)
     mirrored = self._encode(params, [mirrored_image(x) for x in image_inputs], "image_embedding",
                             batch_size)
     sim = images @ captions.T  # [images, captions]
@@ -83,7 +77,7 @@ class Evaluator:
     twins, owners, kinds = [], [], []
     for i, r in enumerate(records):
       for twin in r.get("hard_negative_ids", []):
-        twins.append({"input_ids": self._text(twin)})
+        twins.append({"input_ids": self.inputs.text(twin)})
         owners.append(i)
         kinds.append(self._twin_kind(r["caption_ids"], twin))
     if twins:

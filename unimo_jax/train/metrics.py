@@ -1,12 +1,15 @@
-"""Metric output on process 0: JSONL, TensorBoard event files and a console progress line."""
+"""Metric output on process 0: JSONL, TensorBoard event files and a console progress line; the
+training metrics read one step late, with throughput, MFU and the non-finite-loss stop."""
 
 import json
 import math
 import time
 
 import jax
+import numpy as np
 
 from unimo_jax.paths import as_path, is_remote
+from unimo_jax.train.workdir import NonFiniteLoss
 
 
 class MetricWriter:
@@ -73,3 +76,75 @@ class Progress:
   def report(self, step: int, scalars: dict) -> None:
     if self.enabled:
       print(self.line(step, scalars), flush=True)
+
+
+def check_finite(step: int, scalars: dict) -> None:
+  """Raises NonFiniteLoss naming the step and every non-finite metric."""
+  loss = float(scalars["total_loss"])
+  if not math.isfinite(loss):
+    bad = sorted(k for k, v in scalars.items() if not math.isfinite(float(v)))
+    raise NonFiniteLoss(f"step {step}: non-finite loss {loss} (non-finite metrics: {bad}); "
+                        "stopping; the last checkpoint is the last good state")
+
+
+def batch_tokens(batch) -> int:
+  """Real text tokens plus real regions in a host batch, nested dicts included (for tokens/s)."""
+  total = 0
+  def visit(node):
+    nonlocal total
+    if "input_ids" in node:
+      total += int((np.asarray(node["input_ids"]) > 1).sum())
+    if "region_mask" in node:
+      total += int(np.asarray(node["region_mask"]).sum())
+    for value in node.values():
+      if isinstance(value, dict):
+        visit(value)
+  visit(batch)
+  return total
+
+
+def measured_peak_flops(size=1024, repeats=5) -> float:
+  """FLOP/s of a float32 matmul on one device: the MFU denominator when none is configured."""
+  x = jax.numpy.ones((size, size), jax.numpy.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    f(x).block_until_ready()
+  return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+class DelayedMetrics:
+  """Training metrics read one step late (MaxText's buffer_and_write_metrics).
+
+  push(step, metrics, ...) holds a step's device metrics; flush() reads the held ones, stops the
+  run on a non-finite loss, and on log steps adds throughput and MFU and writes them. The loop
+  flushes step N-1 after dispatching step N, so the host never waits for the step it just
+  launched, and flushes at once before a checkpoint, so a bad step is never saved."""
+
+  def __init__(self, writer: MetricWriter, progress: Progress, *, log_every: int,
+               total_steps: int, examples_per_step: int, step_flops: float, peak_flops: float):
+    self.writer, self.progress = writer, progress
+    self.log_every, self.total_steps = max(int(log_every), 1), int(total_steps)
+    self.examples_per_step = examples_per_step
+    self.step_flops, self.peak_flops = step_flops, peak_flops
+    self._held = None
+
+  def push(self, step: int, metrics, seconds: float, input_wait: float, tokens: int) -> None:
+    self.flush()
+    self._held = (step, metrics, seconds, input_wait, tokens)
+
+  def flush(self) -> None:
+    if self._held is None:
+      return
+    step, metrics, seconds, wait, tokens = self._held
+    self._held = None
+    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    check_finite(step, scalars)
+    if step % self.log_every == 0 or step == self.total_steps:
+      scalars.update(examples_per_second=self.examples_per_step / seconds,
+                     tokens_per_second=tokens / seconds,
+                     mfu=self.step_flops / seconds / (self.peak_flops * jax.device_count()),
+                     input_wait_fraction=wait / seconds, step_seconds=seconds)
+      self.writer.write(step, scalars)
+      self.progress.report(step, scalars)

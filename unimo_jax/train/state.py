@@ -1,4 +1,8 @@
-"""The train state: a plain dict {params, opt_state, step, rng}, created directly sharded."""
+"""The train state: a plain dict {params, opt_state, step, rng}, created directly sharded.
+
+Keys and abstract state are made under jax.eval_shape, so the same code serves a mesh of real
+devices and one of abstract (compile-only) devices.
+"""
 
 import flax.linen as nn
 import jax
@@ -9,24 +13,26 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from unimo_jax.model.params import init_boxed_params
 
 
-def _pretraining_params(config, key):
-  return init_boxed_params(config.model, key)
+def _params_fn(config, boxed_params_fn):
+  """boxed_params_fn(key) -> params with logical-axis metadata; default: the pretraining model."""
+  return boxed_params_fn or (lambda key: init_boxed_params(config.model, key))
 
 
-def _init_state(config, tx, key, boxed_params_fn=_pretraining_params):
-  params = nn.unbox(boxed_params_fn(config, key))
+def _init_state(config, tx, boxed_params_fn):
+  key = jax.random.key(config.seed)
+  params = nn.unbox(boxed_params_fn(key))
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
           "rng": jax.random.key_data(jax.random.fold_in(key, 1))}
 
 
-def state_shardings(config, tx, mesh, rules, boxed_params_fn=_pretraining_params):
+def state_shardings(config, tx, mesh, rules, boxed_params_fn=None):
   """(abstract state, NamedSharding tree): params by the logical rules, optimizer moments like
-  their parameters, scalars replicated. boxed_params_fn(config, key) -> params with logical
-  partitioning metadata (default: the pretraining model's)."""
-  key = jax.random.key(config.seed)
-  boxed = jax.eval_shape(lambda: boxed_params_fn(config, key))
+  their parameters, scalars replicated. boxed_params_fn(key) -> params with logical partitioning
+  metadata (default: the pretraining model's). Nothing is allocated."""
+  params_fn = _params_fn(config, boxed_params_fn)
+  boxed = jax.eval_shape(lambda: params_fn(jax.random.key(config.seed)))
   param_shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
-  abstract = jax.eval_shape(lambda: _init_state(config, tx, key, boxed_params_fn))
+  abstract = jax.eval_shape(lambda: _init_state(config, tx, params_fn))
   replicated = NamedSharding(mesh, P())
   opt_shardings = optax.tree_map_params(
       tx, lambda _, sharding: sharding, abstract["opt_state"], param_shardings,
@@ -36,12 +42,16 @@ def state_shardings(config, tx, mesh, rules, boxed_params_fn=_pretraining_params
   return abstract, shardings
 
 
-def create_state(config, tx, shardings, boxed_params_fn=_pretraining_params):
+def create_state(config, tx, shardings, boxed_params_fn=None):
   """A fresh state, each array created on its devices (no host copy of the full model)."""
-  key = jax.random.key(config.seed)
-  return jax.jit(lambda: _init_state(config, tx, key, boxed_params_fn), out_shardings=shardings)()
+  params_fn = _params_fn(config, boxed_params_fn)
+  return jax.jit(lambda: _init_state(config, tx, params_fn), out_shardings=shardings)()
 
 
-def state_with_params(state, params, shardings):
-  """`state` with its params replaced (e.g. converted RoBERTa weights), placed as `shardings`."""
-  return dict(state, params=jax.device_put(params, shardings["params"]))
+def state_with_params(state, params, shardings, key=None):
+  """`state` with its params (or its params[key] sub-tree) replaced, e.g. by converted RoBERTa
+  weights or a pretrained backbone, placed as `shardings`."""
+  if key is None:
+    return dict(state, params=jax.device_put(params, shardings["params"]))
+  placed = jax.device_put(params, shardings["params"][key])
+  return dict(state, params=dict(state["params"], **{key: placed}))

@@ -1,5 +1,6 @@
 """The fields every run config shares (pretraining and fine-tuning): preset, seed, model, mesh,
-logical-axis rules and multi-process settings."""
+logical-axis rules, multi-process settings, the synthetic-scenes data fields, the optimizer and
+the training loop's schedule (steps, checkpoints, logging, evaluation)."""
 
 import ml_collections
 
@@ -54,3 +55,17 @@ def optimizer_config(learning_rate: float, warmup_steps: int) -> ml_collections.
   return ml_collections.ConfigDict({
       "learning_rate": learning_rate, "warmup_steps": warmup_steps, "b1": 0.9, "b2": 0.98,
       "eps": 1e-6, "weight_decay": 0.01, "grad_clip_norm": 1.0, "accumulation_steps": 1})
+
+
+def loop_config(c: ml_collections.ConfigDict, *, steps: int, checkpoint_every: int,
+                keep_checkpoints: int, log_every: int, eval_every: int, eval_batch: int) -> None:
+  """Sets the training loop's fields on `c` (train/driver.py reads them)."""
+  c.steps = steps
+  c.init_from = ""  # params to start from: a params checkpoint, a step directory or a workdir
+  c.checkpoint_every = checkpoint_every
+  c.keep_checkpoints = keep_checkpoints
+  c.async_checkpoints = True
+  c.log_every = log_every
+  c.eval_every = eval_every  # 0: evaluate at the end only
+  c.eval_batch = eval_batch
+  c.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start-up

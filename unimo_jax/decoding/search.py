@@ -7,7 +7,7 @@ next-token logits and the updated cache:
 
 Step 0 feeds BOS; step t feeds the t-th generated token. `cache_axes` says, for every cache leaf,
 which axis is the batch (n) axis, or -1 for leaves shared by the batch (e.g. a write index);
-beams are kept by gathering cache rows along that axis. generate.py adapts the UNIMO model.
+beams are kept by gathering cache rows along that axis. decoding/generate.py adapts the UNIMO model.
 
 Scoring (GNMT, as UNIMO's fast_decode): a finished hypothesis of `length` generated tokens (EOS
 included; a hypothesis cut at max_length has no EOS) scores sum(log p) / ((5 + length) / 6)^alpha.

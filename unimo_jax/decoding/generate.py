@@ -1,5 +1,5 @@
 """Text generation with the UNIMO model: encode the source once into the key/value cache, then
-decode the target with decode.py (beam search, greedy or sampling).
+decode the target with decoding/search.py (beam search, greedy or sampling).
 
 The source is anything the model encodes bidirectionally: an image (captioning), an image plus
 object tags, or text (seq2seq tasks). The target block starts with BOS ([CLS]) at position 2 and
@@ -9,7 +9,7 @@ counts up from there, as UNIMO's seq2seq and caption readers lay it out.
 import jax
 import jax.numpy as jnp
 
-from unimo_jax.decode import DecodeSettings, decode
+from unimo_jax.decoding.search import DecodeSettings, decode
 
 TARGET_START_POSITION = 2  # RoBERTa positions: the target's [CLS] takes 2, its tokens 3, 4, ...
 

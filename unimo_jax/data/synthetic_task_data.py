@@ -1,4 +1,5 @@
-"""Synthetic versions of every task, built from the synthetic scenes (nothing downloaded).
+"""Writes the synthetic versions of the fine-tuning tasks next to the synthetic scenes (nothing
+downloaded); each task picks its files (tasks/<task>.py: synthetic_paths).
 
 Under <synthetic_dir> (the pretraining scenes, so the tokenizer and region features match):
   train/pair, eval/pair       captioning (references: the caption and its paraphrases) and
@@ -18,8 +19,6 @@ import numpy as np
 
 from unimo_jax.data import synthetic, synthetic_tasks
 from unimo_jax.data.records import ShardWriter, read_metadata
-from unimo_jax.data.tokenizers import load_tokenizer
-from unimo_jax.paths import is_remote, local_dir
 
 TEXT_TASKS = ("classify", "similarity", "rewrite")
 
@@ -77,7 +76,8 @@ def write_text_tasks(root, *, train_scenes, eval_scenes, seed):
         writer.writerows(lines)
 
 
-def _done(path) -> bool:
+def is_written(path) -> bool:
+  """Whether `path` holds a complete dataset (its metadata, written last, is readable)."""
   try:
     read_metadata(path)
     return True
@@ -85,44 +85,31 @@ def _done(path) -> bool:
     return False
 
 
-def prepare_synthetic_task_data(config, workdir) -> None:
-  """Fills in config.data.{train_dir, eval_dir, tokenizer} with the synthetic version of
-  config.task.name when config.data.train_dir is empty, generating what is missing."""
-  from unimo_jax.train.loop import ensure_synthetic_scenes
-  d = config.data
-  if d.train_dir:
-    if not d.tokenizer:
-      from unimo_jax.train.loop import ConfigError
-      raise ConfigError("data.tokenizer: expected the tokenizer of data.train_dir, found ''")
-    return
-  root = d.synthetic_dir
-  init = config.init_from
-  if not root and init and not is_remote(init) and (pathlib.Path(init) / "synthetic_scenes").is_dir():
-    root = str(pathlib.Path(init) / "synthetic_scenes")  # the pretraining's scenes
-  root = ensure_synthetic_scenes(root or local_dir(workdir, "synthetic_scenes"),
-                                 pairs=int(d.synthetic_pairs),
-                                 feature_dim=config.model.region_feature_dim, seed=config.seed)
-  d.tokenizer = d.tokenizer or str(root / "tokenizer.model")
-  task = config.task.name
-  sizes = dict(train_scenes=int(d.synthetic_train_scenes), eval_scenes=int(d.synthetic_eval_scenes))
-  if task in ("caption", "retrieval"):
-    d.train_dir, d.eval_dir = str(root / "train" / "pair"), d.eval_dir or str(root / "eval" / "pair")
-    return
-  if task in ("vqa", "snli_ve"):
-    base = root / "tasks" / task
-    if not (_done(base / "train") and _done(base / "eval")):
-      print(f"writing the synthetic {task} task into {base} ...", flush=True)
-      write_image_task(root, task, seed=config.seed, feature_dim=config.model.region_feature_dim,
-                       tokenizer=load_tokenizer(d.tokenizer), **sizes)
-    d.train_dir, d.eval_dir = str(base / "train"), d.eval_dir or str(base / "eval")
-    return
-  base = root / "tasks" / "text"
-  name = config.task.synthetic
+def image_task_paths(root, task, *, train_scenes, eval_scenes, seed, feature_dim,
+                     tokenizer) -> dict:
+  """{'train', 'eval'} shard directories of the synthetic VQA or SNLI-VE task, written on first
+  use."""
+  base = pathlib.Path(root) / "tasks" / task
+  if not (is_written(base / "train") and is_written(base / "eval")):
+    print(f"writing the synthetic {task} task into {base} ...", flush=True)
+    write_image_task(root, task, train_scenes=train_scenes, eval_scenes=eval_scenes, seed=seed,
+                     feature_dim=feature_dim, tokenizer=tokenizer)
+  return {"train": str(base / "train"), "eval": str(base / "eval")}
+
+
+def text_task_paths(root, name, *, train_scenes, eval_scenes, seed) -> dict:
+  """{'train', 'eval'} TSVs of the synthetic text task `name` (one of TEXT_TASKS), written on
+  first use."""
   if name not in TEXT_TASKS:
-    from unimo_jax.train.loop import ConfigError
-    raise ConfigError(f"task.synthetic: expected one of {TEXT_TASKS}, found {name!r}")
+    raise ValueError(f"task.synthetic: expected one of {TEXT_TASKS}, found {name!r}")
+  base = pathlib.Path(root) / "tasks" / "text"
   if not (base / f"{name}_eval.tsv").exists():
     print(f"writing the synthetic text tasks into {base} ...", flush=True)
-    write_text_tasks(root, seed=config.seed, **sizes)
-  d.train_dir = str(base / f"{name}_train.tsv")
-  d.eval_dir = d.eval_dir or str(base / f"{name}_eval.tsv")
+    write_text_tasks(root, train_scenes=train_scenes, eval_scenes=eval_scenes, seed=seed)
+  return {"train": str(base / f"{name}_train.tsv"), "eval": str(base / f"{name}_eval.tsv")}
+
+
+def scene_pair_paths(root) -> dict:
+  """{'train', 'eval'} of the scenes' own pairs (captioning and retrieval read them as they are)."""
+  root = pathlib.Path(root)
+  return {"train": str(root / "train" / "pair"), "eval": str(root / "eval" / "pair")}

@@ -1,0 +1,50 @@
+"""Start-up checks of a run: the mesh and batch against the devices, the data against the model.
+Each raises ConfigError naming the field, what was expected and what was found, before anything
+is compiled or written."""
+
+from unimo_jax.data.records import read_metadata
+from unimo_jax.parallel import resolve_mesh_shape
+from unimo_jax.train.workdir import ConfigError
+
+
+def check_config(config, num_devices: int, batch_sizes: dict) -> dict:
+  """Mesh sizes {'data', 'fsdp', 'tensor'} for `num_devices`. batch_sizes: {config field: global
+  examples per step} (e.g. {'batch.text': 8, ...} or {'batch_size': 64}); each must split evenly
+  over the batch axes, also after division into optimizer.accumulation_steps micro-batches."""
+  try:
+    sizes = resolve_mesh_shape(config.mesh, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  batch_devices = sizes["data"] * sizes["fsdp"]
+  accumulation = max(int(config.optimizer.accumulation_steps), 1)
+  for field, size in batch_sizes.items():
+    size = int(size)
+    if size < 0 or size % batch_devices:
+      raise ConfigError(f"{field}: {size} examples cannot be split evenly over the "
+                        f"{batch_devices} devices of the batch axes (data={sizes['data']} x "
+                        f"fsdp={sizes['fsdp']})")
+    if size and (size % accumulation or (size // accumulation) % batch_devices):
+      raise ConfigError(f"{field}: {size} / accumulation_steps {accumulation} is not divisible "
+                        f"by the {batch_devices} devices of the batch axes")
+  if not any(int(s) > 0 for s in batch_sizes.values()):
+    raise ConfigError(f"batch: expected at least one positive batch size, found {batch_sizes}")
+  if config.steps <= 0:
+    raise ConfigError(f"steps: expected a positive number, found {config.steps}")
+  return sizes
+
+
+def check_data_against_model(model_config, tokenizer, tokenizer_path, shard_dirs: dict) -> None:
+  """The tokenizer fits the embedding table, and every shard directory's region sizes (from its
+  metadata) are the model's. shard_dirs: {name for errors: directory}."""
+  if tokenizer.vocab_size > model_config.vocab_size:
+    raise ConfigError(f"model.vocab_size {model_config.vocab_size} is smaller than the "
+                      f"tokenizer's {tokenizer.vocab_size} ({tokenizer_path})")
+  for name, path in shard_dirs.items():
+    if not path:
+      continue
+    meta = read_metadata(path)
+    for key, field in (("region_feature_dim", "region_feature_dim"),
+                       ("num_classes", "num_region_classes")):
+      if meta.get(key) and meta[key] != model_config[field]:
+        raise ConfigError(f"{name} {path} has {key}={meta[key]}, the model expects "
+                          f"model.{field}={model_config[field]}")
