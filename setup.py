@@ -1,4 +1,5 @@
-"""Install unimo_jax: `pip install -e .` (runtime) or `pip install -e .[test]` (with parity-test deps)."""
+"""Install unimo_jax: `pip install -e .` (runtime), `pip install -e .[tpu]` (libtpu: TPU VMs and
+--mode=compile anywhere) or `pip install -e .[test]` (the test suite's extras, libtpu included)."""
 import pathlib
 
 from setuptools import find_packages, setup
@@ -20,6 +21,7 @@ setup(
     install_requires=_requirements("requirements.txt"),
     extras_require={"test": _requirements("requirements-test.txt"),
                     "demo": _requirements("requirements-demo.txt"),
+                    "tpu": _requirements("requirements-tpu.txt"),
                     # gs:// workdirs and data: etils.epath's GCS backend, TensorBoard on GCS
                     "gcs": ["etils[epath-gcs]", "google-cloud-storage"]},
 )

@@ -12,6 +12,9 @@ def get_config(arg: str = "tiny"):
   c = finetune_config("vqa", arg)
   c.task.answer_min_count = 9  # VQA v2 practice: answers given at least 9 times
   c.task.head_dropout = 0.1
+  # --mode=compile reads no data: it sizes the head for this many answers (VQA v2's 3,129-answer
+  # vocabulary of UNITER and VILLA); training builds the vocabulary from the data.
+  c.task.compile_answers = 3129
   if c.preset == "tiny":
     c.task.head_dropout = 0.0
     c.task.answer_min_count = 3

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from train_helpers import config_from_file, set_fields
 from unimo_jax.data.records import DataError, ShardSource, write_examples
 from unimo_jax.tasks.registry import make_task
 from unimo_jax.train import driver
@@ -27,13 +28,7 @@ def scenes(tmp_path_factory):
 
 
 def task_config(name, scenes, **overrides):
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("tiny")
+  c = config_from_file(name, "tiny")
   c.data.synthetic_dir = str(scenes)
   c.data.synthetic_train_scenes = 16  # a set the model can fit in a few steps
   c.data.synthetic_eval_scenes = 12
@@ -48,13 +43,7 @@ def task_config(name, scenes, **overrides):
   c.optimizer.warmup_steps = 3
   c.decode.max_length = 8
   c.decode.beam_size = 2
-  for key, value in overrides.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return c
+  return set_fields(c, overrides)
 
 
 def losses(workdir):

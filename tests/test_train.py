@@ -226,3 +226,32 @@ def test_non_finite_loss_stops_with_a_message():
   check_finite(3, {"total_loss": 1.5, "cmcl/loss": 0.2})
   with pytest.raises(NonFiniteLoss, match=r"step 7: non-finite loss nan .*'cmcl/loss'"):
     check_finite(7, {"total_loss": float("nan"), "cmcl/loss": float("inf"), "x": 1.0})
+
+
+def test_init_from_unrolled_params_into_a_scanned_model(config, tmp_path):
+  """Converted weights are unrolled (encoder/layer_i); a scanned model (the TPU presets) takes
+  them stacked, value for value, and the other way round."""
+  from unimo_jax.model.params import init_params, stack_layers
+  from unimo_jax.train.checkpoint import restore_params, save_params
+  unrolled = init_params(config.model, jax.random.key(3))
+  save_params(tmp_path / "unrolled", unrolled)
+  scanned_config = config.copy_and_resolve_references()
+  scanned_config.model.scan_layers = True
+  mesh = make_mesh({"data": 2, "fsdp": 4, "tensor": 1})
+  rules = rules_from_config(config.logical_axis_rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract, shardings = state_shardings(scanned_config, make_optimizer(scanned_config), mesh,
+                                          rules)
+    restored = restore_params(tmp_path / "unrolled", abstract["params"], shardings["params"])
+  expected = stack_layers(jax.device_get(unrolled), config.model.num_layers)
+  assert jax.tree.structure(restored) == jax.tree.structure(expected)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  kernel = restored["encoder"]["layers"]["layer"]["ffn_fc_0"]["kernel"]
+  assert kernel.shape[0] == config.model.num_layers and kernel.sharding.spec[1] == "fsdp"
+  save_params(tmp_path / "scanned", jax.device_get(restored))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract, shardings = state_shardings(config, make_optimizer(config), mesh, rules)
+    back = restore_params(tmp_path / "scanned", abstract["params"], shardings["params"])
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(unrolled)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

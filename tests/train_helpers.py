@@ -1,5 +1,6 @@
 """Shared pieces of the training tests."""
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -27,3 +28,22 @@ def run_main(args, env_devices=1, check=True, **kwargs):
   if check and result.returncode != 0:
     raise AssertionError(f"{args} exited {result.returncode}:\n{result.stderr[-3000:]}")
   return result
+
+
+def config_from_file(name, preset):
+  """configs/<name>.py:<preset> as the command line would load it."""
+  spec = importlib.util.spec_from_file_location(f"config_{name}", ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+def set_fields(config, fields):
+  """config with each dotted `fields` key ('data.eval_limit') set to its value; returns it."""
+  for key, value in fields.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config

@@ -1,5 +1,5 @@
 """Command line: python -m unimo_jax.main --config=configs/<file>.py:<preset> --workdir=DIR
-[--mode=train|eval|predict|check] [--config.<field>=<value> ...].
+[--mode=train|eval|predict|check|compile] [--config.<field>=<value> ...].
 
 Every config (configs/pretrain.py and each task's configs/<task>.py) runs through the one driver
 (unimo_jax/train/driver.py):
@@ -7,6 +7,9 @@ Every config (configs/pretrain.py and each task's configs/<task>.py) runs throug
   eval     evaluate the latest checkpoint (or config.init_from when there is none)
   predict  write predictions (task configs; data.predict_dir, default the eval split)
   check    one sharded forward pass of the pretraining loss on a random batch
+  compile  compile the config's programs for a TPU slice (--topology=v5e-16 [--num_slices=N])
+           on any machine and report per-chip memory, FLOPs, collectives and estimated MFU
+           (unimo_jax/compile/aot.py)
 """
 
 import pathlib
@@ -16,9 +19,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "pretrain.py"
-MODES = ("train", "eval", "predict", "check")
+MODES = ("train", "eval", "predict", "check", "compile")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/unimo_tiny", "Where outputs are written.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to run.")
+_TOPOLOGY = flags.DEFINE_string("topology", "v5e-16", "--mode=compile: the TPU slice, as TPU "
+                                "types are named (v5e-16, v4-32, v5p-8, v6e-64, ...).")
+_NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "--mode=compile: slices joined over DCN.")
+_EFFORT = flags.DEFINE_float("compile_effort", 0.0, "--mode=compile: XLA's "
+                             "exec_time_optimization_effort in [-1, 1]; 0 compiles what a run "
+                             "compiles, -1 a less optimised program several times faster.")
 
 
 def main(argv):
@@ -28,14 +37,20 @@ def main(argv):
   from unimo_jax.data.records import DataError  # after flag parsing: keeps --help fast
   from unimo_jax.train import driver
   modes = {"train": driver.train_and_evaluate, "eval": driver.evaluate,
-           "predict": driver.predict, "check": driver.check}
+           "predict": driver.predict, "check": driver.check, "compile": _compile}
   config = flags.FLAGS.config
   try:
-    driver.initialize_distributed(config)
+    if _MODE.value != "compile":
+      driver.initialize_distributed(config)
     modes[_MODE.value](config, _WORKDIR.value)
   except (driver.ConfigError, driver.NonFiniteLoss, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def _compile(config, workdir):
+  from unimo_jax.compile.aot import compile_for_tpu
+  compile_for_tpu(config, workdir, _TOPOLOGY.value, _NUM_SLICES.value, _EFFORT.value)
 
 
 def _unknown_field(error):

@@ -57,11 +57,23 @@ def resolve_mesh_shape(shape: Mapping[str, int] | Sequence, num_devices: int) ->
 
 
 def make_mesh(shape: Mapping[str, int] | Sequence = (("data", -1),), devices=None) -> Mesh:
-  """A ('data', 'fsdp', 'tensor') mesh with Auto axis types (GSPMD-style sharding)."""
+  """A ('data', 'fsdp', 'tensor') mesh with Auto axis types (GSPMD-style sharding). Devices of
+  several TPU slices (multi-slice) are laid out with 'data' across the slices, over DCN, and
+  every other axis inside a slice, over ICI."""
   devices = jax.devices() if devices is None else list(devices)
   sizes = resolve_mesh_shape(shape, len(devices))
-  return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES,
-                       axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if slices == 1:
+    return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES, axis_types=axis_types,
+                         devices=devices)
+  if sizes["data"] % slices:
+    raise ValueError(f"mesh {sizes}: with {slices} slices the data axis carries the slices "
+                     f"(over DCN), so it must be a multiple of {slices}, found {sizes['data']}")
+  from jax.experimental import mesh_utils
+  ici = (sizes["data"] // slices, sizes["fsdp"], sizes["tensor"])
+  grid = mesh_utils.create_hybrid_device_mesh(ici, (slices, 1, 1), devices)
+  return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
@@ -110,3 +122,44 @@ def parameter_table(params, shardings, expand=()) -> str:
                  f"{tuple(leaves[biggest].shape)} {specs[biggest].spec}")
   lines.append(f"{'total':<28}{count_params(params):>14,}")
   return "\n".join(lines)
+
+
+# Mesh axes that split parameters (the 'data' axis only replicates them).
+PARAMETER_AXES = ("fsdp", "tensor")
+
+
+def sharding_excess(abstract, shardings, mesh) -> dict:
+  """How far per-device bytes of `abstract` (e.g. params + optimizer state) placed as
+  `shardings` exceed an even split over the parameter-sharding axes (fsdp x tensor):
+  {'per_device', 'even', 'excess' (fraction over even), 'largest_replicated' (name, bytes)}."""
+  import jax.tree_util as tu
+  split = int(np.prod([mesh.shape[a] for a in PARAMETER_AXES]))
+  total = per_device = 0
+  largest = ("", 0)
+  flat_shardings = jax.tree.leaves(shardings, is_leaf=lambda s: hasattr(s, "spec"))
+  for (path, leaf), sharding in zip(tu.tree_leaves_with_path(abstract), flat_shardings):
+    size = int(np.prod(leaf.shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+    shard = int(np.prod(sharding.shard_shape(leaf.shape), dtype=np.int64)) * np.dtype(
+        leaf.dtype).itemsize
+    total += size
+    per_device += shard
+    if shard * split > size and shard > largest[1]:
+      largest = (tu.keystr(path), shard)
+  even = total / split
+  return {"per_device": per_device, "even": even, "excess": per_device / even - 1.0,
+          "largest_replicated": largest}
+
+
+def check_sufficiently_sharded(abstract, shardings, mesh, tolerance: float) -> None:
+  """ValueError when parameters + optimizer state per device exceed an even split over fsdp x
+  tensor by more than `tolerance` (MaxText's assert_params_sufficiently_sharded): a rule that
+  leaves big kernels replicated would otherwise only show as an out-of-memory on the pod."""
+  found = sharding_excess(abstract, shardings, mesh)
+  if found["excess"] > tolerance:
+    name, size = found["largest_replicated"]
+    raise ValueError(
+        f"sharding: {found['per_device'] / 2 ** 20:.1f} MiB of parameters and optimizer state "
+        f"per device, {100 * found['excess']:.0f} % over an even split across fsdp x tensor "
+        f"({found['even'] / 2 ** 20:.1f} MiB; sharding_tolerance {100 * tolerance:.0f} %); the "
+        f"largest array not split that way is {name} ({size / 2 ** 20:.2f} MiB per device); "
+        "check logical_axis_rules")

@@ -257,3 +257,25 @@ def to_global_arrays(batch, mesh):
   from unimo_jax.parallel import batch_sharding
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(x)), x), batch)
+
+
+def batch_spec(cfg, model_cfg, batch_sizes: dict, special: dict, vocab_size: int) -> dict:
+  """The global mixed batch's shapes and dtypes (jax.ShapeDtypeStruct leaves) without reading
+  data: placeholder records of the largest shapes (data/placeholder_records.py) go through the
+  streams' real transforms, then every leaf takes its stream's global batch size in front."""
+  import jax
+  from unimo_jax.data import placeholder_records as placeholder
+  inputs = ModelInputs.for_model(cfg, model_cfg, special)
+  image = placeholder.image_record(cfg, model_cfg)
+  transforms = Transforms(cfg, special, vocab_size, inputs, image_lookup=[image])
+  records = {"text": placeholder.text_record(cfg), "image": image,
+             "pair": placeholder.pair_record(cfg, model_cfg)}
+  spec = {}
+  for name in STREAMS:
+    size = int(batch_sizes.get(name, 0) or 0)
+    if size:
+      example = unflatten(getattr(transforms, name)(records[name], np.random.default_rng(0)))
+      spec.update(jax.tree.map(
+          lambda x, n=size: jax.ShapeDtypeStruct((n,) + np.shape(x), np.asarray(x).dtype),
+          example))
+  return spec

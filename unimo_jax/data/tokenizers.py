@@ -191,3 +191,20 @@ def load_tokenizer(path) -> Tokenizer:
       return SentencePieceTokenizer.load(models[0])
   raise ValueError(f"{path}: expected a sentencepiece .model, UNIMO dict files "
                    "(encoder.json, vocab.bpe, vocab.txt) or RoBERTa vocab.json + merges.txt")
+
+
+class ShapeOnlyTokenizer(Tokenizer):
+  """Special ids and a vocabulary size without a vocabulary: what compile-only runs (which read
+  no data) hand to the transforms. The ids follow UNIMO's dictionary ([CLS] 0, [PAD] 1, [SEP] 2,
+  [UNK] 3, [MASK] last); only shapes matter."""
+
+  def __init__(self, vocab_size: int):
+    self.vocab_size = int(vocab_size)
+    self.cls_id, self.pad_id, self.sep_id, self.unk_id = 0, 1, 2, 3
+    self.mask_id = self.vocab_size - 1
+
+  def encode(self, text: str) -> np.ndarray:
+    raise ValueError("a shape-only tokenizer (compile mode) has no vocabulary to encode text")
+
+  def decode(self, ids) -> str:
+    raise ValueError("a shape-only tokenizer (compile mode) has no vocabulary to decode ids")

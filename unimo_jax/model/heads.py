@@ -55,7 +55,7 @@ class ContrastiveProjection(nn.Module):
     c = self.config
     x = pooled
     if c.contrastive_dim:
-      x = dense(c, c.contrastive_dim, ("mlp", "contrastive"), "dense")(x)
+      x = dense(c, c.contrastive_dim, ("embed", "contrastive"), "dense")(x)
     x = x.astype(jnp.float32)
     return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
 

@@ -68,3 +68,20 @@ def unstack_layers(params, num_layers: int):
   params["encoder"] = {f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], stacked)
                        for i in range(num_layers)}
   return params
+
+
+def is_scanned(params) -> bool:
+  return "layers" in params.get("encoder", {})
+
+
+def matching_layer_layout(params, like):
+  """`params` in the layer layout of `like` (scanned or unrolled), e.g. converted RoBERTa
+  weights (unrolled) for a scanned model; unchanged when the layouts already agree or the tree
+  has no encoder. Works on any nesting where the UNIMO groups are at the top."""
+  if "encoder" not in params or "encoder" not in like or is_scanned(params) == is_scanned(like):
+    return params
+  if is_scanned(like):
+    count = sum(1 for k in params["encoder"] if k.startswith("layer_"))
+    return stack_layers(params, count)
+  count = len(jax.tree.leaves(params["encoder"]["layers"])[0])
+  return unstack_layers(params, count)

@@ -18,6 +18,7 @@ import pathlib
 import jax
 import numpy as np
 
+from unimo_jax.data import placeholder_records
 from unimo_jax.data.batching import batched_apply, contrastive_embedder, stack_rows
 from unimo_jax.data.model_inputs import ModelInputs
 from unimo_jax.data.records import DataError, ShardSource
@@ -208,9 +209,8 @@ class Task:
   def predicted_classes(self, params, split, what="example"):
     """(records, the head's argmax class per record) for a classification head on image + text."""
     _, records = self.split_records(split, what)
-    rows = [self.pair_inputs(r, f"{split} record {i}") for i, r in enumerate(records)]
-    fn = jax.jit(lambda p, b: jax.numpy.argmax(self.forward(p, b)[1], -1))
-    return records, self.batched(fn, params, rows)
+    rows = [self.eval_row(r, f"{split} record {i}") for i, r in enumerate(records)]
+    return records, self.batched(jax.jit(self.eval_fn()), params, rows)
 
   def usable(self, record) -> bool:
     return True
@@ -238,6 +238,31 @@ class Task:
     source = self.source("train")
     batches = self.make_batches(source)
     return StepIterator(lambda step: self.train_batch(source, process_slice(batches(step)), step))
+
+  # ---- evaluation batches, and their shapes without data (compile mode) ------------------------
+  def eval_fn(self):
+    """(params, eval batch) -> outputs, as evaluation jits it: here the head's argmax class."""
+    return lambda p, b: jax.numpy.argmax(self.forward(p, b)[1], -1)
+
+  def eval_row(self, record, where="record"):
+    """One row of an eval batch: the record's image with its text."""
+    return self.pair_inputs(record, where)
+
+  def placeholder_record(self) -> dict:
+    """A record of the largest shapes the config allows (data/placeholder_records.py)."""
+    return placeholder_records.pair_record(self.config.data, self.config.model)
+
+  def batch_spec(self) -> dict:
+    """The global training batch's shapes and dtypes, from the placeholder record through
+    train_example (so exactly the shapes training feeds)."""
+    example = self.train_example(self.placeholder_record(), np.random.default_rng(0))
+    size = int(self.config.batch_size)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct((size,) + np.shape(x),
+                                                       np.asarray(x).dtype), example)
+
+  def eval_programs(self) -> dict:
+    """{name: (fn(params, batch), one row)} of what evaluation runs, for --mode=compile."""
+    return {"eval_step": (self.eval_fn(), self.eval_row(self.placeholder_record()))}
 
   # ---- model -----------------------------------------------------------------------------------
   def head(self):

@@ -56,6 +56,9 @@ class CaptionTask(GenerationTask):
     tags = self._tags(record, where)
     return image if tags is None else dict(image, **tags)
 
+  def eval_row(self, record, where="record"):
+    return self.source_inputs(record, where)
+
   def train_example(self, record, rng):
     source = self.source_inputs(record, "train record")
     caption = examples.caption_fields(record["caption_ids"], self.config.data, self.special)
@@ -95,7 +98,7 @@ class CaptionTask(GenerationTask):
       if not self.usable(record):
         skipped += 1
         continue
-      inputs.append(self.source_inputs(record, f"{split} image {key}"))
+      inputs.append(self.eval_row(record, f"{split} image {key}"))
       kept.append((key, refs))
     if skipped:
       self.skipped[f"{split}_images_without_regions"] = skipped

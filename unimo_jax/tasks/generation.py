@@ -3,8 +3,8 @@ the LM head, and batched decoding of sources into strings."""
 
 import jax
 
+from unimo_jax.decoding.generate import generate
 from unimo_jax.decoding.search import DecodeSettings, strip_sequence
-from unimo_jax.decoding.generate import jitted_generate
 from unimo_jax.objectives.language import seq2seq_loss
 from unimo_jax.tasks.base import Task
 
@@ -19,14 +19,23 @@ class GenerationTask(Task):
   def decode_settings(self) -> DecodeSettings:
     return DecodeSettings.from_config(self.config.decode)
 
+  def eval_fn(self, rng=None):
+    """(params, sources) -> the decode loop's output (config.decode), over the KV cache."""
+    settings, s, seed = self.decode_settings(), self.special, self.config.seed
+
+    def fn(p, b):  # the default key is made inside: no array exists outside the trace
+      key = rng if rng is not None else jax.random.key(seed)
+      return generate(self.model, p["backbone"], b, settings, bos_id=s["cls"], eos_id=s["sep"],
+                      pad_id=s["pad"], rng=key, valid_vocab=self.tokenizer.vocab_size)
+    return fn
+
+  def eval_programs(self) -> dict:
+    return {"decode": (self.eval_fn(), self.eval_row(self.placeholder_record()))}
+
   def generate_texts(self, params, sources, rng=None) -> list:
     """Decoded target text for every source (a dict of model fields per row), best beam."""
-    settings = self.decode_settings()
     s = self.special
-    fn = jitted_generate(self.model, settings, bos_id=s["cls"], eos_id=s["sep"], pad_id=s["pad"],
-                         valid_vocab=self.tokenizer.vocab_size)
-    key = rng if rng is not None else jax.random.key(self.config.seed)
-    out = self.batched(lambda p, b: fn(p["backbone"], b, key), params, sources)
+    out = self.batched(jax.jit(self.eval_fn(rng)), params, sources)
     sequences = out["sequences"]
     if sequences.ndim == 3:  # beams: the best is first
       sequences = sequences[:, 0]

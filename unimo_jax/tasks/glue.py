@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from unimo_jax.data import placeholder_records
 from unimo_jax.data.records import DataError
 from unimo_jax.data.synthetic_task_data import text_task_paths
 from unimo_jax.metrics.classification import classification_metrics, regression_metrics
@@ -104,12 +105,21 @@ class GlueTask(Task):
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return loss, {"total_loss": loss, "accuracy": accuracy}
 
+  def eval_fn(self):
+    return lambda p, b: self.forward(p, b)[1]  # logits [batch, labels] (or [batch, 1])
+
+  def eval_row(self, record, where="record"):
+    return self._inputs(record)
+
+  def placeholder_record(self):
+    ids = placeholder_records.text_ids(self.config.data.max_text_length)
+    return {"a": "", "b": "", "ids_a": ids, "ids_b": ids, "label": 0}
+
   def _scores(self, params, split):
     records = self.source(split)
     limit = int(self.config.data.eval_limit) or len(records)
     records = records[:limit]
-    fn = jax.jit(lambda p, b: self.forward(p, b)[1])
-    logits = self.batched(fn, params, [self._inputs(r) for r in records])
+    logits = self.batched(jax.jit(self.eval_fn()), params, [self.eval_row(r) for r in records])
     return records, logits
 
   def evaluate(self, params):

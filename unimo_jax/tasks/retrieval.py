@@ -74,6 +74,13 @@ class RetrievalTask(Task):
     accuracy = jnp.mean(jnp.argmax(scores, axis=-1) == 0)
     return loss, {"total_loss": loss, "group_accuracy": accuracy}
 
+  def eval_fn(self):
+    return lambda p, b: self.pair_scores(p, b["image"], b["input_ids"])  # [pairs]
+
+  def eval_row(self, record, where="record"):
+    inputs = self.pair_inputs(record, where)
+    return {"input_ids": inputs.pop("input_ids"), "image": inputs}
+
   def _eval_rows(self, split):
     source = self.source(split)
     if len(source) == 0:
@@ -96,7 +103,7 @@ class RetrievalTask(Task):
   def similarity(self, params, images, texts, candidates=None):
     """[images, texts] match scores through the joint encoder: every pair, or only the
     (image, text) pairs marked in `candidates` [images, texts] (the others are -inf)."""
-    fn = jax.jit(lambda p, b: self.pair_scores(p, b["image"], b["input_ids"]))
+    fn = jax.jit(self.eval_fn())
     if candidates is None:
       candidates = np.ones((len(images), len(texts)), bool)
     pairs = np.argwhere(candidates)  # [pairs, 2] (image, text)

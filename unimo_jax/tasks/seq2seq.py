@@ -9,7 +9,7 @@ Metrics: ROUGE-1/2/L F1 (rouge-score, stemmed) and BLEU-4, both x100.
 
 import numpy as np
 
-from unimo_jax.data import examples
+from unimo_jax.data import examples, placeholder_records
 from unimo_jax.data.records import DataError
 from unimo_jax.data.synthetic_task_data import text_task_paths
 from unimo_jax.metrics.text import bleu4, rouge_scores
@@ -42,6 +42,14 @@ class Seq2seqTask(GenerationTask):
                                     self.special)
     return {"input_ids": src, "position_ids": examples.block_positions(src, self.special["pad"])}
 
+  def eval_row(self, record, where="record"):
+    return self._source_inputs(record)
+
+  def placeholder_record(self):
+    d = self.config.data
+    return {"src": "", "tgt": "", "src_ids": placeholder_records.text_ids(d.max_source_length),
+            "tgt_ids": placeholder_records.text_ids(d.max_target_length)}
+
   def train_example(self, record, rng):
     source = self._source_inputs(record)
     target, labels, weights = examples.target_block(
@@ -61,7 +69,7 @@ class Seq2seqTask(GenerationTask):
   def _generate(self, params, split):
     records = self.source(split)
     records = records[:int(self.config.data.eval_limit) or len(records)]
-    texts = self.generate_texts(params, [self._source_inputs(r) for r in records])
+    texts = self.generate_texts(params, [self.eval_row(r) for r in records])
     return records, texts
 
   def evaluate(self, params):

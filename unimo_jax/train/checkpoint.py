@@ -102,25 +102,37 @@ def read_params(path):
 
 def restore_params(path, abstract_params, shardings):
   """Params of a workdir, a step directory or a params checkpoint, restored straight onto
-  `shardings`. ValueError naming the first array whose name or shape is not the model's."""
+  `shardings`; stored in the other layer layout (unrolled vs scanned, e.g. converted RoBERTa
+  for a scanned model) they are read on the host, re-laid out and placed. ValueError naming the
+  first array whose name or shape is not the model's."""
+  from unimo_jax.model.params import is_scanned, matching_layer_layout
   directory, nested = params_location(path)
   stored = _stored_params(directory, nested)
+  if "encoder" in stored and "encoder" in abstract_params and (
+      is_scanned(stored) != is_scanned(abstract_params)):
+    host = matching_layer_layout(read_params(path), abstract_params)
+    _check_tree(path, abstract_params, host)
+    return jax.device_put(host, shardings)
+  _check_tree(path, abstract_params, stored)
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract_params, shardings)
+  return _restore(directory, nested, target, ocp.checkpoint_utils.construct_restore_args(target))
+
+
+def _check_tree(path, abstract_params, stored) -> None:
+  """ValueError naming what differs between the model's parameter tree and a stored one."""
   expected, found = jax.tree.structure(abstract_params), jax.tree.structure(stored)
   if expected != found:
     missing = sorted(set(_names(abstract_params)) - set(_names(stored)))[:3]
     extra = sorted(set(_names(stored)) - set(_names(abstract_params)))[:3]
     raise ValueError(f"{path}: the parameter tree does not match config.model (expected "
                      f"{expected.num_leaves} arrays, found {found.num_leaves}; missing e.g. "
-                     f"{missing}, unexpected e.g. {extra}); check the preset, scan_layers and "
-                     "image_input")
+                     f"{missing}, unexpected e.g. {extra}); check the preset and image_input")
   for (key, a), b in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
                          jax.tree.leaves(stored)):
     if tuple(a.shape) != tuple(b.shape):
       raise ValueError(f"{path}: {jax.tree_util.keystr(key)} expected shape {tuple(a.shape)}, "
                        f"found {tuple(b.shape)}")
-  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        abstract_params, shardings)
-  return _restore(directory, nested, target, ocp.checkpoint_utils.construct_restore_args(target))
 
 
 def _names(tree) -> list:

@@ -23,9 +23,31 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
     c.model.vocab_size = 128
     c.model.dropout_rate = 0.0
     c.model.attention_dropout_rate = 0.0
-  # Mesh: ('data', 'fsdp', 'tensor'); -1 takes the remaining devices.
+  else:
+    # Sized by --mode=compile for TPU slices (configs/pretrain.py): bfloat16 compute (parameters
+    # stay float32), layers scanned (one compiled layer body: a 12-layer step compiles about as
+    # fast as an unrolled 1-layer one) and fully rematerialised (the unrolled step without remat
+    # needed 15.93 GiB of temporaries per v5e chip, more than its 15.75 GiB).
+    c.model.dtype = "bfloat16"
+    c.model.scan_layers = True
+    c.model.remat = "full"
+  # Mesh: ('data', 'fsdp', 'tensor'); -1 takes the remaining devices. The TPU presets shard
+  # parameters and optimizer state over every chip (fsdp); the tiny one replicates them.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  if preset != "tiny":
+    c.mesh.data, c.mesh.fsdp = 1, -1
   c.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
+  # Start-up check: parameters + optimizer state per device may exceed an even split over
+  # fsdp x tensor by this fraction (biases and LayerNorms stay whole; in the 64-wide tiny model
+  # they are a larger share, so it allows more).
+  c.sharding_tolerance = 0.25 if preset == "tiny" else 0.02
+  # Dropout keys: 'threefry2x32' (JAX's default, bit-reproducible everywhere) or 'rbg' (XLA's
+  # RngBitGenerator: the TPU's hardware generator; the 1-layer base text-MLM step compiled for
+  # v5e in 46 s with it against 118 s with threefry, whose hash XLA must codegen in every dropout
+  # fusion). rbg's masks depend on how the step is sharded (threefry's do not); the cost model
+  # prices threefry's dropout cheaper per pass (README, "Will it fit?"). The tiny preset has no
+  # dropout.
+  c.rng_impl = "threefry2x32" if preset == "tiny" else "rbg"
   # Multi-host (TPU VMs need none of these; elsewhere set all three or the JAX_* env vars).
   c.distributed = ml_collections.ConfigDict(
       {"coordinator_address": "", "num_processes": 0, "process_id": -1})

@@ -24,7 +24,9 @@ import jax
 import numpy as np
 
 from unimo_jax.data.pipeline import to_global_arrays
-from unimo_jax.parallel import batch_sharding, make_mesh, parameter_table, rules_from_config
+from unimo_jax.data.tokenizers import ShapeOnlyTokenizer
+from unimo_jax.parallel import (batch_sharding, check_sufficiently_sharded, make_mesh,
+                                parameter_table, rules_from_config)
 from unimo_jax.paths import as_path
 from unimo_jax.train.checkpoint import Checkpointer, restore_params
 from unimo_jax.train.checks import check_config
@@ -74,10 +76,13 @@ class Run:
     return stack
 
 
-def start(config, workdir, mode: str, *, devices=None, read_data: bool = True) -> Run:
+def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
+          verbose: bool = True) -> Run:
   """Checks the config against the mode and the devices, builds the experiment and the mesh,
   writes the workdir's config (and data paths), and derives the sharded state's layout; nothing
-  is allocated on a device. read_data=False skips the data (and the workdir) entirely."""
+  is allocated on a device. read_data=False reads no data and writes nothing: the experiment
+  gets a shape-only tokenizer and no data paths (check and compile modes). `devices` may be
+  abstract (compile-only) TPU devices."""
   # ---- config checks, before anything is written -------------------------------------------------
   workdir = as_path(workdir)
   devices = list(jax.devices() if devices is None else devices)
@@ -86,23 +91,33 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True) -
   sizes = check_config(config, len(devices), kind.batch_sizes(config))
   config = config.copy_and_resolve_references()
 
-  # ---- mesh and experiment ----------------------------------------------------------------------
+  # ---- mesh, experiment, and the sharded state's layout (checked before any data is read) -------
   mesh = make_mesh(sizes, devices)
   rules = rules_from_config(config.logical_axis_rules)
-  experiment = kind(config, workdir, mesh)
+  if read_data:
+    experiment = kind(config, workdir, mesh)
+  else:
+    experiment = kind(config, workdir, mesh, data_paths={},
+                      tokenizer=ShapeOnlyTokenizer(config.model.vocab_size))
+  # (outside the mesh context: optax builds the optimizer state's layout eagerly, on the host)
+  tx = make_optimizer(config)
+  abstract, shardings = state_shardings(config, tx, mesh, rules, experiment.boxed_params)
+  try:
+    trained = ("params", "opt_state")
+    check_sufficiently_sharded({k: abstract[k] for k in trained},
+                               {k: shardings[k] for k in trained}, mesh,
+                               float(config.sharding_tolerance))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+  # ---- data and the workdir --------------------------------------------------------------------
   if read_data:
     experiment.check_data()  # resolves (or generates) the data and loads the tokenizer
     start_workdir(workdir, config, experiment.data_paths)
-  print(f"mesh {sizes} over {len(devices)} {devices[0].platform} device(s), "
-        f"{jax.process_count()} process(es)", flush=True)
-
-  # ---- optimizer and the sharded state's layout -------------------------------------------------
-  tx = make_optimizer(config)
-  run = Run(config, workdir, experiment, mesh, rules, tx, {}, {})
-  with run.context():
-    run.abstract, run.shardings = state_shardings(config, tx, mesh, rules,
-                                                  experiment.boxed_params)
-  return run
+  if verbose:
+    print(f"mesh {sizes} over {len(devices)} {devices[0].device_kind} device(s), "
+          f"{jax.process_count()} process(es)", flush=True)
+  return Run(config, workdir, experiment, mesh, rules, tx, abstract, shardings)
 
 
 def initial_state(run: Run, checkpoints: Checkpointer, *, training: bool):

@@ -52,6 +52,12 @@ class Experiment(Protocol):
 
   def train_batches(self) -> BatchIterator: ...
 
+  def batch_spec(self) -> dict:
+    """The global training batch as jax.ShapeDtypeStructs, from the config alone."""
+
+  def eval_programs(self) -> dict:
+    """{name: (fn(params, batch), one batch row)}: what evaluation jits, for --mode=compile."""
+
   def evaluate(self, params) -> tuple | None:
     """(metrics, prediction rows or None), or None when there is nothing to evaluate."""
 

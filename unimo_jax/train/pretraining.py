@@ -8,7 +8,7 @@ synthetic scenes generated into data.synthetic_dir (default <workdir>/synthetic_
 
 import functools
 
-from unimo_jax.data.pipeline import STREAMS, make_pretraining_iterator
+from unimo_jax.data.pipeline import STREAMS, batch_spec, make_pretraining_iterator
 from unimo_jax.data.random_batch import random_pretraining_batch
 from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
 from unimo_jax.data.tokenizers import load_tokenizer
@@ -76,6 +76,15 @@ class PretrainingExperiment:
     return make_pretraining_iterator(
         self.config.data, {s: self.config.batch[s] for s in STREAMS}, tok.special_ids,
         tok.vocab_size, dirs={s: self.data_paths[s] for s in STREAMS})
+
+  def batch_spec(self) -> dict:
+    """The global mixed batch's shapes and dtypes (no data read)."""
+    tok = self.tokenizer
+    return batch_spec(self.config.data, self.config.model,
+                      {s: self.config.batch[s] for s in STREAMS}, tok.special_ids, tok.vocab_size)
+
+  def eval_programs(self) -> dict:
+    return {}  # held-out evaluation: small forward passes, compiled on the run's own devices
 
   def random_batch(self, seed: int) -> dict:
     """A random mixed batch of the config's shapes (for --mode=check; no data read)."""

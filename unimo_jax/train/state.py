@@ -18,11 +18,17 @@ def _params_fn(config, boxed_params_fn):
   return boxed_params_fn or (lambda key: init_boxed_params(config.model, key))
 
 
+def dropout_key_impl(config) -> str:
+  """The PRNG implementation of the dropout keys (config.rng_impl; JAX's default threefry when
+  unset). Parameters are always initialised from a threefry key, so they do not depend on it."""
+  return config.get("rng_impl", "threefry2x32")
+
+
 def _init_state(config, tx, boxed_params_fn):
-  key = jax.random.key(config.seed)
-  params = nn.unbox(boxed_params_fn(key))
+  params = nn.unbox(boxed_params_fn(jax.random.key(config.seed)))
+  dropout_key = jax.random.key(config.seed, impl=dropout_key_impl(config))
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-          "rng": jax.random.key_data(jax.random.fold_in(key, 1))}
+          "rng": jax.random.key_data(jax.random.fold_in(dropout_key, 1))}
 
 
 def state_shardings(config, tx, mesh, rules, boxed_params_fn=None):

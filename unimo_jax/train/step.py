@@ -8,6 +8,7 @@ import optax
 
 from unimo_jax.objectives.pretraining import pretraining_loss
 from unimo_jax.train.optimizer import learning_rate_schedule
+from unimo_jax.train.state import dropout_key_impl
 
 
 def _micro_batches(batch, count):
@@ -48,7 +49,8 @@ def loss_and_grads(params, batch, rng, config, loss_fn):
 def train_step(state, batch, *, config, tx, mesh=None, loss_fn=None):
   """One optimizer step on one batch. Pure: the dropout key comes from (state rng, step).
   loss_fn(params, batch, rng) -> (loss, metrics); default: the pretraining objectives."""
-  rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+  key = jax.random.wrap_key_data(state["rng"], impl=dropout_key_impl(config))
+  rng = jax.random.fold_in(key, state["step"])
   loss_fn = loss_fn or pretraining_loss_fn(config, mesh)
   (loss, metrics), grads = loss_and_grads(state["params"], batch, rng, config, loss_fn)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])

@@ -1,0 +1,232 @@
+"""Compilation for TPU slices on this CPU machine (libtpu's compile-only client, --mode=compile):
+TPU names, report consistency against XLA's own accounting and an independent per-shard count,
+collectives with and without fsdp, an HBM overflow, the per-layer estimate of scanned layers,
+the start-up sharding check, and state on non-addressable devices.
+
+Compiles use exec_time_optimization_effort -1 (a less optimised program, compiled several times
+faster) unless a test is about the default compile: the assertions are about the report's
+plumbing and arithmetic, which do not depend on how hard XLA optimises.
+"""
+
+import json
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from test_pretrain_loss import load_config
+from train_helpers import config_from_file, main_command, run_main, set_fields
+from unimo_jax.compile import aot, topology
+from unimo_jax.parallel import (DEFAULT_LOGICAL_AXIS_RULES, make_mesh, rules_from_config,
+                                sharding_excess)
+
+pytest.importorskip("libtpu", reason="the TPU compile tests need libtpu (the test extra)")
+FAST = -1.0  # exec_time_optimization_effort for the quick compiles
+
+
+def small(config, **fields):
+  """A tiny pretraining config with fewer streams (so a compile takes seconds)."""
+  config.batch.text, config.batch.image, config.batch.pair = 8, 0, 8
+  config.data.cmcl_extra_positives = config.data.cmcl_hard_negatives = 0
+  return set_fields(config, fields)
+
+
+@pytest.mark.parametrize("name,topology_string,chips", [
+    ("v5e-1", "v5e:1x1", 1), ("v5e-4", "v5e:2x2", 4), ("v5e-16", "v5e:4x4", 16),
+    ("v5e-256", "v5e:16x16", 256), ("v6e-64", "v6e:8x8", 64), ("v4-8", "v4:2x2x1", 4),
+    ("v4-32", "v4:2x2x4", 16), ("v4-128", "v4:4x4x4", 64), ("v5p-8", "v5:2x2x1", 4),
+    ("v5p-128", "v5:4x4x4", 64), ("v5p-1024", "v5:8x8x8", 512)])
+def test_tpu_names_map_to_libtpu_topologies(name, topology_string, chips):
+  s = topology.parse_slice(name)
+  assert (s.topology, s.chips) == (topology_string, chips)
+
+
+@pytest.mark.parametrize("name", ["v5e-3", "v4-6", "v5p-4", "tpu-8", "v5e-512", "v4"])
+def test_unknown_tpu_names_are_named(name):
+  with pytest.raises(ValueError, match="--topology"):
+    topology.parse_slice(name)
+
+
+def _expected_parameter_bytes(config, mesh_sizes) -> int:
+  """Per-chip parameter bytes written out from the rules table: each dimension divided by the
+  product of the mesh axes its logical name maps to (a mesh axis used once per array)."""
+  from unimo_jax.model.params import abstract_params
+  rules = dict(rules_from_config(config.logical_axis_rules))
+  boxed = abstract_params(config.model)
+  total = 0
+  for leaf in jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned)):
+    used, size = set(), 1
+    for dim, name in zip(leaf.value.shape, leaf.names):
+      axes = rules.get(name) if name else None
+      axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      axes = tuple(a for a in axes if a not in used)
+      used.update(axes)
+      size *= dim // int(np.prod([mesh_sizes[a] for a in axes]))
+    total += size * np.dtype(leaf.value.dtype).itemsize
+  return total
+
+
+@pytest.mark.parametrize("slice_name,mesh", [("v5e-4", {"data": 1, "fsdp": 4, "tensor": 1}),
+                                             ("v4-8", {"data": 4, "fsdp": 1, "tensor": 1})])
+def test_tiny_pretraining_compiles_and_reports_consistent_figures(slice_name, mesh, tmp_path):
+  config = small(load_config("tiny"), mesh=mesh)
+  devices = topology.abstract_devices(topology.parse_slice(slice_name))
+  program = aot.train_step_program(config, tmp_path, devices, effort=FAST)
+  report = aot.summarize(topology.parse_slice(slice_name), program,
+                         aot.per_step_estimate(config, tmp_path, devices, program), {})
+  step, memory = report["train_step"], report["train_step"]["memory_per_chip"]
+  parts = ("parameters", "optimizer_state", "batch", "argument_padding", "temporaries",
+           "outputs", "code")
+  assert sum(memory[p] for p in parts) == memory["total"]
+  # XLA's argument bytes are the shards' plus tile padding (a 64-wide tiny model pads to
+  # 128-lane tiles), never less
+  arguments = sum(memory[p] for p in parts[:4])
+  assert memory["argument_padding"] >= 0 and memory["parameters"] < arguments
+  expected = _expected_parameter_bytes(config, report["mesh"])
+  assert memory["parameters"] == pytest.approx(expected, rel=0.01)
+  assert memory["optimizer_state"] == pytest.approx(2 * expected, rel=0.01)  # Adam's mu and nu
+  assert step["flops_per_chip_xla"] > 0 and step["model_flops_per_step"] > 0
+  assert step["estimated_step_seconds"] > 0 and 0 < step["estimated_mfu"] < 1
+  assert step["fits"] and 0 < memory["headroom"] < 1
+  gathers = step["collectives"]["all-gather"]["count"] + step["collectives"]["all-reduce"]["count"]
+  assert gathers > 0  # fsdp gathers parameters, data parallelism reduces gradients
+
+
+def test_one_chip_has_no_collectives(tmp_path):
+  config = small(load_config("tiny"), mesh={"data": 1, "fsdp": 1, "tensor": 1})
+  devices = topology.abstract_devices(topology.parse_slice("v5e-1"))
+  program = aot.train_step_program(config, tmp_path, devices, effort=FAST)
+  assert all(v["count"] == 0 for v in program["collectives"].values()), program["collectives"]
+
+
+def test_model_flops_are_the_matmuls_written_out():
+  """The jaxpr count of a dense layer's forward+backward is 3 x 2 M N K."""
+  from unimo_jax.compile.analysis import matmul_flops
+  x, w = jax.ShapeDtypeStruct((8, 16), np.float32), jax.ShapeDtypeStruct((16, 32), np.float32)
+  loss = lambda w, x: (x @ w).sum()
+  assert matmul_flops(jax.grad(loss), w, x) == 2 * 8 * 16 * 32 * 2  # forward, dL/dw
+  assert matmul_flops(lambda w, x: jax.value_and_grad(loss, argnums=(0, 1))(w, x), w, x) == (
+      3 * 2 * 8 * 16 * 32)
+  scanned = lambda w, x: jax.lax.scan(lambda c, _: (c @ w[:, :16], None), x, None, length=5)[0]
+  assert matmul_flops(scanned, w, x) == 5 * 2 * 8 * 16 * 16
+
+
+def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
+  """4 scanned layers, extrapolated from 1 and 2 unrolled ones, against 4 unrolled layers."""
+  config = small(load_config("tiny"), **{"model.num_layers": 4, "batch.pair": 0,
+                                         "mesh": {"data": 1, "fsdp": 4, "tensor": 1}})
+  devices = topology.abstract_devices(topology.parse_slice("v5e-4"))
+  unrolled = aot.train_step_program(config, tmp_path, devices, effort=FAST)
+  config.model.scan_layers = True
+  scanned = aot.train_step_program(config, tmp_path, devices, effort=FAST)
+  # the scanned program's own figures count the loop body once: far below the unrolled ones
+  assert scanned["cost"]["loops"] > 0 and scanned["cost"]["flops"] < 0.7 * unrolled["cost"]["flops"]
+  estimate = aot.per_step_estimate(config, tmp_path, devices, scanned, effort=FAST)
+  assert estimate["cost"]["estimated_seconds"] == pytest.approx(
+      unrolled["cost"]["estimated_seconds"], rel=0.05)
+  assert estimate["cost"]["flops"] == pytest.approx(unrolled["cost"]["flops"], rel=0.05)
+  assert scanned["model_flops"] == pytest.approx(unrolled["model_flops"], rel=1e-6)
+
+
+def compile_command(workdir, *flags):
+  """`python -m unimo_jax.main --mode=compile` (quick compile) with `flags`; the finished run."""
+  return run_main(main_command(workdir, "--mode=compile", "--compile_effort=-1", *flags),
+                  check=False)
+
+
+def test_a_config_that_does_not_fit_exits_non_zero_naming_the_overflow(tmp_path):
+  result = compile_command(tmp_path, "--topology=v5e-1", "--config.mesh.data=1",
+                           "--config.batch.text=65536", "--config.batch.image=0",
+                           "--config.batch.pair=0")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "does not fit" in result.stderr and "exceeds available HBM (15.75G)" in result.stderr
+  assert "largest arrays of the step" in result.stderr and "attention" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_the_command_writes_the_report(tmp_path):
+  result = compile_command(tmp_path, "--topology=v5e-4", "--config=configs/glue.py:tiny",
+                           "--config.mesh.data=1", "--config.mesh.fsdp=4",
+                           "--config.batch_size=16")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((tmp_path / "compile_report.json").read_text())
+  assert report["libtpu_topology"] == "v5e:2x2" and report["mesh"]["fsdp"] == 4
+  assert report["train_step"]["examples_per_step"] == 16
+  assert report["eval_programs"]["eval_step"]["batch"] == 64  # eval_batch, over 4 devices
+  assert "estimated MFU" in result.stdout and "WARNING: could not determine" not in result.stderr
+
+
+# ---- the start-up sharding check (CPU mesh) ---------------------------------------------------
+
+def test_sharding_check_fires_for_replicated_mlp_kernels_and_not_for_the_defaults():
+  from unimo_jax.parallel import check_sufficiently_sharded
+  from unimo_jax.train.optimizer import make_optimizer
+  from unimo_jax.train.state import state_shardings
+  config = load_config("tiny")
+  mesh = make_mesh({"data": 1, "fsdp": 8, "tensor": 1}, devices=jax.devices()[:8])
+  defaults = rules_from_config(DEFAULT_LOGICAL_AXIS_RULES)
+  # a typo: 'embed' maps to no mesh axis, so the MLP kernels [embed, mlp] stay whole everywhere
+  typo = tuple((name, None) if name == "embed" else (name, axes) for name, axes in defaults)
+  found = {}
+  for name, rules in (("defaults", defaults), ("typo", typo)):
+    abstract, shardings = state_shardings(config, make_optimizer(config), mesh, rules)
+    trained = ({k: abstract[k] for k in ("params", "opt_state")},
+               {k: shardings[k] for k in ("params", "opt_state")})
+    found[name] = sharding_excess(*trained, mesh)
+    if name == "defaults":
+      check_sufficiently_sharded(*trained, mesh, config.sharding_tolerance)  # silent
+    else:
+      with pytest.raises(ValueError, match=r"over an even split across fsdp x tensor.*ffn_fc"):
+        check_sufficiently_sharded(*trained, mesh, config.sharding_tolerance)
+  assert found["defaults"]["excess"] < config.sharding_tolerance < found["typo"]["excess"]
+  # nearly every array stays whole: several times the per-device bytes of the defaults
+  assert found["typo"]["per_device"] > 4 * found["defaults"]["per_device"]
+
+
+def test_a_replicating_rule_stops_the_run_before_anything_is_written(tmp_path):
+  """Through the one driver: a ConfigError naming the largest replicated array, nothing
+  written (not even the synthetic scenes)."""
+  from unimo_jax.train import driver
+  from unimo_jax.train.workdir import ConfigError
+  config = load_config("tiny")
+  config.mesh.data, config.mesh.fsdp = 1, 8
+  config.logical_axis_rules = [[n, None] if n == "embed" else [n, a]
+                               for n, a in config.logical_axis_rules]
+  with pytest.raises(ConfigError, match=r"sharding: .* check logical_axis_rules"):
+    driver.train_and_evaluate(config, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
+
+
+def test_state_and_mesh_on_abstract_devices(tmp_path):
+  """The run's own set-up (driver.start) on non-addressable TPU devices: no array is made."""
+  from unimo_jax.train import driver
+  devices = topology.abstract_devices(topology.parse_slice("v5e-4"))
+  run = driver.start(small(load_config("tiny"), mesh={"data": 2, "fsdp": 2, "tensor": 1}),
+                     tmp_path, "compile", devices=devices, read_data=False, verbose=False)
+  kernel = run.shardings["params"]["encoder"]["layer_0"]["ffn_fc_0"]["kernel"]
+  assert {d.id for d in kernel.device_set} == {d.id for d in devices}
+  assert kernel.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+  assert run.abstract["params"]["encoder"]["layer_0"]["ffn_fc_0"]["kernel"].shape == (64, 256)
+  assert not any(tmp_path.iterdir())  # read_data=False writes nothing
+
+
+@pytest.mark.parametrize("config_file,preset,slice_name", [
+    ("pretrain", "base", "v5e-16"), ("pretrain", "large", "v5p-32"), ("caption", "base", "v5e-8"),
+    ("retrieval", "base", "v5e-8"), ("vqa", "base", "v5e-8"), ("snli_ve", "base", "v5e-8"),
+    ("glue", "base", "v5e-8"), ("seq2seq", "base", "v5e-8")])
+def test_every_shipped_preset_passes_the_sharding_check_on_its_slice(config_file, preset,
+                                                                    slice_name, tmp_path):
+  """The presets' own rules and heads (VQA's 3,129-answer classifier included) split parameters
+  and optimizer state evenly over the slice they are sized for: the start-up check raises
+  otherwise (no compile: the state's layout only)."""
+  from unimo_jax.train import driver
+  config = config_from_file(config_file, preset)
+  devices = topology.abstract_devices(topology.parse_slice(slice_name))
+  run = driver.start(config, tmp_path, "compile", devices=devices, read_data=False,
+                     verbose=False)
+  trained = ("params", "opt_state")
+  found = sharding_excess({k: run.abstract[k] for k in trained},
+                          {k: run.shardings[k] for k in trained}, run.mesh)
+  assert found["excess"] < config.sharding_tolerance
+  assert run.mesh.shape["fsdp"] == len(devices)  # the presets shard over every chip

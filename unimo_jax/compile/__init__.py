@@ -1,0 +1,1 @@
+"""Ahead-of-time compilation for TPU slices on any machine (--mode=compile)."""

@@ -1,0 +1,179 @@
+"""What a compiled program costs per chip, read from XLA: memory (memory_analysis), FLOPs,
+bytes accessed and the TPU compiler's runtime estimate (cost_analysis: 'optimal_seconds', an
+estimate of XLA's TPU cost model, not a measurement), and the collectives in its partitioned
+HLO. Plus the model's own matmul FLOPs, counted on the jaxpr, and the per-layer extrapolation
+that scanned layers need (cost_analysis counts a while-loop body once).
+"""
+
+import re
+
+import jax
+import numpy as np
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128)\[([\d,]*)\]")
+_OP = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+
+
+def shard_bytes(struct) -> int:
+  """Bytes of one device's shard of a ShapeDtypeStruct / jax.Array with a sharding."""
+  shape = struct.sharding.shard_shape(struct.shape) if struct.sharding is not None else struct.shape
+  return int(np.prod(shape, dtype=np.int64)) * np.dtype(struct.dtype).itemsize
+
+
+def tree_shard_bytes(tree) -> int:
+  return sum(shard_bytes(x) for x in jax.tree.leaves(tree))
+
+
+def memory(compiled) -> dict:
+  """Per-chip bytes of the compiled program: arguments, outputs not aliased to arguments,
+  temporaries and generated code; 'total' is their sum (what must fit in HBM)."""
+  m = compiled.memory_analysis()
+  out = {"arguments": int(m.argument_size_in_bytes),
+         "outputs": int(m.output_size_in_bytes - m.alias_size_in_bytes),
+         "temporaries": int(m.temp_size_in_bytes),
+         "code": int(m.generated_code_size_in_bytes)}
+  out["total"] = sum(out.values())
+  return out
+
+
+# Compiler-inserted custom calls that the TPU cost model cannot price: each adds exactly -1 s to
+# 'optimal_seconds' (measured: a 1-layer base-width step with 36 ConcatBitcasts gave -35.99794,
+# one with 73 X64Combines -72.97056, and programs without them a positive estimate). Both are
+# data-movement-free: ConcatBitcast joins weight slices already prefetched in place, X64Combine
+# pairs the two 32-bit halves of a 64-bit value. They are priced at 0.
+UNPRICED_CUSTOM_CALLS = ("ConcatBitcast", "X64Combine")
+_CUSTOM_CALL = re.compile(r'custom_call_target="([^"]+)"')
+
+
+# A while loop of the program itself (a scan over layers, a decode loop), as opposed to the
+# loops XLA makes for collective matmuls (windowed_dot_general): cost_analysis counts its body
+# once, whatever the trip count.
+_PROGRAM_LOOP = re.compile(r' while\(.*op_name="[^"]*/while"')
+
+
+def cost(compiled, hlo_text: str | None = None) -> dict:
+  """XLA's per-chip cost analysis: flops, bytes accessed, and the TPU cost model's estimated
+  seconds with the unpriced custom calls priced at 0. 'loops' counts the program's own while
+  loops, whose bodies these figures count once."""
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else (analysis or {})
+  text = compiled.as_text() if hlo_text is None else hlo_text
+  targets = _CUSTOM_CALL.findall(text)
+  unpriced = sum(targets.count(t) for t in UNPRICED_CUSTOM_CALLS)
+  seconds = float(analysis.get("optimal_seconds", float("nan"))) + unpriced
+  if not seconds > 0:  # an op the model cannot price, beyond the known ones
+    seconds = float("nan")
+  return {"flops": float(analysis.get("flops", 0.0)),
+          "bytes_accessed": float(analysis.get("bytes accessed", 0.0)),
+          "estimated_seconds": seconds, "unpriced_ops_priced_at_zero": float(unpriced),
+          "loops": float(len(_PROGRAM_LOOP.findall(text)))}
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0
+  for dtype, dims in _SHAPE.findall(text):
+    size = int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64)) if dims else 1
+    total += size * _DTYPE_BYTES.get(dtype, 4)
+  return total
+
+
+def collectives(hlo_text: str) -> dict:
+  """{kind: {'count', 'bytes'}} of the collectives in partitioned HLO text (asynchronous
+  '-start' ops counted once, by their result shapes; a '-start' tuple also carries its operand,
+  so only the last shape of such a tuple is counted)."""
+  out = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
+  for line in hlo_text.splitlines():
+    match = _OP.search(line)
+    if not match:
+      continue
+    shapes, kind, start = match.group(1), match.group(2), match.group(3)
+    if start and shapes.startswith("("):
+      found = _SHAPE.findall(shapes)
+      shapes = f"{found[-1][0]}[{found[-1][1]}]" if found else ""
+    out[kind]["count"] += 1
+    out[kind]["bytes"] += _shape_bytes(shapes)
+  return out
+
+
+def program_report(compiled) -> dict:
+  """Memory, cost and collectives of one compiled program (per chip)."""
+  text = compiled.as_text()
+  return {"memory": memory(compiled), "cost": cost(compiled, text),
+          "collectives": collectives(text)}
+
+
+def extrapolate(one: dict, two: dict, layers: int) -> dict:
+  """A per-step figure of an L-layer model from the same model with 1 and 2 layers: every
+  number x becomes x1 + (L - 1) * (x2 - x1) (nested dicts alike)."""
+  if isinstance(one, dict):
+    return {k: extrapolate(one[k], two[k], layers) for k in one}
+  return one + (layers - 1) * (two - one)
+
+
+# ---- the model's FLOPs ------------------------------------------------------------------------
+
+def _dot_flops(eqn) -> float:
+  (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+  lhs = eqn.invars[0].aval.shape
+  out = eqn.outvars[0].aval.shape
+  return 2.0 * float(np.prod(out, dtype=np.float64)) * float(
+      np.prod([lhs[d] for d in lhs_contract], dtype=np.float64))
+
+
+def _sub_jaxprs(value):
+  if isinstance(value, jax.extend.core.ClosedJaxpr):
+    yield value.jaxpr
+  elif isinstance(value, jax.extend.core.Jaxpr):
+    yield value
+  elif isinstance(value, (tuple, list)):
+    for v in value:
+      yield from _sub_jaxprs(v)
+
+
+def jaxpr_matmul_flops(jaxpr) -> float:
+  """2 * M * N * K of every dot_general, scans counted `length` times, conditionals by their
+  costliest branch, while loops once (their trip count is not static)."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      total += _dot_flops(eqn)
+      continue
+    if name == "cond":
+      total += max(jaxpr_matmul_flops(b.jaxpr) for b in eqn.params["branches"])
+      continue
+    inner = sum(jaxpr_matmul_flops(j) for v in eqn.params.values() for j in _sub_jaxprs(v))
+    total += inner * (eqn.params["length"] if name == "scan" else 1)
+  return total
+
+
+def matmul_flops(fn, *args) -> float:
+  """The matmul FLOPs of fn(*args), from its jaxpr (args may be ShapeDtypeStructs)."""
+  return jaxpr_matmul_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def largest_arrays(fn, *args, top: int = 5) -> list:
+  """The `top` largest values fn(*args) computes, from its jaxpr (global shapes): [(bytes,
+  'dtype[shape]', where)] with `where` the model scope and primitive that makes it."""
+  found = {}
+
+  def visit(jaxpr):
+    for eqn in jaxpr.eqns:
+      for var in eqn.outvars:
+        aval = getattr(var, "aval", None)
+        if aval is None or not hasattr(aval, "shape") or not isinstance(aval.dtype, np.dtype):
+          continue  # tokens, PRNG keys
+        size = int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+        scope = str(eqn.source_info.name_stack) or "top level"
+        key = (f"{aval.dtype}[{','.join(map(str, aval.shape))}]", f"{scope} ({eqn.primitive.name})")
+        found[key] = max(found.get(key, 0), size)
+      for value in eqn.params.values():
+        for inner in _sub_jaxprs(value):
+          visit(inner)
+
+  visit(jax.make_jaxpr(fn)(*args).jaxpr)
+  ranked = sorted(((size, shape, where) for (shape, where), size in found.items()), reverse=True)
+  return ranked[:top]
