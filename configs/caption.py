@@ -6,6 +6,9 @@
       --config.data.train_dir=coco/train --config.data.eval_dir=coco/test \\
       --config.data.tokenizer=unimo_dict
 Modes: --mode=train (default), eval, predict.
+Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
+0.43 GiB per chip of 15.75, 97 % free; estimated 20 ms per step and MFU 8.5 %, figures
+of XLA's TPU cost model, not measurements).
 """
 
 from unimo_jax.tasks.config import finetune_config

@@ -8,6 +8,10 @@ Presets: tiny (CPU, the built-in synthetic scenes), base and large (UNIMO / RoBE
       --config.data.tokenizer=... --config.init_from=roberta_base_ckpt --config.mesh.fsdp=8
 
 Any field can be overridden with --config.<field>=<value>; unknown fields are rejected.
+
+Sized for TPU (`--mode=compile`; step time and MFU are estimates of XLA's TPU cost model):
+base on v5e-16 (fsdp 16, batch 256 texts + 256 images + 512 pairs): 3.21 GiB per chip of
+15.75, 80 % free; estimated 677 ms per step, MFU 13.4 %. LARGE_DOC
 """
 
 import ml_collections

@@ -5,6 +5,9 @@
   python -m unimo_jax.main --config=configs/retrieval.py:tiny --workdir=/tmp/zero_shot \\
       --config.init_from=/tmp/unimo_tiny --mode=eval          # zero-shot and untrained-head figures
 Modes: --mode=train (default), eval, predict.
+Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
+2.66 GiB per chip of 15.75, 83 % free; estimated 284 ms per step and MFU 11.8 %, figures
+of XLA's TPU cost model, not measurements).
 """
 
 from unimo_jax.tasks.config import finetune_config

@@ -8,6 +8,9 @@
       --config.data.max_target_length=128 --config.decode.max_length=128 \\
       --config.decode.min_length=20 --config.decode.trigram_blocking=True
 TSV columns: src, tgt.
+Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
+0.54 GiB per chip of 15.75, 97 % free; estimated 19 ms per step and MFU 10.6 %, figures
+of XLA's TPU cost model, not measurements).
 """
 
 from unimo_jax.tasks.config import finetune_config
