@@ -74,11 +74,17 @@ def is_scanned(params) -> bool:
   return "layers" in params.get("encoder", {})
 
 
+def layer_layouts_differ(params, like) -> bool:
+  """Whether one tree has scanned layers and the other unrolled ones (both with an encoder)."""
+  return ("encoder" in params and "encoder" in like
+          and is_scanned(params) != is_scanned(like))
+
+
 def matching_layer_layout(params, like):
   """`params` in the layer layout of `like` (scanned or unrolled), e.g. converted RoBERTa
   weights (unrolled) for a scanned model; unchanged when the layouts already agree or the tree
   has no encoder. Works on any nesting where the UNIMO groups are at the top."""
-  if "encoder" not in params or "encoder" not in like or is_scanned(params) == is_scanned(like):
+  if not layer_layouts_differ(params, like):
     return params
   if is_scanned(like):
     count = sum(1 for k in params["encoder"] if k.startswith("layer_"))

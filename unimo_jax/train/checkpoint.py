@@ -105,11 +105,10 @@ def restore_params(path, abstract_params, shardings):
   `shardings`; stored in the other layer layout (unrolled vs scanned, e.g. converted RoBERTa
   for a scanned model) they are read on the host, re-laid out and placed. ValueError naming the
   first array whose name or shape is not the model's."""
-  from unimo_jax.model.params import is_scanned, matching_layer_layout
+  from unimo_jax.model.params import layer_layouts_differ, matching_layer_layout
   directory, nested = params_location(path)
   stored = _stored_params(directory, nested)
-  if "encoder" in stored and "encoder" in abstract_params and (
-      is_scanned(stored) != is_scanned(abstract_params)):
+  if layer_layouts_differ(stored, abstract_params):
     host = matching_layer_layout(read_params(path), abstract_params)
     _check_tree(path, abstract_params, host)
     return jax.device_put(host, shardings)
