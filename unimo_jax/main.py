@@ -12,6 +12,7 @@ Every config (configs/pretrain.py and each task's configs/<task>.py) runs throug
            (unimo_jax/compile/aot.py)
 """
 
+import os
 import pathlib
 import sys
 
@@ -34,8 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, XLA) off the console
-  from unimo_jax.data.records import DataError  # after flag parsing: keeps --help fast
-  from unimo_jax.train import driver
+  from unimo_jax.train import driver  # after flag parsing: keeps --help fast
   modes = {"train": driver.train_and_evaluate, "eval": driver.evaluate,
            "predict": driver.predict, "check": driver.check, "compile": _compile}
   config = flags.FLAGS.config
@@ -43,8 +43,12 @@ def main(argv):
     if _MODE.value != "compile":
       driver.initialize_distributed(config)
     modes[_MODE.value](config, _WORKDIR.value)
-  except (driver.ConfigError, driver.NonFiniteLoss, DataError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except driver.RUN_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    if isinstance(e, driver.CheckpointWriteError):
+      # orbax's writer threads still hold the failed save; a normal interpreter exit would print
+      # their tracebacks after this line
+      os._exit(2)
     sys.exit(2)
 
 

@@ -1,15 +1,37 @@
-"""Orbax checkpoints of the train state and the data-iterator state.
+"""Orbax checkpoints of the train state and the data-iterator state, each with a digest of every
+array (train/digest.py) that restore checks.
 
-A step directory holds 'state' (params, optimizer state, step, rng as sharded arrays) and 'data'
-(the JSON iterator state). Restoring takes an abstract state whose leaves carry the target
-shardings, so a checkpoint written on one mesh loads onto another.
+A step directory holds 'state' (params, optimizer state, step, rng as sharded arrays), 'data'
+(the JSON iterator state) and 'digest' (the manifest: one digest per array and one of the
+iterator state), committed together by orbax. Restoring takes an abstract state whose leaves
+carry the target shardings, so a checkpoint written on one mesh loads onto another; a restored
+state whose digests differ from the manifest is refused (CorruptCheckpoint), and a run falls
+back to the newest checkpoint that verifies. A params checkpoint (save_params) keeps its manifest
+in DIGEST_FILE inside its directory.
 """
+
+import contextlib
+import json
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from unimo_jax.paths import as_path
+from unimo_jax.train import digest
+from unimo_jax.train.workdir import error_summary
+
+DIGEST_FILE = "unimo_digest.json"
+CORRUPT_SUFFIX = ".corrupt"
+
+
+class CorruptCheckpoint(ValueError):
+  """A checkpoint that cannot be read, or whose arrays differ from its recorded digests."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint that could not be written (full or unwritable storage); earlier ones are
+  intact."""
 
 
 class Checkpointer:
@@ -19,6 +41,7 @@ class Checkpointer:
                create: bool = True):
     self.directory = as_path(directory)
     self.manager = None
+    self._writing = None  # the step of a save that may still be in flight
     if create or self.directory.exists():
       options = ocp.CheckpointManagerOptions(
           max_to_keep=keep, save_interval_steps=max(int(every), 1),
@@ -28,34 +51,127 @@ class Checkpointer:
   def latest_step(self):
     return None if self.manager is None else self.manager.latest_step()
 
+  def all_steps(self) -> list:
+    return [] if self.manager is None else sorted(self.manager.all_steps())
+
   def save(self, step: int, state, data_state: dict, force: bool = False) -> bool:
-    return self.manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+    """Saves (asynchronously when configured) with the digests of `state` and `data_state`;
+    False when the step is not due. CheckpointWriteError when the storage refuses."""
+    step = int(step)
+    if not (force or self.manager.should_save(step)):
+      return False
+    record = digest.manifest(state, data_state)
+    with self._write_errors(step):
+      saved = self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+          digest=ocp.args.JsonSave(record)), force=force)
+    self._writing = step
+    return saved
 
   def restore(self, abstract_state, shardings, step=None):
-    """(state, data_state) of `step` (default: the latest), placed as `shardings`."""
-    step = self.latest_step() if step is None else step
+    """(state, data_state) of `step` (default: the latest), placed as `shardings` and checked
+    against the recorded digests; CorruptCheckpoint naming the step and the array otherwise."""
+    step = self.latest_step() if step is None else int(step)
+    where = self.directory / str(step)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+    try:
+      out = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax / tensorstore report unreadable files in several types
+      raise CorruptCheckpoint(f"{where}: could not be read ({error_summary(e)})") from None
+    record = read_manifest(where / "digest")
+    if record is None:
+      print(f"warning: {where} records no digests (written before they were kept): "
+            "restored unverified", flush=True)
+    else:
+      bad = digest.mismatches(record, out["state"])
+      if bad:
+        raise CorruptCheckpoint(f"{where}: {digest.describe(bad)} differs from the digest "
+                                "recorded when it was written")
+      if "data" in record and record["data"] != digest.json_digest(out["data"]):
+        raise CorruptCheckpoint(f"{where}: the data-iterator state differs from its digest")
     return out["state"], out["data"]
+
+  def restore_newest_valid(self, abstract_state, shardings, *, set_aside: bool):
+    """(state, data_state, step) of the newest checkpoint that verifies, saying which newer ones
+    failed and why. set_aside=True (training) renames those to <step>.corrupt so the run can
+    write those steps again. CorruptCheckpoint naming each failure when none verifies."""
+    failed = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, data_state = self.restore(abstract_state, shardings, step)
+      except CorruptCheckpoint as e:
+        print(f"error: checkpoint {e}; trying an older one", flush=True)
+        failed.append((step, str(e)))
+        continue
+      if failed:
+        print(f"resuming from step {step}, the newest checkpoint that verifies "
+              f"({len(failed)} newer one(s) failed)", flush=True)
+        if set_aside:
+          self._set_aside([s for s, _ in failed])
+      return state, data_state, step
+    reasons = "; ".join(reason for _, reason in failed)
+    raise CorruptCheckpoint(f"no checkpoint in {self.directory} verifies ({len(failed)} tried: "
+                            f"{reasons}); remove or repair them to start afresh")
+
+  def _set_aside(self, steps) -> None:
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      for step in steps:
+        path = self.directory / str(step)
+        path.rename(self.directory / f"{step}{CORRUPT_SUFFIX}")
+        print(f"moved {path} aside to {path}{CORRUPT_SUFFIX}", flush=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("unimo_jax: corrupt checkpoints set aside")
+    self.manager.reload()
 
   def wait(self):
     if self.manager is not None:
-      self.manager.wait_until_finished()
+      with self._write_errors(self._writing):
+        self.manager.wait_until_finished()
 
   def close(self):
     if self.manager is not None:
-      self.manager.wait_until_finished()
-      self.manager.close()
+      try:
+        self.wait()
+      finally:
+        self.manager.close()
+
+  @contextlib.contextmanager
+  def _write_errors(self, step):
+    """Turns a failed write into CheckpointWriteError naming the step, the directory and the
+    newest checkpoint that is intact."""
+    try:
+      yield
+    except Exception as e:
+      intact = [s for s in self.all_steps() if s != step]
+      kept = (f"step {intact[-1]} in {self.directory} is intact" if intact
+              else "no earlier checkpoint exists")
+      raise CheckpointWriteError(f"could not write checkpoint step {step} to {self.directory} "
+                                 f"({error_summary(e)}); {kept}") from None
+
+
+def read_manifest(path):
+  """The digest manifest stored at `path` (a step's 'digest' item or a DIGEST_FILE), or None."""
+  path = as_path(path)
+  if path.is_dir():
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+  if path.exists():
+    return json.loads(path.read_text())
+  return None
 
 
 def save_params(path, params):
-  """Writes a params-only checkpoint (e.g. converted weights) usable as config.init_from."""
+  """Writes a params-only checkpoint (e.g. converted weights) usable as config.init_from, with
+  its digests in DIGEST_FILE."""
+  path = as_path(path)
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(as_path(path), params)
+  checkpointer.save(path, params)
   checkpointer.wait_until_finished()
+  record = digest.manifest(params)
+  if jax.process_index() == 0:
+    (path / DIGEST_FILE).write_text(json.dumps(record, indent=1))
 
 
 def params_location(path) -> tuple:
@@ -77,12 +193,22 @@ def params_location(path) -> tuple:
 
 
 def _stored_params(directory, nested):
-  """The stored parameter tree's metadata (shapes and dtypes; nothing read)."""
-  tree = ocp.PyTreeCheckpointHandler().metadata(directory).tree
+  """The stored parameter tree's metadata (shapes and dtypes; no array read)."""
+  try:
+    tree = ocp.PyTreeCheckpointHandler().metadata(directory).tree
+  except Exception as e:
+    raise CorruptCheckpoint(f"{directory}: could not be read ({error_summary(e)})") from None
   return tree["params"] if nested else tree
 
 
 def _restore(directory, nested, target, restore_args):
+  try:
+    return _restore_tree(directory, nested, target, restore_args)
+  except Exception as e:  # orbax / tensorstore report unreadable files in several types
+    raise CorruptCheckpoint(f"{directory}: could not be read ({error_summary(e)})") from None
+
+
+def _restore_tree(directory, nested, target, restore_args):
   if not nested:
     return ocp.PyTreeCheckpointer().restore(directory, args=ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args))
@@ -93,18 +219,20 @@ def _restore(directory, nested, target, restore_args):
 
 def read_params(path):
   """Host (numpy) params of a workdir, a step directory or a params checkpoint; only the
-  parameters are read, not the optimizer state."""
+  parameters are read, not the optimizer state. CorruptCheckpoint when they differ from the
+  recorded digests."""
   directory, nested = params_location(path)
   stored = _stored_params(directory, nested)
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
-  return _restore(directory, nested, stored, restore_args)
+  return _verified(directory, nested, _restore(directory, nested, stored, restore_args))
 
 
 def restore_params(path, abstract_params, shardings):
   """Params of a workdir, a step directory or a params checkpoint, restored straight onto
-  `shardings`; stored in the other layer layout (unrolled vs scanned, e.g. converted RoBERTa
-  for a scanned model) they are read on the host, re-laid out and placed. ValueError naming the
-  first array whose name or shape is not the model's."""
+  `shardings` and checked against the recorded digests; stored in the other layer layout
+  (unrolled vs scanned, e.g. converted RoBERTa for a scanned model) they are read on the host,
+  re-laid out and placed. ValueError naming the first array whose name or shape is not the
+  model's; CorruptCheckpoint (a ValueError) naming one whose values differ from its digest."""
   from unimo_jax.model.params import layer_layouts_differ, matching_layer_layout
   directory, nested = params_location(path)
   stored = _stored_params(directory, nested)
@@ -115,7 +243,23 @@ def restore_params(path, abstract_params, shardings):
   _check_tree(path, abstract_params, stored)
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract_params, shardings)
-  return _restore(directory, nested, target, ocp.checkpoint_utils.construct_restore_args(target))
+  restored = _restore(directory, nested, target,
+                      ocp.checkpoint_utils.construct_restore_args(target))
+  return _verified(directory, nested, restored)
+
+
+def _verified(directory, nested, params):
+  """`params` as read from `directory`, after checking them against the manifest recorded with
+  them (a step's 'digest' item, or a params checkpoint's DIGEST_FILE)."""
+  record = read_manifest(directory.parent / "digest" if nested else directory / DIGEST_FILE)
+  if record is None:
+    print(f"warning: {directory} records no digests: read unverified", flush=True)
+    return params
+  bad = digest.mismatches(record, params, prefix="['params']" if nested else "")
+  if bad:
+    raise CorruptCheckpoint(f"{directory}: {digest.describe(bad)} differs from the digest "
+                            "recorded when it was written")
+  return params
 
 
 def _check_tree(path, abstract_params, stored) -> None:

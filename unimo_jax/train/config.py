@@ -48,9 +48,11 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
   # prices threefry's dropout cheaper per pass (README, "Will it fit?"). The tiny preset has no
   # dropout.
   c.rng_impl = "threefry2x32" if preset == "tiny" else "rbg"
-  # Multi-host (TPU VMs need none of these; elsewhere set all three or the JAX_* env vars).
+  # Multi-host (TPU VMs need none of the first three; elsewhere set all three or the JAX_* env
+  # vars). peer_timeout_s: a process silent that long counts as lost, and the others exit with
+  # one line naming it (train/peers.py); 0 keeps JAX's own handling (an abort after 100 s).
   c.distributed = ml_collections.ConfigDict(
-      {"coordinator_address": "", "num_processes": 0, "process_id": -1})
+      {"coordinator_address": "", "num_processes": 0, "process_id": -1, "peer_timeout_s": 30})
   return c
 
 

@@ -16,7 +16,6 @@ eval_metrics.json and (tasks) predictions.jsonl.
 
 import dataclasses
 import json
-import os
 import time
 
 import flax.linen as nn
@@ -24,34 +23,28 @@ import jax
 import numpy as np
 
 from unimo_jax.data.pipeline import to_global_arrays
+from unimo_jax.data.records import DataError
 from unimo_jax.data.tokenizers import ShapeOnlyTokenizer
 from unimo_jax.parallel import (batch_sharding, check_sufficiently_sharded, make_mesh,
                                 parameter_table, rules_from_config)
 from unimo_jax.paths import as_path
-from unimo_jax.train.checkpoint import Checkpointer, restore_params
+from unimo_jax.train.checkpoint import (Checkpointer, CheckpointWriteError, CorruptCheckpoint,
+                                        restore_params)
 from unimo_jax.train.checks import check_config
 from unimo_jax.train.experiment import experiment_class
 from unimo_jax.train.metrics import (DelayedMetrics, MetricWriter, Progress, batch_tokens,
                                      measured_peak_flops)
 from unimo_jax.train.optimizer import make_optimizer
+from unimo_jax.train.peers import initialize_distributed, watching_peers  # noqa: F401
+from unimo_jax.train.preemption import PreemptionNotice
 from unimo_jax.train.state import create_state, state_shardings, state_with_params
 from unimo_jax.train.step import jit_train_step
 from unimo_jax.train.workdir import (ConfigError, NonFiniteLoss, start_workdir,  # noqa: F401
                                      write_eval_metrics, write_predictions)
 
-
-def initialize_distributed(config) -> None:
-  """jax.distributed.initialize for multi-process runs (explicit config.distributed fields, or
-  auto-detection on TPU pods / when JAX_COORDINATOR_ADDRESS is set). A no-op for one process."""
-  d = config.distributed
-  if d.coordinator_address:
-    if d.num_processes <= 0 or d.process_id < 0:
-      raise ConfigError("distributed: coordinator_address needs num_processes > 0 and "
-                        f"process_id >= 0, found {d.num_processes} and {d.process_id}")
-    jax.distributed.initialize(d.coordinator_address, int(d.num_processes), int(d.process_id))
-  elif os.environ.get("JAX_COORDINATOR_ADDRESS") or "," in os.environ.get(
-      "TPU_WORKER_HOSTNAMES", ""):
-    jax.distributed.initialize()
+# The run's own errors (main.py prints them in one line and exits 2); any other error in a
+# multi-process run may be a collective that failed because a peer was lost (train/peers.py).
+RUN_ERRORS = (ConfigError, NonFiniteLoss, CorruptCheckpoint, CheckpointWriteError, DataError)
 
 
 @dataclasses.dataclass
@@ -79,10 +72,11 @@ class Run:
 def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
           verbose: bool = True) -> Run:
   """Checks the config against the mode and the devices, builds the experiment and the mesh,
-  writes the workdir's config (and data paths), and derives the sharded state's layout; nothing
-  is allocated on a device. read_data=False reads no data and writes nothing: the experiment
-  gets a shape-only tokenizer and no data paths (check and compile modes). `devices` may be
-  abstract (compile-only) TPU devices."""
+  resolves (or generates) the data, and derives the sharded state's layout; nothing is allocated
+  on a device and nothing is written into the workdir (write_workdir does that, once the mode
+  knows it can run). read_data=False reads no data: the experiment gets a shape-only tokenizer
+  and no data paths (check and compile modes). `devices` may be abstract (compile-only) TPU
+  devices."""
   # ---- config checks, before anything is written -------------------------------------------------
   workdir = as_path(workdir)
   devices = list(jax.devices() if devices is None else devices)
@@ -110,22 +104,30 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
-  # ---- data and the workdir --------------------------------------------------------------------
+  # ---- data --------------------------------------------------------------------------------------
   if read_data:
     experiment.check_data()  # resolves (or generates) the data and loads the tokenizer
-    start_workdir(workdir, config, experiment.data_paths)
   if verbose:
     print(f"mesh {sizes} over {len(devices)} {devices[0].device_kind} device(s), "
           f"{jax.process_count()} process(es)", flush=True)
   return Run(config, workdir, experiment, mesh, rules, tx, abstract, shardings)
 
 
+def write_workdir(run: Run) -> None:
+  """config.json (the config as run) and data_paths.json into the workdir (process 0)."""
+  start_workdir(run.workdir, run.config, run.experiment.data_paths)
+
+
 def initial_state(run: Run, checkpoints: Checkpointer, *, training: bool):
-  """(state, data-iterator state or None): the latest checkpoint's, else a fresh state with
-  init_from's parameters in the experiment's pretrained sub-tree."""
+  """(state, data-iterator state or None): the newest checkpoint that verifies against its
+  digests (newer ones that fail are named, and set aside when training; none verifying is a
+  CorruptCheckpoint, never a silent fresh start), else a fresh state with init_from's
+  parameters in the experiment's pretrained sub-tree."""
   if checkpoints.latest_step() is not None:
-    state, data_state = checkpoints.restore(run.abstract, run.shardings)
-    print(f"resumed from step {int(state['step'])} of {checkpoints.directory}", flush=True)
+    state, data_state, step = checkpoints.restore_newest_valid(run.abstract, run.shardings,
+                                                               set_aside=training)
+    print(f"resumed from step {step} of {checkpoints.directory} (digests verified)",
+          flush=True)
     return state, data_state
   config, key = run.config, run.experiment.pretrained_key
   state = create_state(config, run.tx, run.shardings, run.experiment.boxed_params)
@@ -198,13 +200,16 @@ def train_and_evaluate(config, workdir) -> dict:
   primary = jax.process_index() == 0
   checkpoints = Checkpointer(run.workdir / "checkpoints", every=config.checkpoint_every,
                              keep=config.keep_checkpoints, use_async=config.async_checkpoints)
-  writer = MetricWriter(run.workdir)
+  writer = None
   last_eval, evaluated_at = {}, None
   try:
-    with run.context():
-      # ---- state: resumed, or fresh with init_from's parameters ----------------------------------
+    with run.context(), watching_peers(config, checkpoints.directory, RUN_ERRORS), \
+        PreemptionNotice() as preemption:
+      # ---- state: resumed (verified), or fresh with init_from's parameters ----------------------
       state, data_state = initial_state(run, checkpoints, training=True)
       step = int(state["step"])
+      write_workdir(run)
+      writer = MetricWriter(run.workdir)
       if primary:
         print(_parameter_table(run), flush=True)
 
@@ -240,6 +245,14 @@ def train_and_evaluate(config, workdir) -> dict:
           if step % config.checkpoint_every == 0 or step == config.steps:
             metrics_out.flush()  # a non-finite step is never saved
             checkpoints.save(step, state, data.get_state(), force=step == config.steps)
+          if preemption.reached(step):  # asked to stop (SIGTERM): the same step on every process
+            metrics_out.flush()
+            if checkpoints.latest_step() != step:
+              checkpoints.save(step, state, data.get_state(), force=True)
+            checkpoints.wait()
+            print(f"preempted: saved step {step} to {checkpoints.directory}; the next start "
+                  "resumes there", flush=True)
+            return {}
           if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
             last_eval, evaluated_at = evaluate_and_write(run, state["params"], step, writer), step
         metrics_out.flush()
@@ -249,7 +262,8 @@ def train_and_evaluate(config, workdir) -> dict:
         last_eval = evaluate_and_write(run, state["params"], step, writer)
   finally:
     checkpoints.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
   return last_eval
 
 
@@ -267,9 +281,10 @@ def _trained_params(run: Run):
 def evaluate(config, workdir) -> dict:
   """Evaluates the latest checkpoint (or init_from: zero-shot); returns the metrics."""
   run = start(config, workdir, "eval")
+  write_workdir(run)
   writer = MetricWriter(run.workdir)
   try:
-    with run.context():
+    with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
       params, step = _trained_params(run)
       metrics = evaluate_and_write(run, params, step, writer)
   finally:
@@ -282,7 +297,8 @@ def evaluate(config, workdir) -> dict:
 def predict(config, workdir) -> list:
   """Writes <workdir>/predictions.jsonl for data.predict_dir (default: the eval split)."""
   run = start(config, workdir, "predict")
-  with run.context():
+  write_workdir(run)
+  with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
     params, _ = _trained_params(run)
     rows = run.experiment.predict(params)
   path = write_predictions(run.workdir, rows)

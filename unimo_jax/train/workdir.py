@@ -7,6 +7,7 @@
   read_data_paths    the data paths a workdir's run used (for evaluation, prediction, inference)
   write_eval_metrics eval_metrics.json, the latest evaluation
   write_predictions  predictions.jsonl, one JSON row per example
+  error_summary      an exception as one line, for the run's one-line messages
 """
 
 import json
@@ -75,3 +76,14 @@ def _json_default(value):
   if isinstance(value, np.ndarray):
     return value.tolist()
   raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def error_summary(error: BaseException, limit: int = 300) -> str:
+  """'<type>: <first line of the message>'; a longer line keeps its start and its end (where
+  storage errors put the OS error), about `limit` characters in all."""
+  lines = str(error).strip().splitlines()
+  text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+  if len(text) <= limit:
+    return text
+  half = max(limit // 2 - 3, 1)
+  return f"{text[:half]} ... {text[-half:]}"
