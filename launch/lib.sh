@@ -30,3 +30,34 @@ require() {
 require_config_spec() {
   [[ "$1" == *.py:* ]] || die "--config: expected FILE.py:PRESET, found '$1'"
 }
+
+# Runs "$@" (a command or a function) again after an exit other than 0 (done) and 2 (a usage,
+# config or data error that no restart fixes), up to $RESTARTS more times; each run resumes from
+# the workdir's newest valid checkpoint. Returns the last run's exit code.
+run_with_restarts() {
+  local attempt=0 rc
+  while true; do
+    rc=0
+    "$@" || rc=$?
+    if ((rc == 0 || rc == 2 || attempt >= RESTARTS)); then
+      return "$rc"
+    fi
+    attempt=$((attempt + 1))
+    echo "run exited with code $rc; restart $attempt of $RESTARTS (resumes from the workdir)" >&2
+  done
+}
+
+# Prints which hosts the survivors reported lost ("lost process N of M" lines in the logs),
+# naming each by its entry in the host list given after the log files and `--` (no list: TPU
+# workers, whose process N is worker N).
+report_lost_hosts() {
+  local logs=() hosts=()
+  while (($#)) && [[ "$1" != "--" ]]; do logs+=("$1"); shift; done
+  shift || true
+  hosts=("$@")
+  grep -ho 'lost process [0-9, ]* of' "${logs[@]}" 2>/dev/null | tr -c '0-9\n' ' ' \
+    | tr ' ' '\n' | grep . | sort -un | while read -r id; do
+    echo "error: process $id (${hosts[$id]:-worker $id}) was lost; see ${logs[*]}" >&2
+  done || true
+}
+

@@ -7,14 +7,17 @@
 #       -- --config.data.pair_dir=/tmp/data/pair --config.init_from=gs://my-bucket/roberta
 #
 # Every flag also reads an environment variable (flag wins): PROJECT, ZONE, ACCELERATOR, RUNTIME,
-# TPU_NAME, BUCKET, CONFIG, WORKDIR, RUN_NAME, STAGE_DATA, REPO. Arguments after `--` are passed
-# to unimo_jax.main unchanged (e.g. --config.<field>=<value> overrides).
+# TPU_NAME, BUCKET, CONFIG, WORKDIR, RUN_NAME, STAGE_DATA, REPO, RESTARTS. Arguments after `--`
+# are passed to unimo_jax.main unchanged (e.g. --config.<field>=<value> overrides).
+# A preempted run saves a checkpoint and exits 0; --restarts=N runs it again (resuming from the
+# workdir) after any other failure except a config error (exit 2), up to N times, and a worker
+# the others report lost is named.
 # Multi-host initialisation is automatic on TPU pods (jax.distributed.initialize() discovers the
 # workers); the same command runs on every worker (--worker=all).
 set -euo pipefail
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'USAGE'
 Flags:
   --project=ID          GCP project (required)
@@ -30,6 +33,7 @@ Flags:
   --repo=DIR            source tree to install (default: this checkout)
   --keep                do not delete the VM at the end
   --skip-create         use an existing VM of that name
+  --restarts=N          run again after a failure (not a config error), up to N times
   --dry-run             print every command instead of running it
 USAGE
 }
@@ -40,7 +44,7 @@ source "$(dirname "$0")/lib.sh"
 PROJECT="${PROJECT:-}" ZONE="${ZONE:-}" ACCELERATOR="${ACCELERATOR:-}" BUCKET="${BUCKET:-}"
 CONFIG="${CONFIG:-}" RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}" TPU_NAME="${TPU_NAME:-}"
 WORKDIR="${WORKDIR:-}" RUN_NAME="${RUN_NAME:-}" STAGE_DATA="${STAGE_DATA:-}"
-REPO="${REPO:-$(cd "$(dirname "$0")/.." && pwd)}"
+REPO="${REPO:-$(cd "$(dirname "$0")/.." && pwd)}" RESTARTS="${RESTARTS:-0}"
 KEEP=0 SKIP_CREATE=0 DRY_RUN=0
 EXTRA=()
 while (($#)); do
@@ -56,6 +60,7 @@ while (($#)); do
     --run-name=*) RUN_NAME="${1#*=}" ;;
     --stage-data=*) STAGE_DATA="${1#*=}" ;;
     --repo=*) REPO="${1#*=}" ;;
+    --restarts=*) RESTARTS="${1#*=}" ;;
     --keep) KEEP=1 ;;
     --skip-create) SKIP_CREATE=1 ;;
     --dry-run) DRY_RUN=1 ;;
@@ -71,6 +76,7 @@ require PROJECT ZONE ACCELERATOR BUCKET CONFIG
 [[ -z "$STAGE_DATA" || "$STAGE_DATA" == gs://* ]] \
   || die "--stage-data: expected a gs:// URL, found '$STAGE_DATA'"
 require_config_spec "$CONFIG"
+[[ "$RESTARTS" =~ ^[0-9]+$ ]] || die "--restarts: expected a number, found '$RESTARTS'"
 
 if [[ -z "$RUN_NAME" ]]; then
   config_file="${CONFIG%%:*}"
@@ -119,10 +125,19 @@ if [[ -n "$STAGE_DATA" ]]; then
     --command="mkdir -p /tmp/data && gcloud storage cp -r '${STAGE_DATA%/}/*' /tmp/data/"
 fi
 # Logs of every worker stream here (prefixed by gcloud with the worker) and into $LOG.
+every_worker() {
+  run "${tpu[@]}" ssh "$TPU_NAME" "${where[@]}" --worker=all --command="$main_cmd" 2>&1 \
+    | tee -a "$LOG"
+}
 if ((DRY_RUN)); then
   run "${tpu[@]}" ssh "$TPU_NAME" "${where[@]}" --worker=all --command="$main_cmd"
   cleanup
 else
-  run "${tpu[@]}" ssh "$TPU_NAME" "${where[@]}" --worker=all --command="$main_cmd" 2>&1 \
-    | tee "$LOG"
+  status=0
+  run_with_restarts every_worker || status=$?
+  if ((status != 0)); then
+    echo "error: the run on $TPU_NAME exited with code $status (log: $LOG)" >&2
+    report_lost_hosts "$LOG" --
+  fi
+  exit "$status"
 fi

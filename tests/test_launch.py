@@ -108,3 +108,49 @@ def test_gpu_dry_runs_single_and_multi_host():
   assert bad.returncode == 2 and "--hosts needs --coordinator" in bad.stderr
   bad = launch("gpu.sh", "--workdir=/w")
   assert bad.returncode == 2 and "missing required parameter(s): --config" in bad.stderr
+
+
+def _fake_python(tmp_path, exit_codes):
+  """A stand-in for python that logs its arguments and exits with the next of `exit_codes`."""
+  (tmp_path / "codes").write_text("\n".join(map(str, exit_codes)) + "\n")
+  fake = tmp_path / "fake_python"
+  fake.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {tmp_path}/calls
+code=$(head -n 1 {tmp_path}/codes); sed -i 1d {tmp_path}/codes
+if [[ "$code" == 3 ]]; then echo "error: process 0: lost process 1 of 2 (no heartbeat)" >&2; fi
+exit "$code"
+""")
+  fake.chmod(0o755)
+  return fake
+
+
+@pytest.mark.parametrize("codes,restarts,expected_calls,expected_rc", [
+    ([3, 134, 0], 2, 3, 0),   # a lost peer, then an abort: restarted twice, then done
+    ([3, 3, 3], 1, 2, 3),     # out of restarts: the last failure's code
+    ([2, 0], 5, 1, 2),        # a config error is not restarted
+    ([0], 3, 1, 0),
+])
+def test_gpu_restart_loop(tmp_path, codes, restarts, expected_calls, expected_rc):
+  fake = _fake_python(tmp_path, codes)
+  result = launch("gpu.sh", "--config=configs/pretrain.py:tiny", "--workdir=/w",
+                  f"--python={fake}", f"--restarts={restarts}")
+  assert result.returncode == expected_rc, result.stderr
+  calls = (tmp_path / "calls").read_text().splitlines()
+  assert len(calls) == expected_calls
+  assert all(c == "-m unimo_jax.main --config=configs/pretrain.py:tiny --workdir=/w"
+             for c in calls)
+  assert result.stderr.count("restart ") == expected_calls - 1
+
+
+def test_lost_hosts_are_named_from_the_survivors_logs(tmp_path):
+  (tmp_path / "a.log").write_text("step 3\nerror: process 0: lost process 1, 3 of 4 (no "
+                                  "heartbeat for 30 s); last checkpoint: step 20 in /w\n")
+  (tmp_path / "c.log").write_text("error: process 2: lost process 1 of 4 (no heartbeat)\n")
+  script = (f"source {ROOT}/launch/lib.sh; report_lost_hosts {tmp_path}/a.log {tmp_path}/c.log "
+            "-- host-a host-b host-c host-d; report_lost_hosts " + f"{tmp_path}/c.log --")
+  result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+  lines = result.stderr.splitlines()
+  assert lines[0].startswith("error: process 1 (host-b) was lost")
+  assert lines[1].startswith("error: process 3 (host-d) was lost")
+  assert lines[2].startswith("error: process 1 (worker 1) was lost")  # TPU workers
+  assert len(lines) == 3
