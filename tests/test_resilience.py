@@ -174,34 +174,6 @@ def _snapshot(directory):
           for p in directory.rglob("*")}
 
 
-@pytest.mark.slow
-def test_a_corrupt_checkpoint_falls_back_and_none_valid_stops_writing_nothing(tmp_path):
-  args = small_run_overrides(tmp_path / "data", 12) + ["--config.checkpoint_every=4",
-                                                      "--config.keep_checkpoints=3"]
-  workdir = tmp_path / "w"
-  run_main(main_command(workdir, *args))
-  _flip_bytes(workdir / "checkpoints" / "12")
-  result = run_main(main_command(workdir, *args[1:], "--config.steps=16"))
-  assert re.search(r"checkpoints/12: \[.+\] differs from the digest recorded", result.stdout)
-  assert "resuming from step 8, the newest checkpoint that verifies" in result.stdout
-  assert (workdir / "checkpoints" / "12.corrupt").is_dir()
-  assert (workdir / "checkpoints" / "16").is_dir()
-  # every checkpoint corrupt (one unreadable): a named error, nothing written, no fresh start
-  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  assert steps == [8, 12, 16]
-  for step in steps[:-1]:
-    _flip_bytes(workdir / "checkpoints" / str(step))
-  for f in (workdir / "checkpoints" / "16" / "state").rglob("*"):
-    if f.is_file() and f.parent.name == "d":
-      f.write_bytes(f.read_bytes()[:100])  # truncated
-  before = _snapshot(workdir)
-  result = run_main(main_command(workdir, *args[1:], "--config.steps=20"), check=False)
-  assert result.returncode == 2
-  assert re.search(r"error: no checkpoint in \S+checkpoints verifies \(3 tried: ", result.stderr)
-  assert "could not be read" in result.stderr and "differs from the digest" in result.stderr
-  assert _snapshot(workdir) == before
-
-
 def _with_file_size_limit(command, limit):
   """`command` (python -m unimo_jax.main ...) run with RLIMIT_FSIZE = limit bytes."""
   python, _, module, *args = command
@@ -212,19 +184,48 @@ def _with_file_size_limit(command, limit):
 
 
 @pytest.mark.slow
-def test_a_full_workdir_names_the_failed_save_and_keeps_the_previous_checkpoint(tmp_path):
-  args = small_run_overrides(tmp_path / "data", 8) + ["--config.checkpoint_every=4"]
+def test_corrupt_checkpoints_fall_back_a_full_disk_is_named_none_valid_writes_nothing(tmp_path):
+  args = small_run_overrides(tmp_path / "data", 12) + ["--config.checkpoint_every=4",
+                                                      "--config.keep_checkpoints=3"]
   workdir = tmp_path / "w"
-  run_main(main_command(workdir, *args))
-  # no file may grow past 64 KiB (what a full disk does to the next array file written)
-  result = run_main(_with_file_size_limit(main_command(workdir, *args[1:], "--config.steps=12"),
+
+  def run(steps, **kwargs):
+    return run_main(main_command(workdir, *args[1:], f"--config.steps={steps}"), **kwargs)
+
+  run(12)
+  # the newest checkpoint corrupt: named with its array, the run resumes from the previous one
+  _flip_bytes(workdir / "checkpoints" / "12")
+  result = run(16)
+  assert re.search(r"checkpoints/12: \[.+\] differs from the digest recorded", result.stdout)
+  assert "resuming from step 8, the newest checkpoint that verifies" in result.stdout
+  assert (workdir / "checkpoints" / "12.corrupt").is_dir()
+  assert (workdir / "checkpoints" / "16").is_dir()
+
+  # a full disk at the next save (no file may grow past 64 KiB: what a full disk does to the
+  # next array file written): the failed save is named, the previous checkpoint stays valid
+  result = run_main(_with_file_size_limit(main_command(workdir, *args[1:], "--config.steps=20"),
                                           64 * 1024), check=False)
   assert result.returncode == 2, result.stderr[-2000:]
-  assert re.search(r"error: could not write checkpoint step 12 to \S+/checkpoints \(.*File too "
-                   r"large.*\); step 8 in \S+ is intact", result.stderr), result.stderr[-3000:]
-  resumed = run_main(main_command(workdir, *args[1:], "--config.steps=12"))
-  assert "resumed from step 8 " in resumed.stdout and "(digests verified)" in resumed.stdout
-  assert (workdir / "checkpoints" / "12").is_dir()
+  assert re.search(r"error: could not write checkpoint step 20 to \S+/checkpoints \(.*File too "
+                   r"large.*\); step 16 in \S+ is intact", result.stderr), result.stderr[-3000:]
+  assert "Traceback" not in result.stderr.split("error: could not write")[1]
+  result = run(20)
+  assert "resumed from step 16 " in result.stdout and "(digests verified)" in result.stdout
+
+  # every checkpoint corrupt (one unreadable): a named error, nothing written, no fresh start
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [12, 16, 20]
+  for step in steps[:-1]:
+    _flip_bytes(workdir / "checkpoints" / str(step))
+  for f in (workdir / "checkpoints" / "20" / "state").rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(f.read_bytes()[:100])  # truncated
+  before = _snapshot(workdir)
+  result = run(24, check=False)
+  assert result.returncode == 2
+  assert re.search(r"error: no checkpoint in \S+checkpoints verifies \(3 tried: ", result.stderr)
+  assert "could not be read" in result.stderr and "differs from the digest" in result.stderr
+  assert _snapshot(workdir) == before
 
 
 @pytest.mark.slow
@@ -243,8 +244,7 @@ def test_two_processes_preempted_together_then_one_lost(tmp_path):
                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for i in range(2)]
 
-  run_main(main_command(tmp_path / "gen", *small_run_overrides(tmp_path / "data", 1)))
-  procs = start(steps=400)
+  procs = start(steps=400)  # both generate the synthetic scenes: the first rename wins
   _wait_for(lambda: (workdir / "metrics.jsonl").exists() and max(_losses(workdir), default=0) >= 3,
             procs)
   procs[1].send_signal(signal.SIGTERM)

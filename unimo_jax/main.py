@@ -43,6 +43,7 @@ def main(argv):
     if _MODE.value != "compile":
       driver.initialize_distributed(config)
     modes[_MODE.value](config, _WORKDIR.value)
+    driver.leave_together()  # multi-process runs: process 0, the coordinator, leaves last
   except driver.RUN_ERRORS as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     if isinstance(e, driver.CheckpointWriteError):

@@ -35,7 +35,8 @@ from unimo_jax.train.experiment import experiment_class
 from unimo_jax.train.metrics import (DelayedMetrics, MetricWriter, Progress, batch_tokens,
                                      measured_peak_flops)
 from unimo_jax.train.optimizer import make_optimizer
-from unimo_jax.train.peers import initialize_distributed, watching_peers  # noqa: F401
+from unimo_jax.train.peers import (initialize_distributed, leave_together,  # noqa: F401
+                                   watching_peers)
 from unimo_jax.train.preemption import PreemptionNotice
 from unimo_jax.train.state import create_state, state_shardings, state_with_params
 from unimo_jax.train.step import jit_train_step

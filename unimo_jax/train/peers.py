@@ -8,7 +8,8 @@ everyone) and heartbeat_timeout_seconds = peer_timeout_s; a PeerWatch thread ask
 the live processes every second and, when one is missing, prints one line naming it and the last
 checkpoint on disk and exits with EXIT_LOST_PEER, without a stack dump. The loss of process 0 is
 the exception: it hosts the coordination service, and XLA's coordination agent in every other
-process ends that process itself (an abort) before Python can act.
+process ends that process itself (an abort) before Python can act. A run that ends normally
+leaves through leave_together (process 0 last).
 """
 
 import contextlib
@@ -43,6 +44,26 @@ def initialize_distributed(config) -> None:
   elif os.environ.get("JAX_COORDINATOR_ADDRESS") or "," in os.environ.get(
       "TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize(**kwargs)
+
+
+def leave_together(timeout_s: float = 60.0) -> None:
+  """Ends a multi-process run cleanly. With recoverability on the coordination service keeps no
+  shutdown barrier of its own, and a process still connected when process 0 (which hosts it)
+  exits ends by an abort; so every process meets at a barrier, the others disconnect first and
+  process 0 leaves once they are gone (or after `timeout_s`). A no-op for one process or with
+  recoverability off (JAX's own shutdown then synchronises)."""
+  from jax._src import distributed
+  client = distributed.global_state.client
+  if jax.process_count() == 1 or client is None or not jax.config.jax_enable_recoverability:
+    return
+  from jax.experimental import multihost_utils
+  multihost_utils.sync_global_devices("unimo_jax: end of the run")
+  if jax.process_index() == 0:
+    processes = list(range(jax.process_count()))
+    deadline = time.monotonic() + timeout_s
+    while len(client.get_live_nodes(processes)) > 1 and time.monotonic() < deadline:
+      time.sleep(0.1)
+  jax.distributed.shutdown()
 
 
 def newest_checkpoint_on_disk(directory) -> str:
