@@ -42,7 +42,11 @@ def toy_cache(batch):
 
 
 def exhaustive(table, max_length, alpha, min_length=0, trigram_blocking=False):
-  """Every finished hypothesis with its penalised score, best first (ties by sequence)."""
+  """Every finished hypothesis with its penalised score, best first (ties by sequence). Before
+  min_length, EOS is taken out of the softmax (UNIMO's rule: -inf added to its logit), so the
+  other tokens' probabilities renormalise."""
+  table = np.array(table)
+  table[:min_length, :, :, EOS] = -np.inf
   log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(table), axis=-1))
   results = []
   for length in range(1, max_length + 1):
@@ -127,6 +131,26 @@ def test_min_length_is_respected_and_eos_ends_hypotheses():
                     DecodeSettings(method="greedy", min_length=min_length, max_length=6),
                     bos_id=BOS, eos_id=EOS, pad_id=PAD)
     assert np.all(np.asarray(greedy["lengths"]) == min_length + 1)
+
+
+def test_min_length_renormalises_without_eos_as_the_original():
+  """UNIMO adds -inf to the EOS logit before the softmax (src/finetune/seq2seq.py): before
+  min_length the other tokens share all the probability. Hand computation on one step."""
+  table = np.zeros((3, VOCAB, VOCAB, VOCAB), np.float32)
+  first = np.array([1.0, 0.0, 5.0, 2.0, 0.5], np.float32)  # EOS (id 2) the likeliest
+  table[0] = first
+  table[1:, ..., EOS] = 8.0  # then EOS at once
+  cache, axes = toy_cache(1)
+  out = beam_search(toy_step_fn(table), cache, axes, 1,
+                    DecodeSettings(beam_size=2, alpha=0.0, min_length=1, max_length=3),
+                    bos_id=BOS, eos_id=EOS, pad_id=PAD)
+  allowed = np.delete(first, EOS)
+  renormalised = first[3] - np.log(np.exp(allowed).sum())
+  eos_next = 8.0 - np.log(np.exp(8.0) + VOCAB - 1)
+  assert tuple(np.asarray(out["sequences"][0, 0, :2])) == (3, EOS)
+  np.testing.assert_allclose(float(out["scores"][0, 0]), renormalised + eos_next, rtol=1e-6)
+  masked_after = first[3] - np.log(np.exp(first).sum())  # EOS forbidden after the softmax
+  assert abs((renormalised + eos_next) - (masked_after + eos_next)) > 1.0
 
 
 def test_greedy_is_the_argmax_chain_and_beam_one_agrees():

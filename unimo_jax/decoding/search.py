@@ -11,8 +11,11 @@ beams are kept by gathering cache rows along that axis. decoding/generate.py ada
 
 Scoring (GNMT, as UNIMO's fast_decode): a finished hypothesis of `length` generated tokens (EOS
 included; a hypothesis cut at max_length has no EOS) scores sum(log p) / ((5 + length) / 6)^alpha.
-EOS is forbidden while fewer than `min_length` tokens precede it. With trigram blocking, a token
-that would repeat a trigram already in the hypothesis is forbidden.
+While fewer than `min_length` tokens precede it, EOS is taken out of the next-token distribution
+before the softmax, so the other tokens' probabilities renormalise (UNIMO's
+src/finetune/seq2seq.py adds -inf to the EOS logit, `fc_out + eos_val`, then takes the softmax).
+With trigram blocking, a token that would repeat a trigram already in the hypothesis is
+forbidden (after the softmax: the remaining probabilities are not renormalised).
 
 Everything runs inside one `lax.while_loop`; the functions are pure and jit under a mesh like the
 model they call (the batch axis is sharded as the model's activations are).
@@ -90,14 +93,16 @@ def blocked_trigram_tokens(generated, step, vocab_size):
 
 
 def _constrained_log_probs(logits, generated, step, settings, eos_id, valid_vocab=None):
-  """log-softmax with EOS forbidden before min_length, blocked trigrams removed, and ids from
-  `valid_vocab` on never produced (a model's table may be padded past its tokenizer)."""
+  """log-softmax over the tokens allowed at `step`: EOS is left out of the softmax before
+  min_length (the rest renormalise), ids from `valid_vocab` on are never produced (a model's
+  table may be padded past its tokenizer); blocked trigrams are removed afterwards."""
   vocab = logits.shape[-1]
+  logits = logits.astype(jnp.float32)  # [n, vocab]
   if valid_vocab is not None and valid_vocab < vocab:
     logits = jnp.where(jnp.arange(vocab) < valid_vocab, logits, NEG_INF)
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [n, vocab]
   is_eos = jnp.arange(vocab) == eos_id
-  log_probs = jnp.where(is_eos[None] & (step < settings.min_length), NEG_INF, log_probs)
+  logits = jnp.where(is_eos[None] & (step < settings.min_length), NEG_INF, logits)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)  # [n, vocab]
   if settings.trigram_blocking:
     log_probs = jnp.where(blocked_trigram_tokens(generated, step, vocab), NEG_INF, log_probs)
   return log_probs
