@@ -17,7 +17,9 @@ setup(
     long_description=pathlib.Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["unimo_jax", "unimo_jax.*"]),
+    # configs/ ships inside the package as unimo_jax.configs (main.py finds it from any directory)
+    packages=find_packages(include=["unimo_jax", "unimo_jax.*"]) + ["unimo_jax.configs"],
+    package_dir={"unimo_jax.configs": "configs"},
     install_requires=_requirements("requirements.txt"),
     extras_require={"test": _requirements("requirements-test.txt"),
                     "demo": _requirements("requirements-demo.txt"),

@@ -19,7 +19,30 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "pretrain.py"
+
+
+def shipped_configs_dir() -> pathlib.Path:
+  """The configs/ folder: unimo_jax/configs in an installed wheel, <checkout>/configs in a source
+  tree (an editable install)."""
+  package = pathlib.Path(__file__).resolve().parent
+  installed = package / "configs"
+  return installed if installed.is_dir() else package.parent / "configs"
+
+
+def resolved_config_argument(arg: str) -> str:
+  """--config=configs/<file>.py:<preset> with the file taken from the shipped configs when no
+  such file exists from the current directory; any other argument unchanged."""
+  if not arg.startswith("--config=") or ":" not in arg:
+    return arg
+  path, _, preset = arg[len("--config="):].rpartition(":")
+  parts = pathlib.PurePath(path).parts
+  if pathlib.Path(path).exists() or len(parts) != 2 or parts[0] != "configs":
+    return arg
+  shipped = shipped_configs_dir() / parts[1]
+  return f"--config={shipped}:{preset}" if shipped.exists() else arg
+
+
+_DEFAULT_CONFIG = shipped_configs_dir() / "pretrain.py"
 MODES = ("train", "eval", "predict", "check", "compile")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/unimo_tiny", "Where outputs are written.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to run.")
@@ -66,6 +89,7 @@ def _unknown_field(error):
 
 
 def run():
+  sys.argv = [resolved_config_argument(a) for a in sys.argv]
   try:
     # config_flags applies --config.<field> overrides of the default config while the flag is
     # defined, and those of a --config=<file> while the flags are parsed: an unknown field
