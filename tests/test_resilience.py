@@ -228,10 +228,29 @@ def test_corrupt_checkpoints_fall_back_a_full_disk_is_named_none_valid_writes_no
   assert _snapshot(workdir) == before
 
 
+def _newest_step(workdir):
+  return max((int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()),
+             default=0)
+
+
+def _host_lost(proc):
+  """SIGKILL of a process and everything it started (its session): what losing its host does."""
+  os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _one_error_line(proc, killed_at):
+  _, err = proc.communicate(timeout=120)
+  lines = [line for line in err.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1, err[-3000:]
+  assert "Traceback" not in err and "Check failure" not in err, err[-3000:]
+  return proc.returncode, time.time() - killed_at, lines[0]
+
+
 @pytest.mark.slow
-def test_two_processes_preempted_together_then_one_lost(tmp_path):
-  """SIGTERM to process 1 only: both save the same step and exit 0. Resumed, process 1 is
-  SIGKILLed: process 0 exits 3 within the timeout with one line naming it."""
+def test_two_processes_preempted_together_then_one_lost_then_the_coordinator_lost(tmp_path):
+  """SIGTERM to process 1 only: both save the same step and exit 0. Resumed, process 1's host is
+  lost: process 0 exits 3 within the timeout with one line naming it. Resumed again, process 0's
+  host (the coordination service) is lost: process 1 exits 3 with one line, no abort dump."""
   timeout_s = 10
   workdir = tmp_path / "w"
 
@@ -242,7 +261,8 @@ def test_two_processes_preempted_together_then_one_lost(tmp_path):
         "--config.distributed.num_processes=2", f"--config.distributed.peer_timeout_s={timeout_s}"]
     return [subprocess.Popen(main_command(workdir, *args, f"--config.distributed.process_id={i}"),
                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for i in range(2)]
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+            for i in range(2)]
 
   procs = start(steps=400)  # both generate the synthetic scenes: the first rename wins
   _wait_for(lambda: (workdir / "metrics.jsonl").exists() and max(_losses(workdir), default=0) >= 3,
@@ -256,17 +276,20 @@ def test_two_processes_preempted_together_then_one_lost(tmp_path):
   assert (workdir / "checkpoints" / str(step)).is_dir()
 
   procs = start(steps=4000)
-  _wait_for(lambda: max((int(p.name) for p in (workdir / "checkpoints").iterdir()
-                         if p.name.isdigit()), default=0) >= step + 5, procs)
-  procs[1].kill()
-  killed_at = time.time()
-  _, err = procs[0].communicate(timeout=120)
-  elapsed = time.time() - killed_at
-  assert procs[0].returncode == 3, err[-3000:]
-  assert elapsed < timeout_s + 20, elapsed
-  lines = [line for line in err.splitlines() if line.startswith("error:")]
-  assert len(lines) == 1, err[-3000:]
+  _wait_for(lambda: _newest_step(workdir) >= step + 5, procs)
+  _host_lost(procs[1])
+  code, elapsed, line = _one_error_line(procs[0], time.time())
+  assert code == 3 and elapsed < timeout_s + 20, (code, elapsed)
   assert re.match(r"error: process 0: lost process 1 of 2 \(no heartbeat for 10 s\); last "
-                  r"checkpoint: step \d+ in \S+checkpoints; exiting with code 3$", lines[0])
-  assert "Traceback" not in err and "Check failure" not in err
+                  r"checkpoint: step \d+ in \S+checkpoints; exiting with code 3$", line), line
   procs[1].communicate()
+
+  step = _newest_step(workdir)
+  procs = start(steps=4000)
+  _wait_for(lambda: _newest_step(workdir) >= step + 5, procs)
+  _host_lost(procs[0])
+  code, elapsed, line = _one_error_line(procs[1], time.time())
+  assert code == 3 and elapsed < timeout_s + 20, (code, elapsed)
+  assert re.match(r"error: process 1: lost the coordination service on process 0 .*; last "
+                  r"checkpoint: step \d+ in \S+checkpoints; exiting with code 3$", line), line
+  procs[0].communicate()

@@ -62,6 +62,12 @@ def main(argv):
   modes = {"train": driver.train_and_evaluate, "eval": driver.evaluate,
            "predict": driver.predict, "check": driver.check, "compile": _compile}
   config = flags.FLAGS.config
+  if _MODE.value != "compile" and _supervised_launch(config):
+    from unimo_jax.paths import as_path
+    from unimo_jax.train import supervise
+    sys.exit(supervise.run_as_child(["-m", "unimo_jax.main", *sys.argv[1:]],
+                                    _process_label(config),
+                                    as_path(_WORKDIR.value) / "checkpoints"))
   try:
     if _MODE.value != "compile":
       driver.initialize_distributed(config)
@@ -74,6 +80,19 @@ def main(argv):
       # their tracebacks after this line
       os._exit(2)
     sys.exit(2)
+
+
+def _supervised_launch(config) -> bool:
+  """A process of a multi-process run with the lost-process watch on, not yet under its parent
+  (train/supervise.py: the loss of process 0 aborts the others, which only a parent can report)."""
+  from unimo_jax.train import peers, supervise
+  return (peers.is_multi_process_launch(config) and not supervise.is_child()
+          and float(config.distributed.get("peer_timeout_s", 0)) > 0)
+
+
+def _process_label(config) -> str:
+  d = config.distributed
+  return str(d.process_id) if d.coordinator_address else os.environ.get("TPU_WORKER_ID", "?")
 
 
 def _compile(config, workdir):

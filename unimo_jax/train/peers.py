@@ -8,8 +8,9 @@ everyone) and heartbeat_timeout_seconds = peer_timeout_s; a PeerWatch thread ask
 the live processes every second and, when one is missing, prints one line naming it and the last
 checkpoint on disk and exits with EXIT_LOST_PEER, without a stack dump. The loss of process 0 is
 the exception: it hosts the coordination service, and XLA's coordination agent in every other
-process ends that process itself (an abort) before Python can act. A run that ends normally
-leaves through leave_together (process 0 last).
+process ends that process itself (an abort) before Python can act; the command line's parent
+process reports that one (train/supervise.py). A run that ends normally leaves through
+leave_together (process 0 last).
 """
 
 import contextlib
@@ -23,6 +24,13 @@ import jax
 from unimo_jax.train.workdir import error_summary
 
 EXIT_LOST_PEER = 3
+
+
+def is_multi_process_launch(config) -> bool:
+  """Whether this process is one of several: config.distributed names a coordinator, or the
+  environment does (JAX_COORDINATOR_ADDRESS, or a TPU pod's several worker hostnames)."""
+  return bool(config.distributed.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+              or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""))
 
 
 def initialize_distributed(config) -> None:
@@ -41,8 +49,7 @@ def initialize_distributed(config) -> None:
                         f"process_id >= 0, found {d.num_processes} and {d.process_id}")
     jax.distributed.initialize(d.coordinator_address, int(d.num_processes), int(d.process_id),
                                **kwargs)
-  elif os.environ.get("JAX_COORDINATOR_ADDRESS") or "," in os.environ.get(
-      "TPU_WORKER_HOSTNAMES", ""):
+  elif is_multi_process_launch(config):
     jax.distributed.initialize(**kwargs)
 
 
