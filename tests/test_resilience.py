@@ -272,24 +272,21 @@ def test_two_processes_preempted_together_then_one_lost_then_the_coordinator_los
   assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]
   saved = {int(re.search(r"preempted: saved step (\d+) ", out).group(1)) for out, _ in outputs}
   assert len(saved) == 1, saved  # the same step on both processes
-  step = saved.pop()
-  assert (workdir / "checkpoints" / str(step)).is_dir()
+  assert (workdir / "checkpoints" / str(saved.pop())).is_dir()
 
-  procs = start(steps=4000)
-  _wait_for(lambda: _newest_step(workdir) >= step + 5, procs)
-  _host_lost(procs[1])
-  code, elapsed, line = _one_error_line(procs[0], time.time())
-  assert code == 3 and elapsed < timeout_s + 20, (code, elapsed)
-  assert re.match(r"error: process 0: lost process 1 of 2 \(no heartbeat for 10 s\); last "
-                  r"checkpoint: step \d+ in \S+checkpoints; exiting with code 3$", line), line
-  procs[1].communicate()
+  def lose_host(lost, survivor, expected_line):
+    """Resumes both, loses `lost`'s host after 5 more steps: `survivor` exits 3 within the
+    timeout with exactly `expected_line` (a regex) as its one error line."""
+    step = _newest_step(workdir)
+    procs = start(steps=4000)
+    _wait_for(lambda: _newest_step(workdir) >= step + 5, procs)
+    _host_lost(procs[lost])
+    code, elapsed, line = _one_error_line(procs[survivor], time.time())
+    assert code == 3 and elapsed < timeout_s + 20, (code, elapsed)
+    assert re.match(expected_line, line), line
+    procs[lost].communicate()
 
-  step = _newest_step(workdir)
-  procs = start(steps=4000)
-  _wait_for(lambda: _newest_step(workdir) >= step + 5, procs)
-  _host_lost(procs[0])
-  code, elapsed, line = _one_error_line(procs[1], time.time())
-  assert code == 3 and elapsed < timeout_s + 20, (code, elapsed)
-  assert re.match(r"error: process 1: lost the coordination service on process 0 .*; last "
-                  r"checkpoint: step \d+ in \S+checkpoints; exiting with code 3$", line), line
-  procs[0].communicate()
+  lose_host(1, 0, r"error: process 0: lost process 1 of 2 \(no heartbeat for 10 s\); last "
+                  r"checkpoint: step \d+ in \S+checkpoints; exiting with code 3$")
+  lose_host(0, 1, r"error: process 1: lost the coordination service on process 0 .*; last "
+                  r"checkpoint: step \d+ in \S+checkpoints; exiting with code 3$")

@@ -75,22 +75,12 @@ class Checkpointer:
     where = self.directory / str(step)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-    try:
+    with _unreadable(where):
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax / tensorstore report unreadable files in several types
-      raise CorruptCheckpoint(f"{where}: could not be read ({error_summary(e)})") from None
-    record = read_manifest(where / "digest")
-    if record is None:
-      print(f"warning: {where} records no digests (written before they were kept): "
-            "restored unverified", flush=True)
-    else:
-      bad = digest.mismatches(record, out["state"])
-      if bad:
-        raise CorruptCheckpoint(f"{where}: {digest.describe(bad)} differs from the digest "
-                                "recorded when it was written")
-      if "data" in record and record["data"] != digest.json_digest(out["data"]):
-        raise CorruptCheckpoint(f"{where}: the data-iterator state differs from its digest")
+    record = _verify(where, read_manifest(where / "digest"), out["state"])
+    if record and "data" in record and record["data"] != digest.json_digest(out["data"]):
+      raise CorruptCheckpoint(f"{where}: the data-iterator state differs from its digest")
     return out["state"], out["data"]
 
   def restore_newest_valid(self, abstract_state, shardings, *, set_aside: bool):
@@ -152,6 +142,30 @@ class Checkpointer:
                                  f"({error_summary(e)}); {kept}") from None
 
 
+@contextlib.contextmanager
+def _unreadable(where):
+  """Any error reading a checkpoint (orbax and tensorstore report unreadable files in several
+  types) as a CorruptCheckpoint naming `where`."""
+  try:
+    yield
+  except Exception as e:
+    raise CorruptCheckpoint(f"{where}: could not be read ({error_summary(e)})") from None
+
+
+def _verify(where, record, tree, prefix: str = ""):
+  """Checks `tree` as read from `where` against its manifest `record` (None: a warning, nothing
+  to check); CorruptCheckpoint naming the first array that differs. Returns `record`."""
+  if record is None:
+    print(f"warning: {where} records no digests (written before they were kept): read "
+          "unverified", flush=True)
+    return None
+  bad = digest.mismatches(record, tree, prefix)
+  if bad:
+    raise CorruptCheckpoint(f"{where}: {digest.describe(bad)} differs from the digest recorded "
+                            "when it was written")
+  return record
+
+
 def read_manifest(path):
   """The digest manifest stored at `path` (a step's 'digest' item or a DIGEST_FILE), or None."""
   path = as_path(path)
@@ -194,18 +208,14 @@ def params_location(path) -> tuple:
 
 def _stored_params(directory, nested):
   """The stored parameter tree's metadata (shapes and dtypes; no array read)."""
-  try:
+  with _unreadable(directory):
     tree = ocp.PyTreeCheckpointHandler().metadata(directory).tree
-  except Exception as e:
-    raise CorruptCheckpoint(f"{directory}: could not be read ({error_summary(e)})") from None
   return tree["params"] if nested else tree
 
 
 def _restore(directory, nested, target, restore_args):
-  try:
+  with _unreadable(directory):
     return _restore_tree(directory, nested, target, restore_args)
-  except Exception as e:  # orbax / tensorstore report unreadable files in several types
-    raise CorruptCheckpoint(f"{directory}: could not be read ({error_summary(e)})") from None
 
 
 def _restore_tree(directory, nested, target, restore_args):
@@ -252,13 +262,7 @@ def _verified(directory, nested, params):
   """`params` as read from `directory`, after checking them against the manifest recorded with
   them (a step's 'digest' item, or a params checkpoint's DIGEST_FILE)."""
   record = read_manifest(directory.parent / "digest" if nested else directory / DIGEST_FILE)
-  if record is None:
-    print(f"warning: {directory} records no digests: read unverified", flush=True)
-    return params
-  bad = digest.mismatches(record, params, prefix="['params']" if nested else "")
-  if bad:
-    raise CorruptCheckpoint(f"{directory}: {digest.describe(bad)} differs from the digest "
-                            "recorded when it was written")
+  _verify(directory, record, params, prefix="['params']" if nested else "")
   return params
 
 
