@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimo_jax.decoding.search import DecodeSettings, beam_search, blocked_trigram_tokens, decode, sample
+from unimo_jax.decoding.search import (DecodeSettings, _unblocked_top_k, beam_search, decode,
+                                      repeats_word_trigram, sample)
 from unimo_jax.decoding.generate import generate, generate_without_cache
 from unimo_jax.model.params import init_params
 from unimo_jax.model.presets import model_config
@@ -107,13 +108,83 @@ def test_trigram_blocking_changes_the_best_sequence():
   assert [int(t) for t in unblocked["sequences"][0, 0, :4]] == [3, 3, 3, 3]
 
 
-def test_blocked_trigram_tokens_by_hand():
-  generated = jnp.array([[4, 3, 4, 3, 0, 0], [4, 3, 4, 0, 0, 0]])
-  # row 0 at step 4: the last two are (4, 3), seen before followed by 4 -> 4 blocked
-  blocked = blocked_trigram_tokens(generated, 4, VOCAB)
-  assert np.asarray(blocked[0]).tolist() == [False, False, False, False, True]
-  # row 1 at step 3: the last two (3, 4) never occurred before with a follower -> nothing blocked
-  assert not np.asarray(blocked_trigram_tokens(generated, 3, VOCAB)[1]).any()
+def unimo_blocks_trigram(pieces, is_full_token):
+  """UNIMO's TrigramBlocking.blocking_forward for one candidate sequence, written out: merge
+  pieces into words (a full token, or the first piece, starts one), join them as strings, and
+  block when the last word trigram is among the earlier ones."""
+  words = []
+  for piece in pieces:
+    if is_full_token[piece] or not words:
+      words.append([piece])
+    else:
+      words[-1].append(piece)
+  words = ["-".join(map(str, w)) for w in words]
+  if len(words) <= 3:
+    return False
+  earlier = {"_".join(words[end - 3:end]) for end in range(3, len(words))}
+  return "_".join(words[-3:]) in earlier
+
+
+def test_word_trigram_rule_equals_unimo_reference():
+  rng = np.random.default_rng(0)
+  vocab, t_max, n, c = 7, 12, 64, 3
+  bos = vocab  # a piece of its own, as UNIMO's [CLS] at the start of every hypothesis
+  checked = blocked_count = 0
+  for trial in range(6):
+    word_starts = rng.random(vocab) < 0.6
+    full = list(word_starts) + [False]  # [CLS] is not a full token
+    # half the rows repeat a short pattern, so that repeated trigrams occur
+    generated = rng.integers(0, vocab, size=(n, t_max))
+    for i in range(0, n, 2):
+      generated[i] = np.resize(rng.integers(0, vocab, size=rng.integers(2, 5)), t_max)
+    for step in (0, 2, 5, 8, t_max - 1):
+      candidates = rng.integers(0, vocab, size=(n, c))
+      candidates[::2, 0] = generated[::2, max(step - 4, 0)]  # often the pattern's next piece
+      got = np.asarray(repeats_word_trigram(jnp.asarray(generated), step, jnp.asarray(candidates),
+                                            jnp.asarray(word_starts)))
+      for i in range(n):
+        for j in range(c):
+          pieces = [bos, *generated[i, :step], candidates[i, j]]
+          expected = unimo_blocks_trigram(pieces, full)
+          assert got[i, j] == expected, (trial, step, pieces, list(word_starts))
+          checked += 1
+          blocked_count += expected
+  assert checked == 6 * 5 * n * c and 100 < blocked_count < checked // 2
+
+
+def test_word_trigram_blocking_by_hand():
+  # pieces 10, 11, 12 begin words; 20, 21 continue one: [10 20 21] is one three-piece word
+  word_starts = np.zeros(30, bool)
+  word_starts[[10, 11, 12]] = True
+  starts = jnp.asarray(word_starts)
+
+  def blocked(prefix, candidate):
+    generated = jnp.asarray([prefix + [0] * (8 - len(prefix))])
+    return bool(repeats_word_trigram(generated, len(prefix), jnp.asarray([[candidate]]),
+                                     starts)[0, 0])
+
+  # the word "10-20-21" may appear twice (sub-word trigram (10, 20, 21) repeats; no word does)
+  assert not blocked([10, 20, 21, 11, 12, 10, 20], 21)
+  # a repeated word trigram is blocked: 10 11 12 10 11 | 12
+  assert blocked([10, 11, 12, 10, 11], 12)
+  # ... unless the candidate continues the last word: 10 11 12 10 11-20 is a new trigram
+  assert not blocked([10, 11, 12, 10, 11], 20)
+  # words compared piece by piece: "10-20" then 11 12 vs "10-20-21" 11 12
+  assert not blocked([10, 20, 11, 12, 10, 20, 21, 11], 12)
+  assert blocked([10, 20, 11, 12, 10, 20, 11], 12)
+
+
+def test_trigram_blocking_keeps_only_the_unblocked_top_k():
+  # row 0's best token (3) repeats the trigram (3, 4, 3); with k = 2 only token 4 (rank 2) stays
+  # and rank 3 (token 0) is not promoted; row 1 blocks nothing and keeps its top 2
+  log_probs = jnp.log(jnp.asarray([[0.15, 0.05, 0.1, 0.4, 0.3],
+                                   [0.3, 0.1, 0.2, 0.25, 0.15]]))
+  generated = jnp.asarray([[3, 4, 3, 4, 0, 0], [0, 1, 2, 0, 0, 0]])
+  kept = np.asarray(_unblocked_top_k(log_probs, generated, 4, 2, jnp.ones(5, bool)))
+  alive = kept > -1e8
+  assert alive.tolist() == [[False, False, False, False, True],
+                            [True, False, False, True, False]]
+  np.testing.assert_allclose(kept[alive], np.asarray(log_probs)[alive])
 
 
 def test_min_length_is_respected_and_eos_ends_hypotheses():

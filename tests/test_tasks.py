@@ -6,6 +6,7 @@ the inference API reproduces the predictions files; bad input gives named errors
 import json
 import pathlib
 
+import flax
 import jax
 import numpy as np
 import pytest
@@ -125,6 +126,64 @@ def test_captioning_with_object_tags(scenes, tmp_path):
     pipe.caption([{k: v for k, v in images[0].items() if k != "tag_ids"}])
   with pytest.raises(DataError, match="needs 'tag_ids'"):
     task.train_example({k: v for k, v in record.items() if k != "tag_ids"}, None)
+
+
+def _write_tsv(path, header, rows):
+  path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+  return str(path)
+
+
+@pytest.mark.parametrize("dialog", [False, True])
+def test_seq2seq_columns_and_dialog_train_and_stop_on_mask(dialog, scenes, tmp_path):
+  """Two source columns (or a dialog with a knowledge column, role and turn tables) train; the
+  targets end with [MASK]; decoding ends hypotheses at [MASK] (a model whose LM bias favours
+  [MASK] stops right after min_length, with [MASK] as the last token)."""
+  words = ["red", "blue", "green", "circle", "square", "left", "right", "small", "large"]
+  rng = np.random.default_rng(0)
+  rows = []
+  for _ in range(24):
+    a, b = rng.choice(words, 3), rng.choice(words, 2)
+    if dialog:
+      turns = " [SEP] ".join(" ".join(rng.choice(words, 2)) for _ in range(rng.integers(1, 4)))
+      rows.append([" ".join(a), turns, " ".join(b[::-1])])
+    else:
+      rows.append([" ".join(a), " ".join(b), " ".join([*b, a[0]])])
+  header = ["knowledge", "src", "tgt"] if dialog else ["passage", "answer", "tgt"]
+  path = _write_tsv(tmp_path / "train.tsv", header, rows)
+  overrides = {"data.train_dir": path, "data.eval_dir": path,
+               "data.tokenizer": str(scenes / "tokenizer.model"), "steps": 12,
+               "decode.min_length": 2}
+  if dialog:
+    overrides.update({"task.dialog": True, "model.role_type_size": 3,
+                      "model.turn_type_size": 16})
+  config = task_config("seq2seq", scenes, **overrides)
+  workdir = tmp_path / "run"
+  metrics = driver.train_and_evaluate(config, workdir)
+  assert metrics["examples"] == 12
+  curve = losses(workdir)
+  assert np.mean(curve[-3:]) < np.mean(curve[:3])
+  task = make_task(config.copy_and_resolve_references(), workdir)
+  special = task.special
+  record = task.source("train")[0]
+  inputs = task.train_example(record, None)["inputs"]
+  n = int(inputs["lm_weights"].sum())
+  assert inputs["lm_labels"][n - 1] == special["mask"]
+  assert special["sep"] not in inputs["lm_labels"][:n].tolist()
+  if dialog:
+    assert "role_embedding" in str(jax.tree_util.tree_structure(task.boxed_params(
+        jax.random.key(0))))
+    assert inputs["role_ids"][1] == 2 and inputs["turn_ids"][1] == 0  # the knowledge block
+  else:  # the answer column restarts its positions at 3
+    second = 1 + len(record["src_ids"][0]) + 1
+    assert inputs["input_ids"][second - 1] == special["sep"]
+    assert inputs["position_ids"][second] == 3
+  params = jax.jit(lambda k: flax.linen.unbox(task.boxed_params(k)))(jax.random.key(0))
+  bias = params["backbone"]["lm_head"]["mask_lm_out_bias"]
+  params["backbone"]["lm_head"]["mask_lm_out_bias"] = bias.at[special["mask"]].set(1e4)
+  rows = [task.eval_row(r) for r in task.source("eval")[:3]]
+  out = task.batched(jax.jit(task.eval_fn()), params, rows)
+  assert np.all(np.asarray(out["lengths"])[:, 0] == 3)
+  assert np.all(np.asarray(out["sequences"])[:, 0, 2] == special["mask"])
 
 
 def test_glue_regression_and_resume_equals_uninterrupted(scenes, tmp_path):

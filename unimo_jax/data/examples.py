@@ -45,8 +45,11 @@ def data_config() -> ml_collections.ConfigDict:
 
 
 def max_target_length(cfg) -> int:
-  """Target block of a text seq2seq example: [CLS] + the sampled spans (+ EOS prediction)."""
-  return int(math.ceil(cfg.seq2seq_ratio * (cfg.max_text_length - 2))) + 1
+  """Target block of a text seq2seq example: [CLS] + the sampled spans + the [MASK] end token.
+  The spans cover ceil(ratio * n) tokens and the last may overshoot by max_span - 1, so every
+  target fits whole with its end token."""
+  spans = int(math.ceil(cfg.seq2seq_ratio * (cfg.max_text_length - 2))) + cfg.seq2seq_max_span - 1
+  return spans + 2
 
 
 def _pad(values, length, fill, dtype=np.int32):
@@ -98,6 +101,19 @@ def target_block(target, length, special):
           _pad(np.ones(len(labels)), length, 0.0, np.float32))
 
 
+def seq2seq_target_block(target, length, special):
+  """A text seq2seq target as UNIMO's seq2seq reader builds it (src/reader/seq2seq_reader.py):
+  t1..tk [SEP] cut to `length` - 1 tokens, a final [SEP] replaced by [MASK] ("we use [MASK]
+  token as the end token"), behind [CLS]. Returns inputs [CLS] t1..tk [MASK] and labels
+  t1..tk [MASK] (padded to `length`) with their weights; a target cut short has no end token."""
+  seq = (list(np.asarray(target, np.int64)) + [special["sep"]])[:length - 1]
+  if seq[-1] == special["sep"]:
+    seq[-1] = special["mask"]
+  inputs = np.asarray([special["cls"], *seq], np.int32)
+  return (_pad(inputs, length, special["pad"]), _pad(seq, length, special["pad"]),
+          _pad(np.ones(len(seq)), length, 0.0, np.float32))
+
+
 def block_positions(ids, pad_id):
   """RoBERTa positions counting from 2 within a block, pads at pad_id."""
   real = ids != pad_id
@@ -105,14 +121,15 @@ def block_positions(ids, pad_id):
 
 
 def seq2seq_fields(ids, cfg, special, rng) -> dict:
-  """Source [CLS] S [SEP] then target [CLS] T; positions restart at 2 in the target."""
+  """Source [CLS] S [SEP] then target [CLS] T [MASK] (the end token of UNIMO's text seq2seq,
+  see seq2seq_target_block); positions restart at 2 in the target."""
   ids = np.asarray(ids, np.int32)[:cfg.max_text_length - 2]
   if len(ids) < 2:
     ids = np.concatenate([ids, [special["unk"]] * (2 - len(ids))]).astype(np.int32)
   source, target = seq2seq_split(ids, rng, ratio=cfg.seq2seq_ratio, max_span=cfg.seq2seq_max_span)
   src, _ = text_sequence(source, cfg.max_text_length, special)
   tgt_len = max_target_length(cfg)
-  tgt_in, labels, weights = target_block(target, tgt_len, special)
+  tgt_in, labels, weights = seq2seq_target_block(target, tgt_len, special)
   input_ids = np.concatenate([src, tgt_in])
   return {
       "input_ids": input_ids,

@@ -42,6 +42,12 @@ class Tokenizer:
   def special_ids(self) -> dict:
     return {k: getattr(self, f"{k}_id") for k in UNIMO_SPECIALS}
 
+  def word_starts(self) -> np.ndarray:
+    """[vocab_size] bool: the pieces that begin a word (their text starts with a space), as
+    UNIMO's trigram blocking reads them (src/finetune/trigram_blocking.py,
+    _build_id2is_full_token); special tokens continue the word before them."""
+    raise NotImplementedError
+
   def describe(self) -> dict:
     """What metadata.json records about the vocabulary."""
     return {"type": type(self).__name__, "size": self.vocab_size, **self.special_ids}
@@ -55,6 +61,13 @@ class SentencePieceTokenizer(Tokenizer):
     self.vocab_size = self.sp.get_piece_size()
     self.cls_id, self.pad_id, self.sep_id, self.unk_id = 0, 1, 2, 3
     self.mask_id = self.sp.piece_to_id(UNIMO_SPECIALS["mask"])
+
+  def word_starts(self):
+    out = np.zeros(self.vocab_size, bool)
+    for i in range(self.vocab_size):
+      out[i] = (not self.sp.is_control(i) and not self.sp.is_unknown(i)
+                and self.sp.id_to_piece(i).startswith("\u2581"))
+    return out
 
   @classmethod
   def train(cls, lines, vocab_size: int = 8000, model_type: str = "unigram", out_path=None):
@@ -116,6 +129,7 @@ class BpeTokenizer(Tokenizer):
     known = bpe_to_model >= 0
     self._model_to_bpe[bpe_to_model[known]] = np.flatnonzero(known)
     self.vocab_size = vocab_size
+    self._bpe_tokens = {i: t for t, i in bpe_vocab.items()}
     for key, value in specials.items():
       setattr(self, f"{key}_id", int(value))
 
@@ -165,6 +179,15 @@ class BpeTokenizer(Tokenizer):
     return [self._bpe_to_model[np.asarray(e.ids, np.int64)].astype(np.int32)
             for e in self._hf.encode_batch(list(texts))]
 
+  def word_starts(self):
+    """Byte-level BPE writes a leading space as 'Ġ'."""
+    out = np.zeros(self.vocab_size, bool)
+    specials = set(self.special_ids.values())
+    for model_id, bpe_id in enumerate(self._model_to_bpe):
+      if bpe_id >= 0 and model_id not in specials:
+        out[model_id] = self._bpe_tokens.get(int(bpe_id), "").startswith("\u0120")
+    return out
+
   def decode(self, ids):
     ids = np.asarray(ids, np.int64)
     specials = set(self.special_ids.values())
@@ -202,6 +225,9 @@ class ShapeOnlyTokenizer(Tokenizer):
     self.vocab_size = int(vocab_size)
     self.cls_id, self.pad_id, self.sep_id, self.unk_id = 0, 1, 2, 3
     self.mask_id = self.vocab_size - 1
+
+  def word_starts(self):
+    return np.ones(self.vocab_size, bool)  # shapes only
 
   def encode(self, text: str) -> np.ndarray:
     raise ValueError("a shape-only tokenizer (compile mode) has no vocabulary to encode text")

@@ -32,7 +32,7 @@ def source_length(model, params, source) -> int:
 
 
 def generate(model, params, source: dict, settings: DecodeSettings, *, bos_id: int, eos_id: int,
-             pad_id: int, rng=None, valid_vocab: int | None = None) -> dict:
+             pad_id: int, rng=None, valid_vocab: int | None = None, word_starts=None) -> dict:
   """Decodes a target for every source example; see decode.decode for the returned arrays."""
   leaves = jax.tree.leaves(source)
   batch_size = leaves[0].shape[0]
@@ -49,12 +49,13 @@ def generate(model, params, source: dict, settings: DecodeSettings, *, bos_id: i
 
   cache = state["cache"]
   return decode(step_fn, cache, unimo_cache_axes(cache), batch_size, settings, bos_id=bos_id,
-                eos_id=eos_id, pad_id=pad_id, rng=rng, valid_vocab=valid_vocab)
+                eos_id=eos_id, pad_id=pad_id, rng=rng, valid_vocab=valid_vocab,
+                word_starts=word_starts)
 
 
 def generate_without_cache(model, params, source: dict, settings: DecodeSettings, *, bos_id: int,
                            eos_id: int, pad_id: int, rng=None,
-                           valid_vocab: int | None = None) -> dict:
+                           valid_vocab: int | None = None, word_starts=None) -> dict:
   """The same search, re-encoding source + the whole target prefix at every step (no cache):
   the reference the cached decoder must equal, and the baseline of benchmarks/decoding.py."""
   batch_size = jax.tree.leaves(source)[0].shape[0]
@@ -77,6 +78,9 @@ def generate_without_cache(model, params, source: dict, settings: DecodeSettings
                  position_ids=jnp.concatenate([source_positions, target_positions], 1),
                  target_mask=jnp.concatenate([jnp.zeros(source_ids.shape, bool),
                                               jnp.ones(prefix.shape, bool)], 1))
+    for name in ("role_ids", "turn_ids"):  # dialog sources: the target's role and turn are 0
+      if name in src:
+        batch[name] = jnp.concatenate([src[name], jnp.zeros(prefix.shape, jnp.int32)], 1)
     kind = "seq2seq" if text else "caption"
     out = model.apply({"params": params}, batch, mask_kind=kind, heads=("lm",))
     logits = jnp.take(out["lm_logits"], source_ids.shape[1] + step, axis=1)
@@ -84,12 +88,13 @@ def generate_without_cache(model, params, source: dict, settings: DecodeSettings
 
   axes = {"prefix": 0, "source_rows": 0}
   return decode(step_fn, cache, axes, batch_size, settings, bos_id=bos_id, eos_id=eos_id,
-                pad_id=pad_id, rng=rng, valid_vocab=valid_vocab)
+                pad_id=pad_id, rng=rng, valid_vocab=valid_vocab, word_starts=word_starts)
 
 
 def jitted_generate(model, settings: DecodeSettings, *, bos_id: int, eos_id: int, pad_id: int,
-                    valid_vocab: int | None = None, use_cache: bool = True):
+                    valid_vocab: int | None = None, use_cache: bool = True, word_starts=None):
   """A jitted (params, source, rng) -> decode output; keep it to reuse the compilation."""
   fn = generate if use_cache else generate_without_cache
   return jax.jit(lambda p, s, r: fn(model, p, s, settings, bos_id=bos_id, eos_id=eos_id,
-                                    pad_id=pad_id, rng=r, valid_vocab=valid_vocab))
+                                    pad_id=pad_id, rng=r, valid_vocab=valid_vocab,
+                                    word_starts=word_starts))

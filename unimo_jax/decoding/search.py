@@ -14,8 +14,10 @@ included; a hypothesis cut at max_length has no EOS) scores sum(log p) / ((5 + l
 While fewer than `min_length` tokens precede it, EOS is taken out of the next-token distribution
 before the softmax, so the other tokens' probabilities renormalise (UNIMO's
 src/finetune/seq2seq.py adds -inf to the EOS logit, `fc_out + eos_val`, then takes the softmax).
-With trigram blocking, a token that would repeat a trigram already in the hypothesis is
-forbidden (after the softmax: the remaining probabilities are not renormalised).
+With trigram blocking (UNIMO's src/finetune/trigram_blocking.py), sub-word pieces merge into
+words and only each beam's beam_size most likely tokens are candidates; a candidate that would
+repeat a word trigram of its hypothesis is dropped (after the softmax: the remaining
+probabilities are not renormalised). Greedy decoding and sampling apply the same rule.
 
 Everything runs inside one `lax.while_loop`; the functions are pure and jit under a mesh like the
 model they call (the batch axis is sharded as the model's activations are).
@@ -76,26 +78,60 @@ def gather_cache(cache, cache_axes, rows):
                       cache, cache_axes)
 
 
-def blocked_trigram_tokens(generated, step, vocab_size):
-  """[n, vocab] bool: tokens that would repeat a trigram of `generated`.
+def repeats_word_trigram(generated, step, candidates, word_starts):
+  """[n, c] bool: whether appending candidates[:, j] to row i repeats a word trigram.
 
-  generated: [n, max_length] tokens produced so far (slots >= step are ignored); the candidate is
-  token number `step` (0-based), forming the trigram (generated[step-2], generated[step-1], v).
+  UNIMO's rule (src/finetune/trigram_blocking.py): the sequence is BOS, the `step` tokens of
+  generated [n, max_length] produced so far, then the candidate; pieces merge into words (a piece
+  begins a word when word_starts[piece], BOS always does); with more than three words, the last
+  word trigram must not equal an earlier one (words compared piece by piece).
+  candidates [n, c] int; word_starts [vocab] bool.
   """
-  n, length = generated.shape
-  i = jnp.arange(length - 2)  # trigram (g[i], g[i+1], g[i+2]) lies in the prefix when i+2 < step
-  prev2 = jnp.take(generated, jnp.maximum(step - 2, 0), axis=1)[:, None]
-  prev1 = jnp.take(generated, jnp.maximum(step - 1, 0), axis=1)[:, None]
-  match = ((generated[:, :-2] == prev2) & (generated[:, 1:-1] == prev1)
-           & (i[None] + 2 < step) & (step >= 3))  # [n, length - 2]
-  rows = jnp.broadcast_to(jnp.arange(n)[:, None], match.shape)
-  return jnp.zeros((n, vocab_size), bool).at[rows, generated[:, 2:]].max(match)
+  n, t_max = generated.shape
+  c = candidates.shape[1]
+  length = t_max + 2  # BOS, up to t_max generated tokens, the candidate
+  slot = jnp.arange(length)
+  end = step + 1  # the candidate's slot
+  prefix = jnp.concatenate([jnp.full((n, 1), -1, generated.dtype), generated,
+                            jnp.zeros((n, 1), generated.dtype)], axis=1)  # [n, length]
+  # [n, c, length]: every candidate in its slot after its row's prefix
+  seq = jnp.where(slot[None, None] == end, candidates[..., None], prefix[:, None])
+  # BOS begins a word; past the end counts as a boundary
+  starts = jnp.take(word_starts, seq, axis=0) | (slot == 0) | (slot > end)
+  word = jnp.cumsum(starts & (slot <= end), axis=-1) - 1  # word index of every slot
+  last = jnp.take_along_axis(word, jnp.full((n, c, 1), end), axis=-1)  # [n, c, 1]
+  a0 = jnp.argmax(word == last - 2, axis=-1)[..., None]  # first slot of the last trigram
+  span = end - a0 + 1  # its pieces, [n, c, 1]
+  offsets = jnp.arange(length)
+  window = jnp.minimum(slot[:, None] + offsets[None], length - 1)  # [length(p), length(i)]
+  tail = jnp.minimum(a0 + offsets, length - 1)  # [n, c, length(i)]
+  last_seq = jnp.take_along_axis(seq, tail, axis=-1)[..., None, :]  # [n, c, 1, i]
+  last_starts = jnp.take_along_axis(starts, tail, axis=-1)[..., None, :]
+  same = (seq[..., window] == last_seq) & (starts[..., window] == last_starts)  # [n, c, p, i]
+  in_span = offsets[None, None, None] < span[..., None]
+  equal = jnp.all(same | ~in_span, axis=-1)  # [n, c, p]
+  after = jnp.take_along_axis(starts, jnp.minimum(slot + span, length - 1), axis=-1)
+  earlier = starts & (slot < a0) & after & equal  # an earlier trigram with the same pieces
+  return jnp.any(earlier, axis=-1) & (last[..., 0] >= 3)
 
 
-def _constrained_log_probs(logits, generated, step, settings, eos_id, valid_vocab=None):
+def _unblocked_top_k(log_probs, generated, step, k, word_starts):
+  """log_probs kept only for each row's k most likely tokens that repeat no word trigram (UNIMO
+  checks the beam's top-k candidates and pushes a repeating one out of the search)."""
+  values, tokens = jax.lax.top_k(log_probs, k)  # [n, k]
+  blocked = repeats_word_trigram(generated, step, tokens, word_starts)
+  values = jnp.where(blocked, NEG_INF, values)
+  rows = jnp.arange(log_probs.shape[0])[:, None]
+  return jnp.full_like(log_probs, NEG_INF).at[rows, tokens].set(values)
+
+
+def _constrained_log_probs(logits, generated, step, settings, eos_id, valid_vocab=None,
+                           word_starts=None):
   """log-softmax over the tokens allowed at `step`: EOS is left out of the softmax before
   min_length (the rest renormalise), ids from `valid_vocab` on are never produced (a model's
-  table may be padded past its tokenizer); blocked trigrams are removed afterwards."""
+  table may be padded past its tokenizer); with trigram blocking, only each row's beam_size most
+  likely tokens that repeat no word trigram stay (after the softmax: no renormalisation).
+  word_starts [vocab] bool marks the pieces that begin a word (None: every piece is a word)."""
   vocab = logits.shape[-1]
   logits = logits.astype(jnp.float32)  # [n, vocab]
   if valid_vocab is not None and valid_vocab < vocab:
@@ -104,12 +140,18 @@ def _constrained_log_probs(logits, generated, step, settings, eos_id, valid_voca
   logits = jnp.where(is_eos[None] & (step < settings.min_length), NEG_INF, logits)
   log_probs = jax.nn.log_softmax(logits, axis=-1)  # [n, vocab]
   if settings.trigram_blocking:
-    log_probs = jnp.where(blocked_trigram_tokens(generated, step, vocab), NEG_INF, log_probs)
+    starts = jnp.ones(vocab, bool) if word_starts is None else jnp.asarray(word_starts, bool)
+    if starts.shape != (vocab,):
+      raise ValueError(f"word_starts: expected shape [{vocab}] (the logits' vocabulary), found "
+                       f"{list(starts.shape)}")
+    log_probs = _unblocked_top_k(log_probs, generated, step, min(settings.beam_size, vocab),
+                                 starts)
   return log_probs
 
 
 def beam_search(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSettings, *,
-                bos_id: int, eos_id: int, pad_id: int, valid_vocab: int | None = None):
+                bos_id: int, eos_id: int, pad_id: int, valid_vocab: int | None = None,
+                word_starts=None):
   """Beam search. `cache` holds batch_size rows (one per source); it is expanded to beams here.
 
   Returns a dict, hypotheses sorted best first:
@@ -144,7 +186,7 @@ def beam_search(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSet
     step = s["step"]
     logits, cache = step_fn(flat(s["last"]), step, s["cache"])
     log_probs = _constrained_log_probs(logits, flat(s["live"]), step, settings, eos_id,
-                                       valid_vocab)
+                                       valid_vocab, word_starts)
     vocab = log_probs.shape[-1]
     cand = (s["live_logp"][..., None] + log_probs.reshape(b, k, vocab)).reshape(b, k * vocab)
     top_logp, top_index = jax.lax.top_k(cand, min(2 * k, k * vocab))  # [b, 2k]
@@ -198,7 +240,7 @@ def _filter_logits(logits, top_k: int, top_p: float):
 
 
 def sample(step_fn, cache, batch_size: int, settings: DecodeSettings, *, bos_id: int, eos_id: int,
-           pad_id: int, rng=None, valid_vocab: int | None = None):
+           pad_id: int, rng=None, valid_vocab: int | None = None, word_starts=None):
   """Greedy (settings.method == 'greedy') or top-k / top-p sampling at settings.temperature.
 
   Returns {'sequences' [batch, max_length], 'scores' [batch] (sum of log p of the chosen tokens
@@ -224,7 +266,8 @@ def sample(step_fn, cache, batch_size: int, settings: DecodeSettings, *, bos_id:
   def body(s):
     step = s["step"]
     logits, cache = step_fn(s["last"], step, s["cache"])
-    log_probs = _constrained_log_probs(logits, s["seqs"], step, settings, eos_id, valid_vocab)
+    log_probs = _constrained_log_probs(logits, s["seqs"], step, settings, eos_id, valid_vocab,
+                                       word_starts)
     if greedy:
       token = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
     else:
@@ -245,10 +288,13 @@ def sample(step_fn, cache, batch_size: int, settings: DecodeSettings, *, bos_id:
 
 
 def decode(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSettings, *, bos_id: int,
-           eos_id: int, pad_id: int, rng=None, valid_vocab: int | None = None):
+           eos_id: int, pad_id: int, rng=None, valid_vocab: int | None = None,
+           word_starts=None):
   """Dispatches on settings.method. Beam search returns [batch, beams, ...] (best first);
-  greedy and sampling return [batch, ...]. Token ids >= valid_vocab are never generated."""
-  ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, valid_vocab=valid_vocab)
+  greedy and sampling return [batch, ...]. Token ids >= valid_vocab are never generated;
+  word_starts [vocab] bool (the tokenizer's) makes trigram blocking compare words."""
+  ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, valid_vocab=valid_vocab,
+             word_starts=word_starts)
   if settings.method == "beam":
     return beam_search(step_fn, cache, cache_axes, batch_size, settings, **ids)
   return sample(step_fn, cache, batch_size, settings, rng=rng, **ids)

@@ -16,7 +16,12 @@ def roberta_position_ids(input_ids, pad_token_id: int):
 
 
 class TextEmbedding(nn.Module):
-  """word + position -> LayerNorm -> dropout; no token-type embedding. Also the tied LM output."""
+  """word + position (+ role + turn in dialog models) -> LayerNorm -> dropout; no token-type
+  embedding (UNIMO's encoder skips `sent_embedding`). Also the tied LM output.
+
+  Dialog models (config.role_type_size / turn_type_size > 0) add `role_embedding[role_ids]` and
+  `turn_embedding[turn_ids]` as src/model/unimo_finetune.py does for task_type 'dialog'; absent
+  ids count as 0 (the target's role and turn)."""
   config: object
 
   def setup(self):
@@ -26,13 +31,26 @@ class TextEmbedding(nn.Module):
     self.pos_embedding = self.param(
         "pos_embedding", kernel_init(c, ("position_table", "embed")),
         (c.max_position_embeddings, c.hidden_size))
+    self.tables = {name: self.param(name, kernel_init(c, ("position_table", "embed")),
+                                    (size, c.hidden_size))
+                   for name, size in (("role_embedding", c.role_type_size),
+                                      ("turn_embedding", c.turn_type_size)) if size}
     self.layer_norm = layer_norm(c, "layer_norm")
     self.dropout = nn.Dropout(c.dropout_rate)
 
-  def __call__(self, input_ids, position_ids, deterministic: bool):
-    # input_ids, position_ids: [batch, length] -> [batch, length, hidden]
+  def __call__(self, input_ids, position_ids, deterministic: bool, role_ids=None, turn_ids=None,
+               delta=None):
+    # input_ids, position_ids, role_ids, turn_ids: [batch, length] -> [batch, length, hidden]
+    # delta [batch, length, hidden]: an adversarial perturbation of the summed embeddings, added
+    # before the LayerNorm (UNIMO's text_adv_delta, VILLA)
     x = jnp.take(self.word_embedding, input_ids, axis=0) + jnp.take(
         self.pos_embedding, position_ids, axis=0)
+    for name, ids in (("role_embedding", role_ids), ("turn_embedding", turn_ids)):
+      if name in self.tables:
+        x = x + jnp.take(self.tables[name], jnp.zeros_like(input_ids) if ids is None else ids,
+                         axis=0)
+    if delta is not None:
+      x = x + delta.astype(x.dtype)
     x = self.layer_norm(x.astype(compute_dtype(self.config)))
     return constrain(self.dropout(x, deterministic=deterministic), ("batch", "length", "embed"))
 
@@ -47,8 +65,10 @@ class RegionEmbedding(nn.Module):
   config: object
 
   @nn.compact
-  def __call__(self, features, locations, region_mask, deterministic: bool):
+  def __call__(self, features, locations, region_mask, deterministic: bool, delta=None):
     # features [batch, regions, feature_dim]; locations [batch, regions, 5]; region_mask [batch, regions]
+    # delta [batch, 1 + regions, feature_dim]: an adversarial perturbation of the input features,
+    # the [IMG] slot's included (UNIMO's image_adv_delta, VILLA)
     c = self.config
     dtype = compute_dtype(c)
     features = features.astype(jnp.float32)
@@ -60,6 +80,8 @@ class RegionEmbedding(nn.Module):
     global_location = jnp.broadcast_to(
         jnp.asarray(GLOBAL_IMAGE_LOCATION, jnp.float32), (features.shape[0], 1, 5))
     locations = jnp.concatenate([global_location, locations.astype(jnp.float32)], axis=1)
+    if delta is not None:
+      features = features + delta.astype(jnp.float32)
     x = dense(c, c.hidden_size, ("region_feature", "embed"), "image_emb")(features.astype(dtype))
     x = x + dense(c, c.hidden_size, ("location", "embed"), "image_loc")(locations.astype(dtype))
     x = layer_norm(c, "layer_norm")(x)

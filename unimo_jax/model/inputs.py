@@ -3,9 +3,12 @@
 A batch is a dict of arrays (numpy or jax; only shapes and dtypes are read, so this works under jit):
   text    input_ids [batch, length] int; optional position_ids [batch, length] int,
           target_mask [batch, length] bool (seq2seq / caption target), lm_positions [batch, P] int
-          (text positions at which to compute LM logits; all text positions when absent);
+          (text positions at which to compute LM logits; all text positions when absent),
+          role_ids / turn_ids [batch, length] int (dialog models), text_delta
+          [batch, length, hidden] (a perturbation of the summed embeddings, VILLA);
   regions region_features [batch, regions, region_feature_dim], region_locations [batch, regions, 5],
-          region_mask [batch, regions] (1 = real box);
+          region_mask [batch, regions] (1 = real box), region_delta
+          [batch, 1 + regions, region_feature_dim] (a perturbation of the features, VILLA);
   pixels  pixels [batch, image_size, image_size, image_channels].
 """
 
@@ -70,6 +73,13 @@ def validate_batch(batch, config, mask_kind: str = "bidirectional", cache_mode=N
             f"batch['input_ids']: expected length <= {max_length} (max_position_embeddings "
             f"{config.max_position_embeddings} minus the position offset {config.pad_token_id + 1}), "
             f"found shape {[batch_size, length]}")
+    for name in ("role_ids", "turn_ids"):
+      if name in batch:
+        _expect(batch, name, (batch_size, length), "same as input_ids")
+        _expect_integer(batch, name)
+    if "text_delta" in batch:
+      _expect(batch, "text_delta", (batch_size, length, config.hidden_size),
+              f"batch, length, hidden_size={config.hidden_size}")
     if "target_mask" in batch:
       _expect(batch, "target_mask", (batch_size, length), "same as input_ids")
     if "lm_positions" in batch:
@@ -96,6 +106,9 @@ def validate_batch(batch, config, mask_kind: str = "bidirectional", cache_mode=N
       _expect(batch, "region_locations", (batch_size, regions, 5),
               "batch, regions, [x1/W, y1/H, x2/W, y2/H, area]")
       _expect(batch, "region_mask", (batch_size, regions), "batch, regions")
+      if "region_delta" in batch:
+        _expect(batch, "region_delta", (batch_size, regions + 1, config.region_feature_dim),
+                "batch, 1 + regions ([IMG] slot first), region_feature_dim")
   elif config.image_input == "pixels":
     if "region_features" in batch:
       raise ValueError("batch['region_features']: model.image_input is 'pixels', expected 'pixels'")

@@ -36,6 +36,10 @@ def model_config(name: str = "tiny") -> ml_collections.ConfigDict:
   c.dropout_rate = 0.1
   c.attention_dropout_rate = 0.1
   c.initializer_range = 0.02
+  # Dialog embeddings (UNIMO's task_type='dialog', CoQA): rows of the role and turn tables added
+  # to word + position; 0 = no such table (every other task).
+  c.role_type_size = 0
+  c.turn_type_size = 0
   # Image input: 'regions' (detector features, UNIMO's default) or 'pixels' (ViT patches).
   c.image_input = "regions"
   c.region_feature_dim = region_dim

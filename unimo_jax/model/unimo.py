@@ -56,7 +56,7 @@ class Unimo(nn.Module):
       if c.image_input == "regions":
         x_img, valid_img = RegionEmbedding(c, name="region_embeddings")(
             batch["region_features"], batch["region_locations"], batch["region_mask"],
-            deterministic)
+            deterministic, batch.get("region_delta"))
       else:
         x_img, valid_img = PixelEmbedding(c, name="pixel_embeddings")(batch["pixels"], deterministic)
       image_length = x_img.shape[1]
@@ -68,7 +68,8 @@ class Unimo(nn.Module):
       positions = batch.get("position_ids")
       if positions is None:
         positions = roberta_position_ids(ids, c.pad_token_id)
-      blocks.append(text_embed(ids, positions, deterministic))
+      blocks.append(text_embed(ids, positions, deterministic, batch.get("role_ids"),
+                               batch.get("turn_ids"), batch.get("text_delta")))
       valids.append(ids != c.pad_token_id)
       targets.append(jnp.asarray(batch.get("target_mask", jnp.zeros_like(ids)), bool))
     x = jnp.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]  # [batch, seq, hidden]

@@ -2,6 +2,7 @@
 the LM head, and batched decoding of sources into strings."""
 
 import jax
+import numpy as np
 
 from unimo_jax.decoding.generate import generate
 from unimo_jax.decoding.search import DecodeSettings, strip_sequence
@@ -16,17 +17,33 @@ class GenerationTask(Task):
     loss, metrics = seq2seq_loss(outputs, batch["inputs"], self.config.task.label_smoothing)
     return loss, {"total_loss": loss, "token_accuracy": metrics["accuracy"]}
 
+  @property
+  def end_id(self) -> int:
+    """The token that ends a target: [SEP] (captions); text seq2seq ends with [MASK]."""
+    return self.special["sep"]
+
+  def word_starts(self):
+    """[model vocab] bool for word-level trigram blocking (None when blocking is off)."""
+    if not self.config.decode.trigram_blocking:
+      return None
+    starts = np.zeros(int(self.config.model.vocab_size), bool)
+    table = self.tokenizer.word_starts()[:len(starts)]
+    starts[:len(table)] = table
+    return starts
+
   def decode_settings(self) -> DecodeSettings:
     return DecodeSettings.from_config(self.config.decode)
 
   def eval_fn(self, rng=None):
     """(params, sources) -> the decode loop's output (config.decode), over the KV cache."""
     settings, s, seed = self.decode_settings(), self.special, self.config.seed
+    word_starts = self.word_starts()
 
     def fn(p, b):  # the default key is made inside: no array exists outside the trace
       key = rng if rng is not None else jax.random.key(seed)
-      return generate(self.model, p["backbone"], b, settings, bos_id=s["cls"], eos_id=s["sep"],
-                      pad_id=s["pad"], rng=key, valid_vocab=self.tokenizer.vocab_size)
+      return generate(self.model, p["backbone"], b, settings, bos_id=s["cls"],
+                      eos_id=self.end_id, pad_id=s["pad"], rng=key,
+                      valid_vocab=self.tokenizer.vocab_size, word_starts=word_starts)
     return fn
 
   def eval_programs(self) -> dict:
@@ -39,4 +56,4 @@ class GenerationTask(Task):
     sequences = out["sequences"]
     if sequences.ndim == 3:  # beams: the best is first
       sequences = sequences[:, 0]
-    return [self.tokenizer.decode(strip_sequence(seq, s["sep"], s["pad"])) for seq in sequences]
+    return [self.tokenizer.decode(strip_sequence(seq, self.end_id, s["pad"])) for seq in sequences]

@@ -6,9 +6,10 @@ import pathlib
 from unimo_jax.data.records import DataError
 
 
-def read_tsv(path, required, optional=()) -> list:
-  """Rows of a TSV with a header as dicts of the named columns; a missing column or a short row
-  raises DataError naming the file and line."""
+def read_tsv(path, required, optional=(), all_columns=False) -> list:
+  """Rows of a TSV with a header as dicts of the named columns (every column, in header order,
+  with all_columns); a missing column or a short row raises DataError naming the file and
+  line."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise DataError(f"{path}: expected a TSV file with a header row, found no such file")
@@ -20,7 +21,8 @@ def read_tsv(path, required, optional=()) -> list:
     missing = [c for c in required if c not in header]
     if missing:
       raise DataError(f"{path}: expected columns {list(required)}, found header {header}")
-    columns = {c: header.index(c) for c in (*required, *optional) if c in header}
+    named = header if all_columns else (*required, *optional)
+    columns = {c: header.index(c) for c in named if c in header}
     rows = []
     for line, row in enumerate(reader, start=2):
       if len(row) != len(header):
