@@ -89,3 +89,22 @@ def test_sentencepiece_train_load_round_trip(tmp_path):
   assert not set(tok.encode(CORPUS[0])) & {0, 1, 2, 4}  # specials never come from plain text
   with pytest.raises(ValueError, match="found none"):
     SentencePieceTokenizer.train(["", "  "])
+
+
+def test_word_starts_mark_the_pieces_that_decode_with_a_leading_space(bpe_files, tmp_path):
+  """UNIMO's id2is_full_token: a piece starts a word when its text starts with a space (the
+  rule written out on decoded text); special tokens never do."""
+  unimo_dir, roberta_dir, size = bpe_files
+  for tok in (load_tokenizer(unimo_dir), load_tokenizer(roberta_dir)):
+    starts = tok.word_starts()
+    assert starts.shape == (size,) and 0 < starts.sum() < size
+    specials = set(tok.special_ids.values())
+    for i in range(size):
+      expected = i not in specials and tok.decode([i]).startswith(" ")
+      assert starts[i] == expected, (i, tok.decode([i]))
+  sp = SentencePieceTokenizer.train(CORPUS, vocab_size=120, out_path=tmp_path / "sp.model")
+  starts = sp.word_starts()
+  assert not starts[list(sp.special_ids.values())].any()
+  words = CORPUS[0].split()
+  ids = sp.encode(CORPUS[0])
+  assert starts[ids].sum() == len(words)  # one word-starting piece per word
