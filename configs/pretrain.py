@@ -52,6 +52,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.objectives.mrm_regression_weight = 1.0
   c.objectives.mrm_classification_weight = 1.0
   c.objectives.cmcl_chunk_size = 0  # 0: one [local, global] logits block; >0: chunked shard_map
+  # How a row with several positives (paraphrases, retrieved texts/images) is scored:
+  # 'mean_log' averages -log softmax over them; 'log_sum' is the paper's -log(sum of positives /
+  # sum of all). README "CMCL positives" gives the measured reason for the default.
+  c.objectives.cmcl_positive_form = "mean_log"
 
   # Optimiser (UNIMO: AdamW b2 0.98, eps 1e-6, clip 1.0, linear warmup + linear decay).
   c.optimizer = optimizer_config(2e-3 if small else 5e-5, 150 if small else 10_000)

@@ -37,12 +37,12 @@ def _embed(w, emb):
   return out
 
 
-def _loss_fn(kind, mesh=None, chunk_size=None):
+def _loss_fn(kind, mesh=None, chunk_size=None, form="mean_log"):
   def fn(w, emb, t):
     e = _embed(w, emb)
     if kind == "plain":
-      return cmcl_loss(e, t, mesh=mesh)
-    return cmcl_loss_chunked(e, t, mesh=mesh, chunk_size=chunk_size)
+      return cmcl_loss(e, t, mesh=mesh, positive_form=form)
+    return cmcl_loss_chunked(e, t, mesh=mesh, chunk_size=chunk_size, positive_form=form)
   return fn
 
 
@@ -62,18 +62,19 @@ def _assert_close(a, b):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=TOL, rtol=TOL)
 
 
-@pytest.mark.parametrize("kind,chunk", [("plain", None), ("chunked", None), ("chunked", 4),
-                                        ("chunked", 16)])
-def test_sharded_loss_and_grads_equal_single_device(mesh, inputs, kind, chunk):
+@pytest.mark.parametrize("kind,chunk,form", [
+    ("plain", None, "mean_log"), ("chunked", None, "mean_log"), ("chunked", 4, "mean_log"),
+    ("chunked", 16, "mean_log"), ("plain", None, "log_sum"), ("chunked", 4, "log_sum")])
+def test_sharded_loss_and_grads_equal_single_device(mesh, inputs, kind, chunk, form):
   emb, w = inputs
   t = jnp.float32(0.07)
-  ref_loss, ref_grads = jax.jit(lambda *a: _grads(_loss_fn("plain"), *a))(w, emb, t)
+  ref_loss, ref_grads = jax.jit(lambda *a: _grads(_loss_fn("plain", form=form), *a))(w, emb, t)
   sharded = _shard(mesh, emb)
-  fn = _loss_fn(kind, mesh, chunk)
+  fn = _loss_fn(kind, mesh, chunk, form)
   loss, grads = jax.jit(lambda *a: _grads(fn, *a))(w, sharded, t)
   np.testing.assert_allclose(loss, ref_loss, atol=TOL)
   _assert_close(grads, ref_grads)
-  ref_metrics = cmcl_loss(_embed(w, emb), t)[1]
+  ref_metrics = cmcl_loss(_embed(w, emb), t, positive_form=form)[1]
   metrics = jax.jit(fn)(w, sharded, t)[1]
   assert set(metrics) == set(ref_metrics)
   for key in ref_metrics:

@@ -82,8 +82,9 @@ def test_cmcl_by_hand_with_a_hard_negative():
   assert float(m["hard_negative_accuracy"]) == 0.0  # a tie is not a win
 
 
-def _reference_row_loss(anchor, columns, own, extras, valid, positive, t):
-  """Mean over the row's positives of -log(exp(s_p) / sum over all), in float64."""
+def _reference_row_loss(anchor, columns, own, extras, valid, positive, t, form="mean_log"):
+  """Mean over the row's positives of -log(exp(s_p) / sum over all) ('mean_log'), or the paper's
+  -log(sum over positives / sum over all) ('log_sum'), in float64."""
   pos = [anchor @ own]
   allc = [anchor @ c for c in columns]
   for e, extra in enumerate(extras):
@@ -92,16 +93,19 @@ def _reference_row_loss(anchor, columns, own, extras, valid, positive, t):
       if positive[e]:
         pos.append(anchor @ extra)
   denominator = sum(math.exp(s / t) for s in allc)
+  if form == "log_sum":
+    return -math.log(sum(math.exp(s / t) for s in pos) / denominator)
   return sum(-math.log(math.exp(s / t) / denominator) for s in pos) / len(pos)
 
 
-def _reference_cmcl(emb, t):
+def _reference_cmcl(emb, t, form="mean_log"):
   """Row by row, straight from the CMCL formula."""
   img, txt = (np.asarray(emb[k], np.float64) for k in ("image", "text"))
   i2t = [_reference_row_loss(img[i], txt, txt[i], emb["extra_text"][i], emb["extra_text_valid"][i],
-                             emb["extra_text_positive"][i], t) for i in range(len(img))]
+                             emb["extra_text_positive"][i], t, form) for i in range(len(img))]
   t2i = [_reference_row_loss(txt[i], img, img[i], emb["extra_image"][i], emb["extra_image_valid"][i],
-                             [True] * emb["extra_image"].shape[1], t) for i in range(len(img))]
+                             [True] * emb["extra_image"].shape[1], t, form)
+         for i in range(len(img))]
   return (np.mean(i2t) + np.mean(t2i)) / 2
 
 
@@ -121,11 +125,16 @@ def random_cmcl_embeddings(rng, batch=8, dim=6, extra_texts=3, extra_images=2):
   }
 
 
-def test_cmcl_matches_row_by_row_reference():
+@pytest.mark.parametrize("form", ["mean_log", "log_sum"])
+def test_cmcl_matches_row_by_row_reference(form):
   emb = random_cmcl_embeddings(np.random.default_rng(0))
   for t in (0.07, 0.5):
-    loss, _ = cmcl_loss(emb, jnp.float32(t))
-    np.testing.assert_allclose(loss, _reference_cmcl(emb, t), rtol=1e-5)
+    loss, _ = cmcl_loss(emb, jnp.float32(t), positive_form=form)
+    np.testing.assert_allclose(loss, _reference_cmcl(emb, t, form), rtol=1e-5)
+  other = "log_sum" if form == "mean_log" else "mean_log"
+  assert abs(float(loss) - _reference_cmcl(emb, 0.5, other)) > 1e-3  # the forms differ here
+  with pytest.raises(ValueError, match="cmcl_positive_form"):
+    cmcl_loss(emb, jnp.float32(0.5), positive_form="sum")
 
 
 def test_cmcl_extra_positive_by_hand():

@@ -9,10 +9,11 @@ Inputs (`emb`, a dict, leading dimension = global batch B):
   extra_image [B, Ei, D] (optional)        per-pair retrieved images (positives);
   extra_image_valid [B, Ei] bool.
 Image->text: row i scores image i against every text of the global batch plus its own extra texts.
-Text->image: row i scores text i against every image plus its own extra images. Each row's loss is
-the multi-positive InfoNCE averaged over its positives P:
-  (1/|P|) sum_{p in P} -log(exp(s_p/t) / sum_all exp(s/t))
-(with only the paired caption this is plain InfoNCE); the loss is the mean over rows of the two
+Text->image: row i scores text i against every image plus its own extra images. A row's loss
+over its positives P, by `positive_form`:
+  'mean_log' (1/|P|) sum_{p in P} -log(exp(s_p/t) / sum_all exp(s/t))   every positive must win
+  'log_sum'  -log(sum_{p in P} exp(s_p/t) / sum_all exp(s/t))           the paper's formula
+(with only the paired caption both are plain InfoNCE); the loss is the mean over rows of the two
 directions' average.
 
 `cmcl_loss` is written over the global batch and constrains the logits to P(batch_axes, None) so a
@@ -38,12 +39,21 @@ def _extra_logits(anchor, extra, temperature):
   return jnp.einsum("bd,bed->be", anchor, extra) / temperature
 
 
-def _row_statistics(emb, temperature, i2t_base, t2i_base, row_index):
+POSITIVE_FORMS = ("mean_log", "log_sum")
+
+
+def _check_form(positive_form):
+  if positive_form not in POSITIVE_FORMS:
+    raise ValueError(f"objectives.cmcl_positive_form: expected one of {POSITIVE_FORMS}, found "
+                     f"{positive_form!r}")
+
+
+def _row_statistics(emb, temperature, i2t_base, t2i_base, row_index, positive_form="mean_log"):
   """Per-row sums of every CMCL statistic; i2t_base / t2i_base = (logsumexp, argmax) over columns.
 
-  A row with several positives averages -log softmax over them (each positive must win against
-  every column on its own), so a text that is close to every image cannot satisfy all rows at
-  once the way it could under -log(sum of positives / sum of all).
+  'mean_log' averages -log softmax over a row's positives (each positive must win against every
+  column on its own), so a text that is close to every image cannot satisfy all rows at once the
+  way it can under 'log_sum', -log(sum of positives / sum of all).
   """
   img, txt = emb["image"], emb["text"]
   positive = jnp.sum(img * txt, axis=-1) / temperature  # [b]
@@ -51,6 +61,7 @@ def _row_statistics(emb, temperature, i2t_base, t2i_base, row_index):
   for direction, (base_lse, base_argmax), extra_key in (
       ("i2t", i2t_base, "extra_text"), ("t2i", t2i_base, "extra_image")):
     all_lse, positive_sum, positive_count = base_lse, positive, jnp.ones_like(positive)
+    positive_lse = positive
     if emb.get(extra_key) is not None:
       anchor = img if direction == "i2t" else txt
       extra = _extra_logits(anchor, emb[extra_key], temperature)  # [b, E]
@@ -61,12 +72,16 @@ def _row_statistics(emb, temperature, i2t_base, t2i_base, row_index):
       take = (valid & is_pos).astype(extra.dtype)
       positive_sum = positive_sum + jnp.sum(jnp.where(take > 0, extra, 0.0), axis=-1)
       positive_count = positive_count + take.sum(-1)
+      positive_lse = jnp.logaddexp(positive, jax.nn.logsumexp(_masked(extra, take > 0), axis=-1))
       if direction == "i2t":
         hard = valid & ~is_pos
         wins = (positive[:, None] > extra) & hard
         stats["hard_negative_wins"] = wins.sum().astype(jnp.float32)
         stats["hard_negatives"] = hard.sum().astype(jnp.float32)
-    stats[f"{direction}_loss"] = jnp.sum(all_lse - positive_sum / positive_count)
+    if positive_form == "log_sum":
+      stats[f"{direction}_loss"] = jnp.sum(all_lse - positive_lse)
+    else:
+      stats[f"{direction}_loss"] = jnp.sum(all_lse - positive_sum / positive_count)
     stats[f"{direction}_accuracy"] = jnp.sum(base_argmax == row_index).astype(jnp.float32)
   stats["positive_logit"] = jnp.sum(positive)
   return stats
@@ -108,9 +123,10 @@ def _check(emb):
       raise ValueError(f"cmcl: expected {key!r} of shape [{b}, extras, {d}], found {emb[key].shape}")
 
 
-def cmcl_loss(emb, temperature, *, mesh=None, batch_axes=BATCH_AXES):
+def cmcl_loss(emb, temperature, *, mesh=None, batch_axes=BATCH_AXES, positive_form="mean_log"):
   """(loss, metrics) over the global batch; with a mesh the logits are [local rows, all columns]."""
   _check(emb)
+  _check_form(positive_form)
   img, txt = emb["image"].astype(jnp.float32), emb["text"].astype(jnp.float32)
   emb = dict(emb, image=img, text=txt)
 
@@ -127,7 +143,7 @@ def cmcl_loss(emb, temperature, *, mesh=None, batch_axes=BATCH_AXES):
 
   global_batch = img.shape[0]
   stats = _row_statistics(emb, temperature, lse_argmax(i2t), lse_argmax(t2i),
-                          jnp.arange(global_batch))
+                          jnp.arange(global_batch), positive_form)
   return _finalize(stats, global_batch, temperature)
 
 
@@ -160,12 +176,14 @@ def _chunked_lse_argmax(rows, columns, temperature, chunk_size):
   return lse, best_index
 
 
-def cmcl_loss_chunked(emb, temperature, *, mesh, batch_axes=BATCH_AXES, chunk_size=None):
+def cmcl_loss_chunked(emb, temperature, *, mesh, batch_axes=BATCH_AXES, chunk_size=None,
+                      positive_form="mean_log"):
   """The same loss as `cmcl_loss`, as a jax.shard_map over `batch_axes` with chunked columns.
 
   chunk_size: columns per chunk (default: the local batch); must divide the global batch.
   """
   _check(emb)
+  _check_form(positive_form)
   global_batch = emb["image"].shape[0]
   devices = 1
   for axis in batch_axes:
@@ -188,7 +206,7 @@ def cmcl_loss_chunked(emb, temperature, *, mesh, batch_axes=BATCH_AXES, chunk_si
     row_index = jax.lax.axis_index(batch_axes) * b + jnp.arange(b)
     stats = _row_statistics(
         emb, temperature, _chunked_lse_argmax(img, all_txt, temperature, chunk_size),
-        _chunked_lse_argmax(txt, all_img, temperature, chunk_size), row_index)
+        _chunked_lse_argmax(txt, all_img, temperature, chunk_size), row_index, positive_form)
     stats = jax.lax.psum(stats, batch_axes)
     return _finalize(stats, global_batch, temperature)
 

@@ -69,10 +69,11 @@ def _cmcl_term(model, params, cmcl, config, mesh, rngs, deterministic):
       emb[f"{kind}_valid"] = cmcl[f"{kind}_valid"]
   if "extra_text" in cmcl:
     emb["extra_text_positive"] = cmcl["extra_text_positive"]
+  form = config.objectives.get("cmcl_positive_form", "mean_log")
   if config.objectives.cmcl_chunk_size and mesh is not None:
     return cmcl_loss_chunked(emb, temperature, mesh=mesh,
-                             chunk_size=config.objectives.cmcl_chunk_size)
-  return cmcl_loss(emb, temperature, mesh=mesh)
+                             chunk_size=config.objectives.cmcl_chunk_size, positive_form=form)
+  return cmcl_loss(emb, temperature, mesh=mesh, positive_form=form)
 
 
 def pretraining_loss(params, batch, config, *, rng=None, mesh=None, deterministic=True):
