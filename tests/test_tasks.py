@@ -128,6 +128,25 @@ def test_captioning_with_object_tags(scenes, tmp_path):
     task.train_example({k: v for k, v in record.items() if k != "tag_ids"}, None)
 
 
+@pytest.mark.parametrize("name", ["caption", "snli_ve"])
+def test_villa_fine_tunes_train(name, scenes, tmp_path):
+  """With task.adversarial.type 'villa' the tiny caption / SNLI-VE fine-tunes lower their loss
+  and log the perturbed branches' losses and KL terms."""
+  config = task_config(name, scenes, **{
+      "task.adversarial.type": "villa", "task.adversarial.steps": 2, "steps": 16,
+      "optimizer.learning_rate": LEARNING_RATE.get(name, 2e-3)})
+  driver.train_and_evaluate(config, tmp_path)
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  train = [r for r in rows if r["split"] == "train"]
+  assert np.mean([r["total_loss"] for r in train[-3:]]) < np.mean(
+      [r["total_loss"] for r in train[:3]])
+  last = train[-1]
+  for key in ("text_delta_loss", "region_delta_loss", "text_delta_kl", "region_delta_kl",
+              "clean_loss"):
+    assert np.isfinite(last[key]), key
+  assert last["text_delta_kl"] > 0 and last["region_delta_kl"] > 0
+
+
 def _write_tsv(path, header, rows):
   path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
   return str(path)

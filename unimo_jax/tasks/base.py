@@ -225,6 +225,11 @@ class Task:
         self.skipped["train_unusable"] = self.skipped.get("train_unusable", 0) + 1
     return keep
 
+  def train_examples(self) -> int:
+    """The usable training records (what one epoch passes over)."""
+    source = self.source("train")
+    return sum(bool(self.usable(source[i])) for i in range(len(source)))
+
   def make_batches(self, source):
     return StepBatches(self.train_indices(source), self.config.batch_size, self.config.seed)
 

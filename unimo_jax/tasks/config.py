@@ -24,11 +24,17 @@ def finetune_config(task: str, preset: str) -> ml_collections.ConfigDict:
     c.data.max_source_length = 24
     c.data.max_target_length = 20
 
+  # VILLA adversarial training (tasks/villa.py; captioning and SNLI-VE): type 'none' or 'villa'
+  c.task.adversarial = ml_collections.ConfigDict({
+      "type": "none", "steps": 4, "lr": 0.05, "init_mag": 0.4, "norm_type": "l2",
+      "max_norm": 0.4, "kl_weight": 1.0, "clean_branch": True, "projection": "unimo"})
+
   c.decode = ml_collections.ConfigDict({
       "method": "beam", "beam_size": 5, "alpha": 0.6, "min_length": 0, "max_length": 20,
       "trigram_blocking": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0})
 
   c.batch_size = 64 if small else 32  # global examples per step
+  c.epochs = 0.0  # > 0: steps = epochs x usable train records // batch_size (overrides steps)
   c.optimizer = optimizer_config(5e-4 if small else 2e-5, 60 if small else 600)
   # init_from: the pretrained backbone (a params checkpoint, a step directory or a workdir)
   loop_config(c, steps=1000 if small else 10_000, checkpoint_every=500 if small else 2000,

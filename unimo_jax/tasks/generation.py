@@ -7,12 +7,23 @@ import numpy as np
 from unimo_jax.decoding.generate import generate
 from unimo_jax.decoding.search import DecodeSettings, strip_sequence
 from unimo_jax.objectives.language import seq2seq_loss
+from unimo_jax.tasks import villa
 from unimo_jax.tasks.base import Task
 
 
 class GenerationTask(Task):
 
+  def branch(self, params, inputs, rng):
+    """(label-smoothed seq2seq loss, LM logits [rows, vocab], weights [rows]) of one forward."""
+    outputs, _ = self.forward(params, inputs, rng, heads=frozenset({"lm"}))
+    loss, metrics = seq2seq_loss(outputs, inputs, self.config.task.label_smoothing)
+    logits = outputs["lm_logits"]
+    return loss, logits.reshape(-1, logits.shape[-1]), inputs["lm_weights"].reshape(-1)
+
   def loss(self, params, batch, rng):
+    if villa.enabled(self.config.task):  # the caption block only, as the original
+      loss, metrics = villa.task_villa_loss(self, params, batch["inputs"], rng, target_only=True)
+      return loss, {"total_loss": loss, **metrics}
     outputs, _ = self.forward(params, batch["inputs"], rng, heads=frozenset({"lm"}))
     loss, metrics = seq2seq_loss(outputs, batch["inputs"], self.config.task.label_smoothing)
     return loss, {"total_loss": loss, "token_accuracy": metrics["accuracy"]}

@@ -2,8 +2,9 @@
 
 UNIMO's head: pooled_text + pooled_image -> Dense(task.head_hidden, 2048 in UNIMO; no activation)
 -> dropout -> Dense(3); softmax cross-entropy; accuracy. Data: pair shards with the statement in
-caption_ids and 'label' in 0..2 (task.label_names names them). UNIMO also trains with VILLA-style
-adversarial perturbations; that is not implemented here.
+caption_ids and 'label' in 0..2 (task.label_names names them). With task.adversarial.type
+'villa' (the base / large recipes, as UNIMO's) it trains with VILLA perturbations of the text
+embeddings and the region features (tasks/villa.py).
 """
 
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import optax
 from unimo_jax.data.records import DataError
 from unimo_jax.data.synthetic_task_data import image_task_paths
 from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.tasks import villa
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import EntailmentHead
 
@@ -41,7 +43,18 @@ class EntailmentTask(Task):
     return {"inputs": self.pair_inputs(record, "train record"),
             "label": self._label(record, "train record")}
 
+  def branch(self, params, inputs, rng):
+    """(cross-entropy, head logits [b, 3], weights [b]) of one forward (inputs with 'label')."""
+    labels = inputs["label"]
+    _, logits = self.forward(params, {k: v for k, v in inputs.items() if k != "label"}, rng)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, logits, jnp.ones(labels.shape, jnp.float32)
+
   def loss(self, params, batch, rng):
+    if villa.enabled(self.config.task):
+      loss, metrics = villa.task_villa_loss(self, params,
+                                            dict(batch["inputs"], label=batch["label"]), rng)
+      return loss, {"total_loss": loss, **metrics}
     _, logits = self.forward(params, batch["inputs"], rng)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, {"total_loss": loss,

@@ -78,7 +78,35 @@ def optimizer_config(learning_rate: float, warmup_steps: int) -> ml_collections.
   warmup to `learning_rate` over `warmup_steps` then linear decay (train/optimizer.py)."""
   return ml_collections.ConfigDict({
       "learning_rate": learning_rate, "warmup_steps": warmup_steps, "b1": 0.9, "b2": 0.98,
-      "eps": 1e-6, "weight_decay": 0.01, "grad_clip_norm": 1.0, "accumulation_steps": 1})
+      "eps": 1e-6, "weight_decay": 0.01, "grad_clip_norm": 1.0, "accumulation_steps": 1,
+      # 'linear' (warmup + linear decay) or 'piecewise' (x decay_factor at decay_boundaries)
+      "schedule": "linear", "decay_factor": 0.1, "decay_boundaries": (),
+      # with the config's `epochs` (fine-tuning): warmup_steps = warmup_proportion x steps
+      # (when > 0) and decay_boundaries = decay_epochs x steps per epoch (when set)
+      "warmup_proportion": 0.0, "decay_epochs": ()})
+
+
+def resolve_epochs(config, train_examples: int) -> dict:
+  """With config.epochs > 0, the steps of that many passes over `train_examples` at the global
+  batch (UNIMO's max_train_steps = epoch x examples // batch), the warm-up as a proportion of
+  them and the decay boundaries in epochs, written into `config` (as the run's config.json then
+  shows); returns what changed. Without epochs the config is left as it is."""
+  epochs = float(config.get("epochs", 0) or 0)
+  if epochs <= 0:
+    return {}
+  per_epoch = train_examples / int(config.batch_size)
+  o = config.optimizer
+  changed = {"steps": max(1, int(epochs * train_examples // int(config.batch_size)))}
+  if o.warmup_proportion > 0:
+    changed["optimizer.warmup_steps"] = int(changed["steps"] * o.warmup_proportion)
+  if o.decay_epochs:
+    changed["optimizer.decay_boundaries"] = tuple(int(e * per_epoch) for e in o.decay_epochs)
+  config.steps = changed["steps"]
+  if "optimizer.warmup_steps" in changed:
+    o.warmup_steps = changed["optimizer.warmup_steps"]
+  if "optimizer.decay_boundaries" in changed:
+    o.decay_boundaries = changed["optimizer.decay_boundaries"]
+  return changed
 
 
 def loop_config(c: ml_collections.ConfigDict, *, steps: int, checkpoint_every: int,

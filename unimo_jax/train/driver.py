@@ -31,6 +31,7 @@ from unimo_jax.paths import as_path
 from unimo_jax.train.checkpoint import (Checkpointer, CheckpointWriteError, CorruptCheckpoint,
                                         restore_params)
 from unimo_jax.train.checks import check_config
+from unimo_jax.train.config import resolve_epochs
 from unimo_jax.train.experiment import experiment_class
 from unimo_jax.train.metrics import (DelayedMetrics, MetricWriter, Progress, batch_tokens,
                                      measured_peak_flops)
@@ -94,6 +95,8 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
   else:
     experiment = kind(config, workdir, mesh, data_paths={},
                       tokenizer=ShapeOnlyTokenizer(config.model.vocab_size))
+  if read_data and config.get("epochs"):
+    _resolve_epochs(config, experiment, verbose)
   # (outside the mesh context: optax builds the optimizer state's layout eagerly, on the host)
   tx = make_optimizer(config)
   abstract, shardings = state_shardings(config, tx, mesh, rules, experiment.boxed_params)
@@ -112,6 +115,20 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
     print(f"mesh {sizes} over {len(devices)} {devices[0].device_kind} device(s), "
           f"{jax.process_count()} process(es)", flush=True)
   return Run(config, workdir, experiment, mesh, rules, tx, abstract, shardings)
+
+
+def _resolve_epochs(config, experiment, verbose: bool) -> None:
+  """config.epochs -> steps (and warm-up / decay boundaries) from the usable training records."""
+  count = getattr(experiment, "train_examples", None)
+  if count is None:
+    raise ConfigError(f"epochs: {type(experiment).__name__} trains by steps; set steps, not "
+                      f"epochs ({config.epochs})")
+  examples = count()
+  changed = resolve_epochs(config, examples)
+  if verbose:
+    shown = ", ".join(f"{k} {v}" for k, v in changed.items())
+    print(f"{config.epochs:g} epochs of {examples} training examples at batch "
+          f"{config.batch_size}: {shown}", flush=True)
 
 
 def write_workdir(run: Run) -> None:

@@ -1,13 +1,27 @@
 """UNIMO's optimizer: AdamW (b2 0.98, eps 1e-6), decoupled weight decay that skips LayerNorm
-parameters and biases, global-norm clipping at 1.0, linear warmup then linear decay to 0."""
+parameters and biases, global-norm clipping at 1.0, linear warmup then linear decay to 0 (or
+piecewise-constant drops)."""
 
 import jax
 import optax
 
 
+SCHEDULES = ("linear", "piecewise")
+
+
 def learning_rate_schedule(config):
-  """Linear warmup over warmup_steps to `learning_rate`, then linear decay to 0 at total steps."""
+  """optimizer.schedule 'linear' (UNIMO's linear_warmup_decay): linear warmup over warmup_steps
+  to `learning_rate`, then linear decay to 0 at total steps. 'piecewise' (its
+  scale_by_epoch_decay, retrieval): `learning_rate`, times decay_factor after every step of
+  decay_boundaries."""
   o = config.optimizer
+  schedule = o.get("schedule", "linear")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"optimizer.schedule: expected one of {SCHEDULES}, found {schedule!r}")
+  if schedule == "piecewise":
+    boundaries = [int(b) for b in o.get("decay_boundaries", ())]
+    return optax.piecewise_constant_schedule(
+        float(o.learning_rate), {b: float(o.decay_factor) for b in boundaries})
   warmup = int(o.warmup_steps)
   total = max(int(config.steps), warmup + 1)
   return optax.join_schedules(
