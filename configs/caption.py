@@ -12,6 +12,7 @@ of XLA's TPU cost model, not measurements).
 """
 
 from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.recipes import apply_recipe
 
 
 def get_config(arg: str = "tiny"):
@@ -26,7 +27,6 @@ def get_config(arg: str = "tiny"):
   if c.preset == "tiny":
     c.steps = 600
     c.data.eval_limit = 300
-  else:
-    c.model.dropout_rate = 0.1
-    c.optimizer.learning_rate = 7e-6 if c.preset == "base" else 5e-6
+  if c.preset != "tiny":  # UNIMO's recipe (tasks/recipes.py: "coco_caption")
+    apply_recipe(c, "coco_caption")
   return c

@@ -10,6 +10,7 @@ of XLA's TPU cost model, not measurements).
 """
 
 from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.recipes import apply_recipe
 
 
 def get_config(arg: str = "tiny"):
@@ -23,9 +24,6 @@ def get_config(arg: str = "tiny"):
     c.task.head_hidden = 128
     c.task.head_dropout = 0.0
     c.steps = 600
-  else:
-    c.model.dropout_rate = 0.1
-    c.optimizer.learning_rate = 1e-5
-    c.optimizer.b2 = 0.999
-    c.optimizer.weight_decay = 0.0
+  if c.preset != "tiny":  # UNIMO's recipe (tasks/recipes.py: "snli_ve")
+    apply_recipe(c, "snli_ve")
   return c

@@ -147,6 +147,30 @@ def test_villa_fine_tunes_train(name, scenes, tmp_path):
   assert last["text_delta_kl"] > 0 and last["region_delta_kl"] > 0
 
 
+def test_retrieval_negatives_from_the_training_set(scenes, tmp_path):
+  """UNIMO's reader: each example carries its own negatives, n other images (with its caption)
+  and n captions of other images, never of its own image; the fine-tune trains on them."""
+  config = task_config("retrieval", scenes, **{"task.negative_source": "train_set",
+                                               "task.negatives": 3, "steps": 12})
+  task = make_task(config.copy_and_resolve_references(), tmp_path)
+  source = task.source("train")
+  record = source[0]
+  rng = np.random.default_rng(0)
+  negatives = task.sampled_negatives(record, rng)
+  assert len(negatives) == 6
+  assert all(str(r["image_id"]) != str(record["image_id"]) for r in negatives)
+  example = task.train_example(record, np.random.default_rng(1))
+  n_text = config.data.max_caption_length
+  assert example["input_ids"].shape == (4, n_text)
+  assert example["image"]["region_features"].shape[0] == 4
+  own = task.pair_inputs(record)
+  np.testing.assert_array_equal(example["input_ids"][0], own["input_ids"])
+  np.testing.assert_array_equal(example["image"]["region_features"][0], own["region_features"])
+  driver.train_and_evaluate(config, tmp_path / "run")
+  curve = losses(tmp_path / "run")
+  assert np.mean(curve[-3:]) < np.mean(curve[:3])
+
+
 def _write_tsv(path, header, rows):
   path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
   return str(path)

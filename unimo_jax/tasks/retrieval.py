@@ -3,8 +3,9 @@
 Zero-shot: cosine similarity of the CMCL embeddings (image alone, text alone).
 Fine-tuned (UNIMO's Flickr30k recipe): the joint encoder reads the pair [IMG] v.. [CLS] w.. [SEP];
 score = match_fc(dropout(pooled_text * pooled_image)). Each training example is a group of
-1 positive, task.negatives pairs of its text with other images of the batch and task.negatives
-pairs of its image with other texts; circle loss (margin task.circle_margin, scale
+1 positive, task.negatives pairs of its text with other images and task.negatives pairs of its
+image with other texts, drawn from the whole training set (task.negative_source 'train_set',
+UNIMO's reader) or taken from the next examples of the batch ('batch'); circle loss (margin task.circle_margin, scale
 task.circle_scale) over the image negatives and over the text negatives, averaged.
 Evaluation scores every image against every text of the eval split with the joint encoder, in
 batches sharded over the mesh, and reports R@1/5/10 both ways (plus the zero-shot figures). With
@@ -34,6 +35,9 @@ def circle_loss(positive, negatives, margin: float, scale: float):
   return jax.nn.softplus(jax.nn.logsumexp(logit_n, axis=-1) + logit_p)
 
 
+NEGATIVE_SOURCES = ("train_set", "batch")
+
+
 class RetrievalTask(Task):
   name = "retrieval"
 
@@ -43,9 +47,53 @@ class RetrievalTask(Task):
   def head(self):
     return MatchHead(self.config.model, self.config.task.head_dropout)
 
+  @property
+  def negative_source(self) -> str:
+    source = self.config.task.get("negative_source", "batch")
+    if source not in NEGATIVE_SOURCES:
+      raise ValueError(f"task.negative_source: expected one of {NEGATIVE_SOURCES}, found "
+                       f"{source!r}")
+    return source
+
+  def _negative_pool(self):
+    """(records, image key of each) the negatives are drawn from: the training split; a
+    placeholder when no data is read (compile mode)."""
+    if "_pool" not in self.__dict__:
+      if "train" in self.data_paths:
+        source = self.source("train")
+        keys = [str(source[i].get("image_id", i)) for i in range(len(source))]
+      else:
+        source, keys = [self.placeholder_record()], ["placeholder"]
+      self.__dict__["_pool"] = (source, keys)
+    return self.__dict__["_pool"]
+
+  def sampled_negatives(self, record, rng) -> list:
+    """UNIMO's retrieval reader: task.negatives records of other images (their images pair with
+    this caption), then task.negatives more (their captions pair with this image), each drawn
+    uniformly from the training set until its image differs from the record's."""
+    source, keys = self._negative_pool()
+    own = str(record.get("image_id", ""))
+    out = []
+    for _ in range(2 * int(self.config.task.negatives)):
+      for _attempt in range(1000):
+        j = int(rng.integers(len(source)))
+        if keys[j] != own or len(set(keys)) == 1:
+          break
+      out.append(source[j])
+    return out
+
   def train_example(self, record, rng):
     inputs = self.pair_inputs(record)
-    return {"input_ids": inputs.pop("input_ids"), "image": inputs}
+    if self.negative_source == "batch":
+      return {"input_ids": inputs.pop("input_ids"), "image": inputs}
+    # [1 + n] images (the record's, then n negatives') and [1 + n] texts (likewise)
+    n = int(self.config.task.negatives)
+    negatives = self.sampled_negatives(record, rng)
+    images = [inputs] + [self.image_inputs(r, "negative record") for r in negatives[:n]]
+    texts = [inputs["input_ids"]] + [self.pair_inputs(r, "negative record")["input_ids"]
+                                     for r in negatives[n:]]
+    image = {k: np.stack([im[k] for im in images]) for k in images[0] if k != "input_ids"}
+    return {"input_ids": np.stack(texts), "image": image}
 
   def pair_scores(self, params, image, input_ids, rng=None):
     """Match scores [n] of image i with text i (the joint encoder + match head)."""
@@ -56,17 +104,24 @@ class RetrievalTask(Task):
   def loss(self, params, batch, rng):
     b = batch["input_ids"].shape[0]
     n = int(self.config.task.negatives)
-    if not 0 < n < b:
-      raise ValueError(f"task.negatives: expected 1..{b - 1} (the batch's other examples), "
-                       f"found {n}")
-    offsets = jnp.arange(n + 1)  # 0: the positive; 1..n: the next examples of the batch
-    other = (jnp.arange(b)[:, None] + offsets[None]) % b  # [b, n+1]
     take = lambda tree, idx: jax.tree.map(lambda x: jnp.take(x, idx.reshape(-1), axis=0), tree)
-    own = jnp.repeat(jnp.arange(b), n + 1)
+    if batch["input_ids"].ndim == 3:  # sampled negatives: [b, 1 + n, ...] images and texts
+      flat = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+      first = lambda tree: jax.tree.map(lambda x: jnp.repeat(x[:, 0], n + 1, axis=0), tree)
+      images = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), flat(batch["image"]),
+                            first(batch["image"]))
+      texts = jnp.concatenate([first(batch["input_ids"]), flat(batch["input_ids"])])
+    else:
+      if not 0 < n < b:
+        raise ValueError(f"task.negatives: expected 1..{b - 1} (the batch's other examples), "
+                         f"found {n}")
+      offsets = jnp.arange(n + 1)  # 0: the positive; 1..n: the next examples of the batch
+      other = (jnp.arange(b)[:, None] + offsets[None]) % b  # [b, n+1]
+      own = jnp.repeat(jnp.arange(b), n + 1)
+      images = jax.tree.map(lambda x, y: jnp.concatenate([x, y]),
+                            take(batch["image"], other), take(batch["image"], own))
+      texts = jnp.concatenate([take(batch["input_ids"], own), take(batch["input_ids"], other)])
     # group 1: the text with other images; group 2: the image with other texts
-    images = jax.tree.map(lambda x, y: jnp.concatenate([x, y]),
-                          take(batch["image"], other), take(batch["image"], own))
-    texts = jnp.concatenate([take(batch["input_ids"], own), take(batch["input_ids"], other)])
     scores = self.pair_scores(params, images, texts, rng).reshape(2, b, n + 1)
     c = self.config.task
     per_group = [circle_loss(g[:, 0], g[:, 1:], c.circle_margin, c.circle_scale) for g in scores]
