@@ -210,3 +210,115 @@ def test_convert_paddle_checks_the_dict_before_writing(tmp_path):
     main(["paddle", f"--src={tmp_path / 'unimo'}", f"--out={tmp_path / 'out'}",
           f"--model-config={tmp_path / 'unimo_tiny_en.json'}", f"--dict={tmp_path / 'dict'}"])
   assert not (tmp_path / "out").exists()
+
+
+# The classifier / regression program creates the text encoder, pooled_fc_text and its head only.
+TEXT_ONLY_SKIP = ("image_emb.", "image_loc.", "v_pre_encoder_", "mask_lm_", "pooled_fc_image")
+HEADS = {  # task -> (Paddle head variables {name: shape}, numpy head on pooled text / image)
+    "glue": ({"cls_out_3_w": (32, 3), "cls_out_3_b": (3,)},
+             lambda w, t, i: t @ w["cls_out_3_w"] + w["cls_out_3_b"]),
+    "retrieval": ({"match_fc.w_0": (32, 1), "match_fc.b_0": (1,)},
+                  lambda w, t, i: ((t * i) @ w["match_fc.w_0"] + w["match_fc.b_0"])[:, 0]),
+    "snli_ve": ({"cls_out_w_0": (32, 2048), "cls_out_b_0": (2048,), "cls_out_w_1": (2048, 3),
+                 "cls_out_b_1": (3,)},
+                lambda w, t, i: ((t + i) @ w["cls_out_w_0"] + w["cls_out_b_0"]) @ w["cls_out_w_1"]
+                + w["cls_out_b_1"]),
+}
+
+
+@pytest.mark.parametrize("task", sorted(HEADS))
+def test_fine_tuned_programs_convert_with_their_heads(task, tmp_path):
+  """A fine-tuned program's directory (GLUE's text-only) converts with --task: the image / LM
+  variables it lacks are reported fresh, its head maps into our task head, and the task's
+  forward on the converted {backbone, head} equals the original head (written out in numpy) on
+  the converted encoder's pooled outputs."""
+  from unimo_jax.convert.__main__ import main
+  from unimo_jax.data.tokenizers import ShapeOnlyTokenizer
+  from unimo_jax.model.params import strip_boxes
+  from unimo_jax.tasks.registry import make_task
+  from unimo_jax.train.checkpoint import restore_params, stored_param_keys
+  from train_helpers import config_from_file
+  config = _unimo_config(tmp_path)
+  rng = np.random.default_rng(4)
+  params = jax.tree.map(lambda x: np.asarray(x) + rng.normal(size=np.shape(x)).astype(np.float32)
+                        * 0.05, init_params(config, jax.random.key(5)))
+  _write_paddle_dir(tmp_path / "unimo", params, config)
+  if task == "glue":
+    for f in (tmp_path / "unimo").iterdir():
+      if f.name.startswith(TEXT_ONLY_SKIP):
+        f.unlink()
+  head_shapes, reference_head = HEADS[task]
+  weights = {n: rng.normal(size=s).astype(np.float32) * 0.1 for n, s in head_shapes.items()}
+  for name, value in weights.items():
+    (tmp_path / "unimo" / name).write_bytes(lod_tensor_bytes(value))
+  out = tmp_path / "out"
+  assert main(["paddle", f"--src={tmp_path / 'unimo'}", f"--out={out}", f"--task={task}",
+               f"--model-config={tmp_path / 'unimo_tiny_en.json'}"]) == 0
+  report = json.loads((out / "report.json").read_text())
+  assert report["head"] == sorted(weights) and not set(weights) & set(report["unused"])
+  if task == "glue":
+    assert any(f.startswith("region_embeddings/") for f in report["fresh"])
+    assert any(f.startswith("lm_head/") for f in report["fresh"])
+  assert stored_param_keys(out / "params") == {"backbone", "head"}
+
+  c = config_from_file(task, "tiny")
+  for key, value in config.items():
+    c.model[key] = value
+  c.model.dropout_rate = c.model.attention_dropout_rate = 0.0
+  if task == "glue":
+    c.task.labels = ("a", "b", "c")
+  if task == "snli_ve":
+    c.task.head_hidden = 2048
+  t = make_task(c, tmp_path / "run", data_paths={}, tokenizer=ShapeOnlyTokenizer(50))
+  abstract = strip_boxes(jax.eval_shape(t.boxed_params, jax.random.key(0)))
+  single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  loaded = restore_params(out / "params", abstract, jax.tree.map(lambda _: single, abstract))
+  batch = {"input_ids": rng.integers(3, 50, size=(2, 7)).astype(np.int32)}
+  if task != "glue":
+    batch.update({"region_features": rng.normal(size=(2, 3, 12)).astype(np.float32),
+                  "region_locations": rng.uniform(size=(2, 3, 5)).astype(np.float32),
+                  "region_mask": np.array([[1, 1, 0], [1, 1, 1]], bool)})
+  outputs, got = t.forward(loaded, batch)
+  want = reference_head(weights, np.asarray(outputs["pooled_text"], np.float64),
+                        np.asarray(outputs.get("pooled_image", 0.0), np.float64))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+  # and the backbone is the written encoder: its embeddings are the file's
+  np.testing.assert_array_equal(loaded["backbone"]["text_embeddings"]["word_embedding"],
+                                params["text_embeddings"]["word_embedding"])
+
+
+def test_dialog_tables_and_an_untied_lm_output_convert(tmp_path):
+  from unimo_jax.convert.paddle import config_for_paddle_dir
+  config = _unimo_config(tmp_path)
+  params = jax.tree.map(np.asarray, init_params(config, jax.random.key(6)))
+  _write_paddle_dir(tmp_path / "unimo", params, config)
+  rng = np.random.default_rng(7)
+  extra = {"role_embedding": rng.normal(size=(3, 32)), "turn_embedding": rng.normal(size=(16, 32)),
+           "mask_lm_out_fc.w_0": rng.normal(size=(32, 50))}
+  for name, value in extra.items():
+    (tmp_path / "unimo" / name).write_bytes(lod_tensor_bytes(value.astype(np.float32)))
+  adjusted = config_for_paddle_dir(tmp_path / "unimo", config)
+  assert (adjusted.role_type_size, adjusted.turn_type_size, adjusted.tie_lm_head) == (3, 16, False)
+  converted, report = params_from_paddle_dir(tmp_path / "unimo", adjusted)
+  assert not set(extra) & set(report["unused"])
+  np.testing.assert_allclose(converted["text_embeddings"]["turn_embedding"],
+                             extra["turn_embedding"], rtol=1e-6)
+  # the untied output: logits = transformed hidden . W + bias, W from mask_lm_out_fc.w_0
+  batch = {"input_ids": rng.integers(3, 50, size=(1, 5)).astype(np.int32),
+           "role_ids": np.array([[2, 2, 1, 1, 0]], np.int32),
+           "turn_ids": np.array([[0, 0, 3, 3, 0]], np.int32)}
+  out = Unimo(adjusted).apply({"params": converted}, batch, heads={"lm"})
+  plain = Unimo(config).apply({"params": params}, {"input_ids": batch["input_ids"]}, heads={"lm"})
+  assert not np.allclose(out["hidden"], plain["hidden"], atol=1e-3)  # role / turn ids count
+  np.testing.assert_allclose(converted["lm_head"]["mask_lm_out_kernel"], extra["mask_lm_out_fc.w_0"],
+                             rtol=1e-6)
+  # with W = E^T the untied output gives the tied model's logits
+  tied_again = jax.tree.map(np.asarray, converted)
+  tied_again["lm_head"]["mask_lm_out_kernel"] = converted["text_embeddings"]["word_embedding"].T
+  untied = Unimo(adjusted).apply({"params": tied_again}, batch, heads={"lm"})
+  tied_config = adjusted.copy_and_resolve_references()
+  tied_config.tie_lm_head = True
+  tied_params = jax.tree.map(np.asarray, tied_again)
+  del tied_params["lm_head"]["mask_lm_out_kernel"]
+  tied = Unimo(tied_config).apply({"params": tied_params}, batch, heads={"lm"})
+  np.testing.assert_allclose(untied["lm_logits"], tied["lm_logits"], rtol=1e-5, atol=1e-5)

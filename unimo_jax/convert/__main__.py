@@ -2,7 +2,7 @@
 
   python -m unimo_jax.convert roberta --src=DIR_OR_FILE --out=DIR
   python -m unimo_jax.convert paddle --src=DIR --model-config=unimo_base_en.json --out=DIR \
-      [--dict=model_files/dict]
+      [--dict=model_files/dict] [--task=glue|retrieval|snli_ve]
   python -m unimo_jax.convert export-roberta --params=CKPT --config=JSON --out=DIR
   python -m unimo_jax.convert check --params=CKPT --config=JSON --tokenizer=DIR [--save=F.npz]
 
@@ -16,6 +16,10 @@ restricted unpickler that refuses anything but tensor storage.
 paddle: a released UNIMO checkpoint (a Paddle 1.x persistables directory, one LoDTensor file per
 variable, read with numpy) and UNIMO's JSON config -> DIR/params, DIR/model_config.json,
 DIR/report.json and, given --dict, DIR/tokenizer (UNIMO's encoder.json / vocab.bpe / vocab.txt).
+Text-only programs (the classifier's: no image or LM-head variables) convert with those parts
+reported fresh; dialog role / turn tables and an untied LM output are taken when present. With
+--task=glue|retrieval|snli_ve the fine-tuned head maps too, and DIR/params holds the task's
+{backbone, head} for --config.init_from.
 
 export-roberta: the text encoder and MLM head of a params checkpoint (written by `roberta` or
 `save_params`) or of a training step directory (<workdir>/checkpoints/<step>) -> DIR/model.safetensors
@@ -81,7 +85,8 @@ def _fresh_output(out, command):
 
 
 def _paddle(args) -> int:
-  from unimo_jax.convert.paddle import config_from_unimo_file, params_from_paddle_dir
+  from unimo_jax.convert.paddle import (config_for_paddle_dir, config_from_unimo_file,
+                                        params_from_paddle_dir, task_head_from_paddle_dir)
   out = _fresh_output(args.out, "paddle")
   files = []
   if args.dict:  # checked before converting, so a bad --dict leaves nothing behind
@@ -89,9 +94,14 @@ def _paddle(args) -> int:
     if len(files) != len(DICT_SUFFIXES):
       raise SystemExit(f"convert paddle: expected UNIMO dict files ending in {DICT_SUFFIXES} in "
                        f"{args.dict}, found {[f.name for f in files]}")
-  config = config_from_unimo_file(args.model_config)
+  config = config_for_paddle_dir(args.src, config_from_unimo_file(args.model_config))
   print(f"reading {args.src} ...", flush=True)
   params, report = params_from_paddle_dir(args.src, config)
+  if args.task:  # a fine-tuned program: {'backbone', 'head'}, as a task's params
+    head, names = task_head_from_paddle_dir(args.src, args.task)
+    params = {"backbone": params, "head": head}
+    report["head"] = names
+    report["unused"] = [n for n in report["unused"] if n not in names]
   _write_conversion(out, params, config, report)
   if files:
     _copy_tokenizer(files, out)
@@ -152,6 +162,8 @@ def main(argv=None) -> int:
   paddle.add_argument("--model-config", required=True, help="UNIMO's unimo_*_en.json")
   paddle.add_argument("--out", required=True, help="output directory")
   paddle.add_argument("--dict", default="", help="directory of UNIMO's dict files (tokenizer)")
+  paddle.add_argument("--task", default="", help="also map a fine-tuned head: glue, retrieval "
+                      "or snli_ve (writes {backbone, head} params for that task's init_from)")
   export = sub.add_parser("export-roberta", help="text encoder -> HF RoBERTa safetensors")
   _add_checkpoint_arguments(export)
   export.add_argument("--out", required=True, help="output directory")

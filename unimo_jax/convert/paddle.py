@@ -144,6 +144,11 @@ def unimo_name_map(config) -> dict:
       "mask_lm_trans_layer_norm_bias": (("lm_head", "mask_lm_trans_layer_norm", "bias"), None),
       "mask_lm_out_fc.b_0": (("lm_head", "mask_lm_out_bias"), None),
   }
+  if not config.get("tie_lm_head", True):  # weight_sharing=False: the LM's own output kernel
+    table["mask_lm_out_fc.w_0"] = (("lm_head", "mask_lm_out_kernel"), None)
+  for name, size in (("role_embedding", "role_type_size"), ("turn_embedding", "turn_type_size")):
+    if config.get(size, 0):  # task_type 'dialog' (CoQA)
+      table[name] = (("text_embeddings", name), None)
   for i in range(config.num_layers):
     p, ours = f"encoder_layer_{i}_", ("encoder", f"layer_{i}")
     for name in ("query", "key", "value"):
@@ -163,20 +168,85 @@ def unimo_name_map(config) -> dict:
   return table
 
 
+# Variables a released program may lack: the classifier / regression programs build the text
+# encoder only (no image input, no LM head), a pretraining-only program no pooled heads. Their
+# parameters start fresh and are reported so.
+OPTIONAL_PREFIXES = ("pooled_fc_", "image_emb.", "image_loc.", "v_pre_encoder_", "mask_lm_")
+
+# Task heads (src/finetune/*.py) -> our task head's parameters, for `--task`:
+#   glue      classifier.py / regression.py  cls_out_{num_labels}_w / _b   -> cls_out
+#   retrieval retrieval.py                   match_fc.w_0 / .b_0           -> match_fc
+#   snli_ve   visual_entailment.py           cls_out_w_0 / _b_0, _w_1 / _b_1 -> cls_out_0, cls_out_1
+TASK_HEADS = ("glue", "retrieval", "snli_ve")
+
+
+def _files(directory) -> dict:
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    raise FileNotFoundError(f"{directory}: expected a Paddle persistables directory")
+  return {p.name: p for p in directory.iterdir() if p.is_file()}
+
+
+def config_for_paddle_dir(directory, config):
+  """The model config adjusted to what the directory holds: dialog role / turn tables (their
+  sizes from the files) and an untied LM output kernel (mask_lm_out_fc.w_0)."""
+  files = _files(directory)
+  config = config.copy_and_resolve_references()
+  for name, size in (("role_embedding", "role_type_size"), ("turn_embedding", "turn_type_size")):
+    if name in files:
+      config[size] = int(read_lod_tensor(files[name]).shape[0])
+  if "mask_lm_out_fc.w_0" in files:
+    config.tie_lm_head = False
+  return config
+
+
+def task_head_name_map(task: str, files) -> dict:
+  """Paddle variable name -> our head parameter path for `task` (see TASK_HEADS)."""
+  if task == "glue":
+    names = sorted(n for n in files if n.startswith("cls_out_") and n.endswith("_w")
+                   and n[len("cls_out_"):-2].isdigit())
+    if len(names) != 1:
+      raise ValueError(f"--task=glue: expected one cls_out_<labels>_w (UNIMO's classifier or "
+                       f"regression head), found {names or 'none'}")
+    stem = names[0][:-2]
+    return {f"{stem}_w": ("cls_out", "kernel"), f"{stem}_b": ("cls_out", "bias")}
+  if task == "retrieval":
+    return {"match_fc.w_0": ("match_fc", "kernel"), "match_fc.b_0": ("match_fc", "bias")}
+  if task == "snli_ve":
+    return {"cls_out_w_0": ("cls_out_0", "kernel"), "cls_out_b_0": ("cls_out_0", "bias"),
+            "cls_out_w_1": ("cls_out_1", "kernel"), "cls_out_b_1": ("cls_out_1", "bias")}
+  raise ValueError(f"--task: expected one of {TASK_HEADS} (the tasks with a released head), "
+                   f"found {task!r}")
+
+
+def task_head_from_paddle_dir(directory, task: str) -> tuple:
+  """(head params, converted names) of `task`'s head in a Paddle directory; a missing head
+  variable is an error naming it."""
+  files = _files(directory)
+  table = task_head_name_map(task, files)
+  missing = sorted(n for n in table if n not in files)
+  if missing:
+    raise ValueError(f"{directory}: --task={task} expects the head variables {sorted(table)}, "
+                     f"missing {missing}")
+  head = {}
+  for name, (module, leaf) in table.items():
+    head.setdefault(module, {})[leaf] = read_lod_tensor(files[name]).astype(np.float32)
+  return head, sorted(table)
+
+
 def params_from_paddle_dir(directory, config, rng=None):
   """(params, report) from a Paddle persistables directory of UNIMO variables.
 
   report = {'converted', 'unused' (files not mapped, e.g. optimizer moments or task heads),
-  'fresh' (our parameters no file provides)}. A missing encoder variable or a shape that differs
-  from the config raises an error naming it.
+  'fresh' (our parameters no file provides)}. A missing text-encoder variable or a shape that
+  differs from the config raises an error naming it; image, pooled and LM-head variables are
+  optional (a text-only program has none) and start fresh. `config` should come from
+  config_for_paddle_dir (dialog tables, untied LM output).
   """
   directory = pathlib.Path(directory)
-  if not directory.is_dir():
-    raise FileNotFoundError(f"{directory}: expected a Paddle persistables directory")
-  files = {p.name: p for p in directory.iterdir() if p.is_file()}
+  files = _files(directory)
   table = unimo_name_map(config)
-  required = [n for n in table if n not in ("pooled_fc_text.w_0", "pooled_fc_text.b_0",
-                                            "pooled_fc_image.w_0", "pooled_fc_image.b_0")]
+  required = [n for n in table if not n.startswith(OPTIONAL_PREFIXES)]
   missing = [n for n in required if n not in files]
   if missing:
     raise ValueError(f"{directory}: missing {len(missing)} UNIMO variables, e.g. {missing[:5]}; "

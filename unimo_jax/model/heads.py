@@ -3,11 +3,14 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from unimo_jax.model.layers import constrain, dense, gelu, layer_norm, zeros_init
+from unimo_jax.model.layers import (compute_dtype, constrain, dense, gelu, kernel_init,
+                                    layer_norm, zeros_init)
 
 
 class LMHead(nn.Module):
-  """dense -> gelu -> LayerNorm -> logits = x . E^T + bias (E: the word embedding, tied)."""
+  """dense -> gelu -> LayerNorm -> logits = x . E^T + bias (E: the word embedding, tied); with
+  model.tie_lm_head False, x . W + bias with its own W [hidden, vocab] (UNIMO's
+  weight_sharing=False, `mask_lm_out_fc.w_0`)."""
   config: object
 
   @nn.compact
@@ -17,7 +20,14 @@ class LMHead(nn.Module):
     x = gelu(dense(c, c.hidden_size, ("embed", "mlp"), "mask_lm_trans_fc")(x))
     x = layer_norm(c, "mask_lm_trans_layer_norm")(x)
     bias = self.param("mask_lm_out_bias", zeros_init(("vocab",)), (c.vocab_size,))
-    logits = attend(x).astype(jnp.float32) + bias
+    if c.get("tie_lm_head", True):
+      logits = attend(x).astype(jnp.float32) + bias
+    else:
+      kernel = self.param("mask_lm_out_kernel", kernel_init(c, ("embed", "vocab")),
+                          (c.hidden_size, c.vocab_size))
+      dtype = compute_dtype(c)
+      logits = jnp.einsum("...h,hv->...v", x.astype(dtype), kernel.astype(dtype))
+      logits = logits.astype(jnp.float32) + bias
     return constrain(logits, ("batch", "length", "vocab"))
 
 

@@ -40,6 +40,8 @@ def model_config(name: str = "tiny") -> ml_collections.ConfigDict:
   # to word + position; 0 = no such table (every other task).
   c.role_type_size = 0
   c.turn_type_size = 0
+  # The LM output shares the word embedding (UNIMO's weight_sharing=True); False: its own kernel.
+  c.tie_lm_head = True
   # Image input: 'regions' (detector features, UNIMO's default) or 'pixels' (ViT patches).
   c.image_input = "regions"
   c.region_feature_dim = region_dim

@@ -213,6 +213,13 @@ def _stored_params(directory, nested):
   return tree["params"] if nested else tree
 
 
+def stored_param_keys(path) -> set:
+  """The top-level names of the parameter tree stored at `path` (no array read)."""
+  directory, nested = params_location(path)
+  tree = _stored_params(directory, nested)
+  return set(tree) if hasattr(tree, "keys") else set()
+
+
 def _restore(directory, nested, target, restore_args):
   with _unreadable(directory):
     return _restore_tree(directory, nested, target, restore_args)

@@ -29,7 +29,7 @@ from unimo_jax.parallel import (batch_sharding, check_sufficiently_sharded, make
                                 parameter_table, rules_from_config)
 from unimo_jax.paths import as_path
 from unimo_jax.train.checkpoint import (Checkpointer, CheckpointWriteError, CorruptCheckpoint,
-                                        restore_params)
+                                        restore_params, stored_param_keys)
 from unimo_jax.train.checks import check_config
 from unimo_jax.train.config import resolve_epochs
 from unimo_jax.train.experiment import experiment_class
@@ -151,6 +151,12 @@ def initial_state(run: Run, checkpoints: Checkpointer, *, training: bool):
   state = create_state(config, run.tx, run.shardings, run.experiment.boxed_params)
   if config.init_from:
     abstract, shardings = run.abstract["params"], run.shardings["params"]
+    try:  # a checkpoint of the whole experiment's parameters (a task's backbone and head:
+      # a fine-tuned workdir, or `convert paddle --task`) fills all of them
+      if key is not None and stored_param_keys(config.init_from) == set(abstract):
+        key = None
+    except (FileNotFoundError, ValueError) as e:
+      raise ConfigError(f"init_from {e}") from None
     if key is not None:
       abstract, shardings = abstract[key], shardings[key]
     try:
