@@ -214,7 +214,9 @@ def test_state_and_mesh_on_abstract_devices(tmp_path):
 @pytest.mark.parametrize("config_file,preset,slice_name", [
     ("pretrain", "base", "v5e-16"), ("pretrain", "large", "v5p-32"), ("caption", "base", "v5e-8"),
     ("retrieval", "base", "v5e-8"), ("vqa", "base", "v5e-8"), ("snli_ve", "base", "v5e-8"),
-    ("glue", "base", "v5e-8"), ("seq2seq", "base", "v5e-8")])
+    ("glue", "base", "v5e-8"), ("seq2seq", "base", "v5e-8")] + [
+        (dataset, "base", "v5e-8") for dataset in ("cola", "sst2", "mnli", "stsb", "cnndm",
+                                                   "gigaword", "squad_qg", "coqa")])
 def test_every_shipped_preset_passes_the_sharding_check_on_its_slice(config_file, preset,
                                                                     slice_name, tmp_path):
   """The presets' own rules and heads (VQA's 3,129-answer classifier included) split parameters
