@@ -31,6 +31,7 @@ ROWS = [
     ("snli_ve", "base", "v5e-8", "v5e-16", ()),
     ("glue", "base", "v5e-8", "v5e-16", ()),
     ("seq2seq", "base", "v5e-8", "v5e-16", ()),
+    ("cnndm", "base", "v5e-8", "v5e-16", ()),
 ]
 
 

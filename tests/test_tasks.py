@@ -241,6 +241,20 @@ def test_glue_regression_and_resume_equals_uninterrupted(scenes, tmp_path):
                              rtol=1e-5)
 
 
+def test_epochs_set_the_run_length_from_the_training_set(scenes, tmp_path):
+  """epochs = 1.5 and warm-up proportion 0.25: the run trains 1.5 x records // batch steps with
+  a quarter of them warming up, and its config.json says so."""
+  config = task_config("glue", scenes, **{"epochs": 1.5, "optimizer.warmup_proportion": 0.25})
+  records = make_task(config.copy_and_resolve_references(), tmp_path).train_examples()
+  driver.train_and_evaluate(config, tmp_path / "run")
+  steps = int(1.5 * records // config.batch_size)
+  written = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert written["steps"] == steps != config.steps
+  assert written["optimizer"]["warmup_steps"] == int(steps * 0.25)
+  rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+  assert max(r["step"] for r in rows if r["split"] == "train") == steps
+
+
 def test_diverging_fine_tune_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     scenes, tmp_path):
   """A learning rate that overflows the parameters: step 1 is finite and saved, step 2's loss is

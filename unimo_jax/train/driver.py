@@ -95,7 +95,7 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
   else:
     experiment = kind(config, workdir, mesh, data_paths={},
                       tokenizer=ShapeOnlyTokenizer(config.model.vocab_size))
-  if read_data and config.get("epochs"):
+  if read_data and mode == "train" and config.get("epochs"):  # the schedule needs the length
     _resolve_epochs(config, experiment, verbose)
   # (outside the mesh context: optax builds the optimizer state's layout eagerly, on the host)
   tx = make_optimizer(config)
