@@ -121,3 +121,4 @@ def loop_config(c: ml_collections.ConfigDict, *, steps: int, checkpoint_every: i
   c.eval_every = eval_every  # 0: evaluate at the end only
   c.eval_batch = eval_batch
   c.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start-up
+  c.metrics_sync_seconds = 60.0  # gs:// workdirs: metric rows and TensorBoard sent this often

@@ -233,7 +233,7 @@ def train_and_evaluate(config, workdir) -> dict:
       state, data_state = initial_state(run, checkpoints, training=True)
       step = int(state["step"])
       write_workdir(run)
-      writer = MetricWriter(run.workdir)
+      writer = MetricWriter(run.workdir, sync_seconds=config.get("metrics_sync_seconds", 60.0))
       if primary:
         print(_parameter_table(run), flush=True)
 
@@ -306,7 +306,7 @@ def evaluate(config, workdir) -> dict:
   """Evaluates the latest checkpoint (or init_from: zero-shot); returns the metrics."""
   run = start(config, workdir, "eval")
   write_workdir(run)
-  writer = MetricWriter(run.workdir)
+  writer = MetricWriter(run.workdir, sync_seconds=run.config.get("metrics_sync_seconds", 60.0))
   try:
     with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
       params, step = _trained_params(run)

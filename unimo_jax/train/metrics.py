@@ -12,48 +12,94 @@ from unimo_jax.paths import as_path, is_remote
 from unimo_jax.train.workdir import NonFiniteLoss
 
 
+REMOTE_PARTS = "metrics"  # <workdir>/metrics/part-000000.jsonl, ... on a remote workdir
+
+
 class MetricWriter:
   """Writes scalars to <workdir>/metrics.jsonl and TensorBoard events (process 0 only).
 
-  A remote (gs://) workdir cannot be appended to: its metrics.jsonl is rewritten whole on each
-  write (the rows of earlier runs in it are read first, so nothing is lost)."""
+  A remote (gs://) object cannot be appended to, and rewriting one file whole at every write
+  costs more the longer the run. There the rows are buffered and written every `sync_seconds`
+  (and at close) as one new object, <workdir>/metrics/part-<n>.jsonl, numbered on from the parts
+  already there (a resumed run continues them), and the TensorBoard event file is flushed on the
+  same interval, not at every write: the bytes sent per log step stay the same however long the
+  run. read_metric_rows() reads either layout back."""
 
-  def __init__(self, workdir, enabled: bool | None = None):
+  def __init__(self, workdir, enabled: bool | None = None, sync_seconds: float = 60.0):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._jsonl = None
     self._tb = None
-    self._rows = None
+    self._pending = None
+    self.sync_seconds = float(sync_seconds)
     if self.enabled:
       workdir = as_path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
       self._path = workdir / "metrics.jsonl"
+      from tensorboardX import SummaryWriter  # gs:// needs google-cloud-storage
       if is_remote(workdir):
-        self._rows = self._path.read_text().splitlines() if self._path.exists() else []
+        self._parts = workdir / REMOTE_PARTS
+        self._parts.mkdir(parents=True, exist_ok=True)
+        self._next_part = 1 + max((_part_number(p) for p in self._parts.glob("part-*.jsonl")),
+                                  default=-1)
+        self._pending, self._synced = [], time.monotonic()
+        self._tb = SummaryWriter(str(workdir / "tensorboard"), flush_secs=max(1, int(sync_seconds)))
       else:
         self._jsonl = open(self._path, "a", encoding="utf-8")
-      from tensorboardX import SummaryWriter  # gs:// needs google-cloud-storage
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, scalars: dict, prefix: str = "train") -> None:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
     line = json.dumps({"step": int(step), "split": prefix, **scalars})
-    if self._rows is not None:
-      self._rows.append(line)
-      self._path.write_text("\n".join(self._rows) + "\n")
+    for key, value in scalars.items():
+      self._tb.add_scalar(f"{prefix}/{key}", value, int(step))
+    if self._pending is not None:
+      self._pending.append(line)
+      if time.monotonic() - self._synced >= self.sync_seconds:
+        self.sync()
     else:
       self._jsonl.write(line + "\n")
       self._jsonl.flush()
-    for key, value in scalars.items():
-      self._tb.add_scalar(f"{prefix}/{key}", value, int(step))
-    self._tb.flush()
+      self._tb.flush()
+
+  def sync(self) -> None:
+    """Remote workdir: the buffered rows as one new part object, and the event file flushed."""
+    if not self.enabled or self._pending is None:
+      return
+    if self._pending:
+      part = self._parts / f"part-{self._next_part:06d}.jsonl"
+      part.write_text("\n".join(self._pending) + "\n")
+      self._next_part += 1
+      self._pending = []
+      self._tb.flush()
+    self._synced = time.monotonic()
 
   def close(self) -> None:
     if self.enabled:
+      self.sync()
       if self._jsonl is not None:
         self._jsonl.close()
       self._tb.close()
+
+
+def _part_number(path) -> int:
+  stem = path.name[len("part-"):-len(".jsonl")]
+  return int(stem) if stem.isdigit() else -1
+
+
+def read_metric_rows(workdir) -> list:
+  """Every metric row of a workdir, oldest first: metrics.jsonl, then (remote workdirs) the
+  parts under metrics/ in their order."""
+  workdir = as_path(workdir)
+  lines = []
+  if (workdir / "metrics.jsonl").exists():
+    lines += (workdir / "metrics.jsonl").read_text().splitlines()
+  parts = workdir / REMOTE_PARTS
+  if parts.exists():
+    for part in sorted(parts.glob("part-*.jsonl"), key=_part_number):
+      lines += part.read_text().splitlines()
+  return [json.loads(line) for line in lines if line.strip()]
 
 
 class Progress:
