@@ -4,6 +4,7 @@
   text        plain-text corpus -> text shards
   bua-tsv     bottom-up-attention features TSV -> image shards
   coco        COCO captions JSON + features TSV -> pair shards
+  coco-images COCO captions JSON + a folder of image files -> pair shards for pixel mode
   flickr30k   UNIMO's Flickr30k .ids + bbox100 TSV -> pair task shards
   snli-ve     UNIMO's SNLI-VE ';' records -> pair task shards
   coco-unimo  UNIMO's COCO ';' records -> pair task shards
@@ -61,6 +62,12 @@ def _parser():
   s.add_argument("--features", required=True)
   s.add_argument("--feature-dim", type=int)
   s.add_argument("--num-classes", type=int)
+  common(s, tokenizer=True)
+
+  s = sub.add_parser("coco-images", help="COCO captions JSON + a folder of image files -> "
+                     "pair shards for pixel mode")
+  s.add_argument("--captions", required=True)
+  s.add_argument("--images", required=True, help="the folder the JSON's file_name values are in")
   common(s, tokenizer=True)
 
   s = sub.add_parser("flickr30k", help="UNIMO Flickr30k .ids + bbox100 TSVs -> pair task shards")
@@ -138,6 +145,10 @@ def main(argv=None):
           args.captions, args.features, args.out, load_tokenizer(args.tokenizer),
           feature_dim=args.feature_dim, num_classes=args.num_classes, skip_bad=args.skip_bad,
           **writer)
+    elif args.command == "coco-images":
+      meta = converters.convert_coco_images(args.captions, args.images, args.out,
+                                            load_tokenizer(args.tokenizer),
+                                            skip_bad=args.skip_bad, **writer)
     elif args.command == "flickr30k":
       meta = converters.convert_flickr30k(args.ids, args.features, args.out,
                                           feature_dim=args.feature_dim,

@@ -222,6 +222,57 @@ def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, fe
   return w.meta
 
 
+def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_bad=False,
+                        **writer_kwargs) -> dict:
+  """COCO-format captions JSON ({'images': [{'id', 'file_name'}], 'annotations': [{'image_id',
+  'caption'}]}) over a folder of image files -> pair shards for pixel mode: one record per
+  caption with the image's absolute path (`image_file`; the files stay where they are and are
+  decoded when read). Every image is decoded once here: one that is missing or unreadable is a
+  DataError naming the file, or, with skip_bad, skipped with its captions and counted."""
+  from unimo_jax.data.images import read_image
+  path, root = pathlib.Path(captions_json), pathlib.Path(image_dir).resolve()
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, json.JSONDecodeError) as e:
+    raise DataError(f"{path}: cannot read COCO captions JSON ({e})") from None
+  if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
+      data.get("annotations"), list):
+    raise DataError(f"{path}: expected a JSON object with 'images' and 'annotations' lists")
+  skips = _Skips(skip_bad)
+  files = {}
+  for i, image in enumerate(data["images"]):
+    where = f"{path} image {i}"
+    try:
+      if "id" not in image or not image.get("file_name"):
+        raise DataError(f"{where}: expected 'id' and 'file_name'")
+      file = root / image["file_name"]
+      read_image(file, where)  # decodable: a corrupt file is named now, not mid-training
+      files[str(image["id"])] = file
+    except DataError as e:
+      skips.handle(e)
+  captions = []
+  for i, ann in enumerate(data["annotations"]):
+    where = f"{path} annotation {i}"
+    try:
+      if "image_id" not in ann or not str(ann.get("caption", "")).strip():
+        raise DataError(f"{where}: expected 'image_id' and a non-empty 'caption'")
+      if str(ann["image_id"]) not in files:
+        raise DataError(f"{where}: caption for image {ann['image_id']!r}, which is not a "
+                        f"readable image of {path}'s 'images'")
+      captions.append(ann)
+    except DataError as e:
+      skips.handle(e)
+  ids = tokenizer.encode_batch([a["caption"].strip() for a in captions])
+  with ShardWriter(out_dir, "pair", vocabulary=tokenizer.describe(), image_root=str(root),
+                   **writer_kwargs) as w:
+    for ann, caption_ids in zip(captions, ids):
+      w.write({"image_id": str(ann["image_id"]), "image_file": str(files[str(ann["image_id"])]),
+               "caption": ann["caption"].strip(), "caption_id": str(ann.get("id", "")),
+               "caption_ids": caption_ids})
+    w.meta["skipped"] = skips.count
+  return w.meta
+
+
 # ---- UNIMO's released fine-tuning formats -----------------------------------------------------
 
 FLICKR_IMAGE_FIELDS = ("img_filename", "image_w", "image_h", "number_box", "boxes", "features",

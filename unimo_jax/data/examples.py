@@ -182,11 +182,31 @@ def image_inputs(regions) -> dict:
   return {k: v for k, v in regions.items() if not k.startswith("_")}
 
 
-def pixel_fields(record, where="record") -> dict:
-  """pixels [H, W, 3] uint8 -> float32 in [0, 1]."""
-  if "pixels" not in record:
-    raise ValueError(f"{where}: data.image_input is 'pixels' but the record has no 'pixels'")
-  return {"pixels": np.asarray(record["pixels"], np.float32) / 255.0}
+def pixel_fields(record, where="record", size=None, rng=None) -> dict:
+  """pixels [size, size, 3] float32 in [0, 1] of a record's image: its `pixels` array (uint8
+  [H, W, 3]; resized when `size` differs), or an image file, encoded in `image_bytes` or named by
+  `image_file`, decoded and cropped to `size` (data/images.py: a random resized crop with `rng`,
+  training; the centre crop without, evaluation)."""
+  from unimo_jax.data import images
+  if "pixels" in record:
+    pixels = np.asarray(record["pixels"], np.uint8)
+    if size is not None and pixels.shape[:2] != (size, size):
+      pixels = images.train_crop(pixels, size, rng) if rng is not None else images.eval_crop(
+          pixels, size)
+  elif "image_bytes" in record or "image_file" in record:
+    if size is None:
+      raise ValueError(f"{where}: an image file needs the model's image size to be cropped to")
+    name = f"{where} (image {record.get('image_id', '?')})"
+    if "image_bytes" in record:
+      decoded = images.decode_image(bytes(record["image_bytes"]), name)
+    else:
+      decoded = images.read_image(record["image_file"], name)
+    pixels = images.train_crop(decoded, size, rng) if rng is not None else images.eval_crop(
+        decoded, size)
+  else:
+    raise ValueError(f"{where}: data.image_input is 'pixels' but the record has no 'pixels', "
+                     f"'image_bytes' or 'image_file' (found {sorted(record)})")
+  return {"pixels": pixels.astype(np.float32) / 255.0}
 
 
 def caption_fields(caption, cfg, special) -> dict:

@@ -92,9 +92,9 @@ def check_example(example: dict, kind: str, meta: dict, where: str) -> None:
     return
   if kind not in ("image", "pair"):
     fail(f"kind: expected one of {KINDS}, found {kind!r}")
-  if "pixels" not in example and "region_features" not in example:
-    fail(f"expected 'region_features' (with 'boxes') or 'pixels' for a {kind} example, found "
-         f"{sorted(example)}")
+  if not any(k in example for k in ("pixels", "region_features", "image_file", "image_bytes")):
+    fail(f"expected 'region_features' (with 'boxes'), 'pixels', or an image file ('image_file' "
+         f"or 'image_bytes') for a {kind} example, found {sorted(example)}")
   if "pixels" in example:
     pixels = np.asarray(example["pixels"])
     if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:

@@ -187,16 +187,17 @@ class Task:
     """Random-access records of one split: shards by default (text tasks read TSVs)."""
     return ShardSource(path)
 
-  def image_inputs(self, record, where=""):
-    """Model image fields of a record; an image with no regions is a DataError (nothing to see)."""
-    return self.inputs.image(record, where or "record")
+  def image_inputs(self, record, where="", rng=None):
+    """Model image fields of a record; an image with no regions is a DataError (nothing to see).
+    Pixel mode with image files: `rng` (training) takes a random crop, else the centre one."""
+    return self.inputs.image(record, where or "record", rng)
 
   def text_ids(self, ids, length):
     return self.inputs.text(ids, length)
 
-  def pair_inputs(self, record, where=""):
+  def pair_inputs(self, record, where="", rng=None):
     """Model fields of a record's image with its text (caption_ids): [IMG] v.. [CLS] w.. [SEP]."""
-    return self.inputs.pair(record, where or "record")
+    return self.inputs.pair(record, where or "record", rng)
 
   def split_records(self, split, what="example"):
     """The first data.eval_limit records of a split (all when 0); an empty split is an error."""

@@ -50,9 +50,9 @@ class CaptionTask(GenerationTask):
                       f"records, found fields {sorted(record)}")
     return tag_block(record["tag_ids"], int(self.config.data.max_tags), self.special["pad"])
 
-  def source_inputs(self, record, where="record"):
+  def source_inputs(self, record, where="record", rng=None):
     """What the caption is generated from: the image, plus its tags with task.object_tags."""
-    image = self.image_inputs(record, where)
+    image = self.image_inputs(record, where, rng)
     tags = self._tags(record, where)
     return image if tags is None else dict(image, **tags)
 
@@ -60,7 +60,7 @@ class CaptionTask(GenerationTask):
     return self.source_inputs(record, where)
 
   def train_example(self, record, rng):
-    source = self.source_inputs(record, "train record")
+    source = self.source_inputs(record, "train record", rng)
     caption = examples.caption_fields(record["caption_ids"], self.config.data, self.special)
     if "input_ids" not in source:
       return {"inputs": dict(source, **caption)}

@@ -83,13 +83,13 @@ class RetrievalTask(Task):
     return out
 
   def train_example(self, record, rng):
-    inputs = self.pair_inputs(record)
+    inputs = self.pair_inputs(record, "train record", rng)
     if self.negative_source == "batch":
       return {"input_ids": inputs.pop("input_ids"), "image": inputs}
     # [1 + n] images (the record's, then n negatives') and [1 + n] texts (likewise)
     n = int(self.config.task.negatives)
     negatives = self.sampled_negatives(record, rng)
-    images = [inputs] + [self.image_inputs(r, "negative record") for r in negatives[:n]]
+    images = [inputs] + [self.image_inputs(r, "negative record", rng) for r in negatives[:n]]
     texts = [inputs["input_ids"]] + [self.pair_inputs(r, "negative record")["input_ids"]
                                      for r in negatives[n:]]
     image = {k: np.stack([im[k] for im in images]) for k in images[0] if k != "input_ids"}

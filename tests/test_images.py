@@ -1,0 +1,176 @@
+"""Image files in pixel mode: decoding every common mode (grey, palette, 16-bit, RGBA, CMYK, JPEG
+and PNG), named errors for truncated and non-image bytes, the training and evaluation crops, and
+a folder of photos with a COCO-format captions JSON fine-tuning captioning and retrieval."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unimo_jax.data import converters, images
+from unimo_jax.data.records import DataError
+
+
+def encoded(image, fmt, **kwargs):
+  buffer = io.BytesIO()
+  image.save(buffer, format=fmt, **kwargs)
+  return buffer.getvalue()
+
+
+def solid(mode, size, value):
+  return Image.new(mode, size, value)
+
+
+@pytest.mark.parametrize("mode,fmt,value,expected,tolerance", [
+    ("RGB", "PNG", (200, 30, 90), (200, 30, 90), 0),
+    ("L", "PNG", 77, (77, 77, 77), 0),
+    ("RGBA", "PNG", (10, 220, 40, 128), (10, 220, 40), 0),  # alpha dropped
+    ("LA", "PNG", (150, 0), (150, 150, 150), 0),
+    ("I;16", "PNG", 32768, (128, 128, 128), 0),  # 16-bit grey scaled to 8 bits
+    ("RGB", "JPEG", (250, 10, 10), (250, 10, 10), 6),
+    ("L", "JPEG", 40, (40, 40, 40), 3),
+    ("CMYK", "JPEG", (0, 0, 0, 0), (255, 255, 255), 6),  # no ink: white
+    ("CMYK", "JPEG", (255, 0, 0, 0), (0, 255, 255), 8),  # full cyan
+])
+def test_decode_every_mode_to_rgb(mode, fmt, value, expected, tolerance):
+  got = images.decode_image(encoded(solid(mode, (13, 7), value), fmt), "test")
+  assert got.shape == (7, 13, 3) and got.dtype == np.uint8
+  np.testing.assert_allclose(got.reshape(-1, 3).mean(0), expected, atol=tolerance + 0.5)
+
+
+def test_palette_png_decodes_to_its_colours():
+  image = Image.new("P", (4, 2))
+  image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+  image.putdata([0, 1, 0, 1, 1, 1, 0, 0])
+  got = images.decode_image(encoded(image, "PNG"))
+  assert got[0, 0].tolist() == [255, 0, 0] and got[0, 1].tolist() == [0, 0, 255]
+
+
+def test_bad_image_bytes_are_named(tmp_path):
+  jpeg = encoded(solid("RGB", (64, 64), (1, 2, 3)), "JPEG")
+  with pytest.raises(DataError, match=r"record 7: expected an image file .*could not decode"):
+    images.decode_image(jpeg[:len(jpeg) // 2], "record 7")  # truncated
+  with pytest.raises(DataError, match="could not decode"):
+    images.decode_image(b"this is not an image", "x")
+  with pytest.raises(DataError, match=r"could not read image file .*missing\.png"):
+    images.read_image(tmp_path / "missing.png", "record 1")
+
+
+def test_eval_crop_is_the_centre_square_and_train_crops_vary():
+  image = np.zeros((40, 80, 3), np.uint8)
+  image[:, :20] = (0, 255, 0)
+  image[:, 20:60] = (255, 0, 0)  # the centre 40 x 40
+  image[:, 60:] = (0, 0, 255)
+  centre = images.eval_crop(image, 16)
+  assert centre.shape == (16, 16, 3)
+  # the centre square only (the bicubic filter reads a pixel past the box at the very edge)
+  assert np.abs(centre[1:-1, 1:-1].astype(int) - [255, 0, 0]).max() <= 2
+  assert np.abs(centre.astype(int) - [255, 0, 0]).max() <= 25
+  np.testing.assert_array_equal(images.eval_crop(image, 16), centre)
+  a = images.train_crop(image, 16, np.random.default_rng(0))
+  b = images.train_crop(image, 16, np.random.default_rng(1))
+  assert a.shape == b.shape == (16, 16, 3) and not np.array_equal(a, b)
+  np.testing.assert_array_equal(images.train_crop(image, 16, np.random.default_rng(0)), a)
+  flat = np.full((30, 50, 3), 99, np.uint8)
+  assert np.all(images.train_crop(flat, 8, np.random.default_rng(2)) == 99)
+
+
+COLOURS = {"red": (220, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 220),
+           "yellow": (230, 220, 30)}
+SHAPES = ("square", "circle")
+
+
+def photo(colour, shape, size, mode):
+  """A coloured shape on grey, in the given size and mode."""
+  image = Image.new("RGB", size, (128, 128, 128))
+  from PIL import ImageDraw
+  draw = ImageDraw.Draw(image)
+  w, h = size
+  box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+  (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLOURS[colour])
+  return image.convert(mode)
+
+
+def photo_folder(root):
+  """Images of every colour x shape in assorted sizes and modes, a corrupt JPEG and a missing
+  file, with a COCO-format captions JSON (two captions per image)."""
+  root.mkdir()
+  entries, annotations = [], []
+  modes = [("RGB", "JPEG"), ("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("RGB", "PNG")]
+  k = 0
+  for colour in COLOURS:
+    for shape in SHAPES:
+      for copy in range(3):
+        mode, fmt = modes[k % len(modes)]
+        size = (48 + 16 * (k % 4), 40 + 8 * (k % 3))
+        name = f"img{k}.{fmt.lower().replace('jpeg', 'jpg')}"
+        photo(colour, shape, size, mode).save(root / name, format=fmt)
+        entries.append({"id": k, "file_name": name})
+        annotations += [{"id": 2 * k, "image_id": k, "caption": f"a {colour} {shape}"},
+                        {"id": 2 * k + 1, "image_id": k, "caption": f"a {shape} in {colour}"}]
+        k += 1
+  (root / "broken.jpg").write_bytes(encoded(photo("red", "square", (64, 64), "RGB"),
+                                            "JPEG")[:300])
+  entries += [{"id": 900, "file_name": "broken.jpg"}, {"id": 901, "file_name": "gone.png"}]
+  annotations += [{"id": 1900, "image_id": 900, "caption": "a red square"},
+                  {"id": 1901, "image_id": 901, "caption": "a blue circle"}]
+  captions = root / "captions.json"
+  captions.write_text(json.dumps({"images": entries, "annotations": annotations}))
+  return captions, k
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  from unimo_jax.data.tokenizers import SentencePieceTokenizer
+  base = tmp_path_factory.mktemp("photos")
+  captions, count = photo_folder(base / "images")
+  lines = [f"a {c} {s}" for c in COLOURS for s in SHAPES] + [
+      f"a {s} in {c}" for c in COLOURS for s in SHAPES]
+  tokenizer = SentencePieceTokenizer.train(lines * 20, vocab_size=40, model_type="word",
+                                           out_path=base / "tokenizer.model")
+  with pytest.raises(DataError, match=r"broken\.jpg"):
+    converters.convert_coco_images(captions, base / "images", base / "strict", tokenizer)
+  meta = converters.convert_coco_images(captions, base / "images", base / "pairs", tokenizer,
+                                        skip_bad=True)
+  return base, meta, count
+
+
+def test_folder_and_json_convert_with_counted_skips(photos):
+  from unimo_jax.data.records import ShardSource
+  base, meta, count = photos
+  assert meta["num_records"] == 2 * count
+  assert meta["skipped"] == 4  # 2 bad images, then their 2 captions
+  record = ShardSource(base / "pairs")[0]
+  assert record["image_file"].endswith("img0.jpg") and record["caption"] == "a red square"
+
+
+@pytest.mark.parametrize("task", ["caption", "retrieval"])
+def test_pixel_mode_fine_tunes_on_image_files(photos, task, tmp_path):
+  """Captioning and retrieval train, evaluate and predict from the image files (tiny model,
+  64 x 64 pixels, random crops in training, centre crops at evaluation)."""
+  from train_helpers import config_from_file, set_fields
+  from unimo_jax.train import driver
+  base, _, count = photos
+  c = config_from_file(task, "tiny")
+  c = set_fields(c, {"model.image_input": "pixels", "data.image_input": "pixels",
+                     "data.train_dir": str(base / "pairs"), "data.eval_dir": str(base / "pairs"),
+                     "data.tokenizer": str(base / "tokenizer.model"), "steps": 12,
+                     "batch_size": 16, "log_every": 1, "checkpoint_every": 1000,
+                     "async_checkpoints": False, "eval_batch": 16,
+                     "optimizer.learning_rate": 2e-3, "optimizer.warmup_steps": 2,
+                     "data.eval_limit": 0, "decode.max_length": 6, "decode.beam_size": 2})
+  if task == "retrieval":
+    c.task.negatives = 3
+  metrics = driver.train_and_evaluate(c, tmp_path)
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  losses = [r["total_loss"] for r in rows if r["split"] == "train"]
+  assert np.mean(losses[-3:]) < np.mean(losses[:3])
+  predictions = [json.loads(line) for line in open(tmp_path / "predictions.jsonl")]
+  if task == "caption":
+    assert metrics["images"] == count and len(predictions) == count
+    assert all(isinstance(p["caption"], str) for p in predictions)
+  else:
+    assert metrics["images"] == count and metrics["texts"] == 2 * count
+    assert 0.0 <= metrics["i2t_R@10"] <= 1.0
