@@ -1,11 +1,9 @@
 """Remote (gs://) workdirs: the small files go through etils.epath. Here epath's gs:// backend is
 replaced by a mock that maps gs://bucket/... onto a local folder, so the writes are observable."""
 
-import json
 import os
 import pathlib
 
-from etils import epath
 from etils.epath import testing as epath_testing
 
 from unimo_jax.paths import as_path, is_remote, local_dir
