@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from train_helpers import set_fields
 from unimo_jax.train.config import optimizer_config, resolve_epochs
 from unimo_jax.train.optimizer import learning_rate_schedule
 
@@ -13,13 +14,7 @@ from unimo_jax.train.optimizer import learning_rate_schedule
 def config(**fields):
   c = ml_collections.ConfigDict({"steps": 100, "batch_size": 32, "epochs": 0.0,
                                  "optimizer": optimizer_config(1e-4, 10)})
-  for key, value in fields.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return c
+  return set_fields(c, fields)
 
 
 def test_epochs_resolve_to_the_original_step_counts():

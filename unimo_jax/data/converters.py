@@ -184,34 +184,48 @@ def convert_bottom_up_tsv(paths, out_dir, *, feature_dim=None, num_classes=None,
   return w.meta
 
 
-def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, feature_dim=None,
-                          num_classes=None, skip_bad=False, **writer_kwargs) -> dict:
-  """COCO-style {'annotations': [{'image_id', 'caption'}]} + features TSV -> pair shards."""
-  path = pathlib.Path(captions_json)
+def _read_coco_json(path, lists) -> dict:
+  """A COCO-format captions JSON holding the named lists; DataError naming the file otherwise."""
   try:
     data = json.loads(path.read_text(encoding="utf-8"))
   except (OSError, json.JSONDecodeError) as e:
     raise DataError(f"{path}: cannot read COCO captions JSON ({e})") from None
-  annotations = data.get("annotations") if isinstance(data, dict) else None
-  if not isinstance(annotations, list):
-    raise DataError(f"{path}: expected a JSON object with an 'annotations' list")
-  skips = _Skips(skip_bad)
-  images = {}
-  for record in read_bottom_up_tsv(features_tsv, feature_dim=feature_dim,
-                                   num_classes=num_classes, skips=skips):
-    images[record["image_id"]] = record
+  if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in lists):
+    names = " and ".join(map(repr, lists))
+    wanted = f"an {names} list" if len(lists) == 1 else f"{names} lists"
+    raise DataError(f"{path}: expected a JSON object with {wanted}")
+  return data
+
+
+def _captions_of_known_images(annotations, path, known, why_unknown, skips) -> list:
+  """The annotations with an 'image_id' in `known` and a non-empty caption; the others are
+  DataErrors (`why_unknown` says what the image lacks), raised or counted by `skips`."""
   captions = []
   for i, ann in enumerate(annotations):
     where = f"{path} annotation {i}"
     try:
       if "image_id" not in ann or not str(ann.get("caption", "")).strip():
         raise DataError(f"{where}: expected 'image_id' and a non-empty 'caption'")
-      if str(ann["image_id"]) not in images:
-        raise DataError(f"{where}: caption for image {ann['image_id']!r}, which has no features "
-                        f"in {features_tsv}")
+      if str(ann["image_id"]) not in known:
+        raise DataError(f"{where}: caption for image {ann['image_id']!r}, {why_unknown}")
       captions.append(ann)
     except DataError as e:
       skips.handle(e)
+  return captions
+
+
+def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, feature_dim=None,
+                          num_classes=None, skip_bad=False, **writer_kwargs) -> dict:
+  """COCO-style {'annotations': [{'image_id', 'caption'}]} + features TSV -> pair shards."""
+  path = pathlib.Path(captions_json)
+  annotations = _read_coco_json(path, ("annotations",))["annotations"]
+  skips = _Skips(skip_bad)
+  images = {}
+  for record in read_bottom_up_tsv(features_tsv, feature_dim=feature_dim,
+                                   num_classes=num_classes, skips=skips):
+    images[record["image_id"]] = record
+  captions = _captions_of_known_images(annotations, path, images,
+                                       f"which has no features in {features_tsv}", skips)
   ids = tokenizer.encode_batch([a["caption"].strip() for a in captions])
   with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
                    vocabulary=tokenizer.describe(), **writer_kwargs) as w:
@@ -231,13 +245,7 @@ def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_ba
   DataError naming the file, or, with skip_bad, skipped with its captions and counted."""
   from unimo_jax.data.images import read_image
   path, root = pathlib.Path(captions_json), pathlib.Path(image_dir).resolve()
-  try:
-    data = json.loads(path.read_text(encoding="utf-8"))
-  except (OSError, json.JSONDecodeError) as e:
-    raise DataError(f"{path}: cannot read COCO captions JSON ({e})") from None
-  if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
-      data.get("annotations"), list):
-    raise DataError(f"{path}: expected a JSON object with 'images' and 'annotations' lists")
+  data = _read_coco_json(path, ("images", "annotations"))
   skips = _Skips(skip_bad)
   files = {}
   for i, image in enumerate(data["images"]):
@@ -250,18 +258,9 @@ def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_ba
       files[str(image["id"])] = file
     except DataError as e:
       skips.handle(e)
-  captions = []
-  for i, ann in enumerate(data["annotations"]):
-    where = f"{path} annotation {i}"
-    try:
-      if "image_id" not in ann or not str(ann.get("caption", "")).strip():
-        raise DataError(f"{where}: expected 'image_id' and a non-empty 'caption'")
-      if str(ann["image_id"]) not in files:
-        raise DataError(f"{where}: caption for image {ann['image_id']!r}, which is not a "
-                        f"readable image of {path}'s 'images'")
-      captions.append(ann)
-    except DataError as e:
-      skips.handle(e)
+  captions = _captions_of_known_images(data["annotations"], path, files,
+                                       f"which is not a readable image of {path}'s 'images'",
+                                       skips)
   ids = tokenizer.encode_batch([a["caption"].strip() for a in captions])
   with ShardWriter(out_dir, "pair", vocabulary=tokenizer.describe(), image_root=str(root),
                    **writer_kwargs) as w:

@@ -12,6 +12,7 @@ import math
 import ml_collections
 import numpy as np
 
+from unimo_jax.data import images
 from unimo_jax.data.masking import region_mask, seq2seq_split, span_mask
 
 
@@ -187,22 +188,21 @@ def pixel_fields(record, where="record", size=None, rng=None) -> dict:
   [H, W, 3]; resized when `size` differs), or an image file, encoded in `image_bytes` or named by
   `image_file`, decoded and cropped to `size` (data/images.py: a random resized crop with `rng`,
   training; the centre crop without, evaluation)."""
-  from unimo_jax.data import images
+  def cropped(image):
+    return images.train_crop(image, size, rng) if rng is not None else images.eval_crop(image, size)
+
   if "pixels" in record:
     pixels = np.asarray(record["pixels"], np.uint8)
     if size is not None and pixels.shape[:2] != (size, size):
-      pixels = images.train_crop(pixels, size, rng) if rng is not None else images.eval_crop(
-          pixels, size)
+      pixels = cropped(pixels)
   elif "image_bytes" in record or "image_file" in record:
     if size is None:
       raise ValueError(f"{where}: an image file needs the model's image size to be cropped to")
     name = f"{where} (image {record.get('image_id', '?')})"
     if "image_bytes" in record:
-      decoded = images.decode_image(bytes(record["image_bytes"]), name)
+      pixels = cropped(images.decode_image(bytes(record["image_bytes"]), name))
     else:
-      decoded = images.read_image(record["image_file"], name)
-    pixels = images.train_crop(decoded, size, rng) if rng is not None else images.eval_crop(
-        decoded, size)
+      pixels = cropped(images.read_image(record["image_file"], name))
   else:
     raise ValueError(f"{where}: data.image_input is 'pixels' but the record has no 'pixels', "
                      f"'image_bytes' or 'image_file' (found {sorted(record)})")

@@ -226,13 +226,17 @@ class Task:
         self.skipped["train_unusable"] = self.skipped.get("train_unusable", 0) + 1
     return keep
 
+  @functools.cached_property
+  def usable_train_indices(self) -> list:
+    """train_indices of the training split, found once (epochs and the batches both need them)."""
+    return self.train_indices(self.source("train"))
+
   def train_examples(self) -> int:
     """The usable training records (what one epoch passes over)."""
-    source = self.source("train")
-    return sum(bool(self.usable(source[i])) for i in range(len(source)))
+    return len(self.usable_train_indices)
 
-  def make_batches(self, source):
-    return StepBatches(self.train_indices(source), self.config.batch_size, self.config.seed)
+  def make_batches(self):
+    return StepBatches(self.usable_train_indices, self.config.batch_size, self.config.seed)
 
   def train_batch(self, source, indices, step):
     rows = [self.train_example(source[int(i)], np.random.default_rng(
@@ -242,7 +246,7 @@ class Task:
   def train_batches(self) -> StepIterator:
     """This process's rows of global batch 0, 1, ... (a pure function of the step)."""
     source = self.source("train")
-    batches = self.make_batches(source)
+    batches = self.make_batches()
     return StepIterator(lambda step: self.train_batch(source, process_slice(batches(step)), step))
 
   # ---- evaluation batches, and their shapes without data (compile mode) ------------------------

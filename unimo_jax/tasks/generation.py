@@ -13,19 +13,22 @@ from unimo_jax.tasks.base import Task
 
 class GenerationTask(Task):
 
-  def branch(self, params, inputs, rng):
-    """(label-smoothed seq2seq loss, LM logits [rows, vocab], weights [rows]) of one forward."""
+  def _lm_loss(self, params, inputs, rng):
+    """(label-smoothed seq2seq loss, its metrics, the LM logits) of one forward."""
     outputs, _ = self.forward(params, inputs, rng, heads=frozenset({"lm"}))
     loss, metrics = seq2seq_loss(outputs, inputs, self.config.task.label_smoothing)
-    logits = outputs["lm_logits"]
+    return loss, metrics, outputs["lm_logits"]
+
+  def branch(self, params, inputs, rng):
+    """(label-smoothed seq2seq loss, LM logits [rows, vocab], weights [rows]) of one forward."""
+    loss, _, logits = self._lm_loss(params, inputs, rng)
     return loss, logits.reshape(-1, logits.shape[-1]), inputs["lm_weights"].reshape(-1)
 
   def loss(self, params, batch, rng):
     if villa.enabled(self.config.task):  # the caption block only, as the original
       loss, metrics = villa.task_villa_loss(self, params, batch["inputs"], rng, target_only=True)
       return loss, {"total_loss": loss, **metrics}
-    outputs, _ = self.forward(params, batch["inputs"], rng, heads=frozenset({"lm"}))
-    loss, metrics = seq2seq_loss(outputs, batch["inputs"], self.config.task.label_smoothing)
+    loss, metrics, _ = self._lm_loss(params, batch["inputs"], rng)
     return loss, {"total_loss": loss, "token_accuracy": metrics["accuracy"]}
 
   @property

@@ -5,13 +5,16 @@ Fine-tuned (UNIMO's Flickr30k recipe): the joint encoder reads the pair [IMG] v.
 score = match_fc(dropout(pooled_text * pooled_image)). Each training example is a group of
 1 positive, task.negatives pairs of its text with other images and task.negatives pairs of its
 image with other texts, drawn from the whole training set (task.negative_source 'train_set',
-UNIMO's reader) or taken from the next examples of the batch ('batch'); circle loss (margin task.circle_margin, scale
-task.circle_scale) over the image negatives and over the text negatives, averaged.
+UNIMO's reader) or taken from the next examples of the batch ('batch'); circle loss (margin
+task.circle_margin, scale task.circle_scale) over the image negatives and over the text
+negatives, averaged.
 Evaluation scores every image against every text of the eval split with the joint encoder, in
 batches sharded over the mesh, and reports R@1/5/10 both ways (plus the zero-shot figures). With
 task.rerank_top_k = k (>= 10) it re-scores only each image's and each text's k nearest by the
 zero-shot similarity (the rest rank last), which makes large test sets affordable.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -55,29 +58,28 @@ class RetrievalTask(Task):
                        f"{source!r}")
     return source
 
+  @functools.cached_property
   def _negative_pool(self):
-    """(records, image key of each) the negatives are drawn from: the training split; a
-    placeholder when no data is read (compile mode)."""
-    if "_pool" not in self.__dict__:
-      if "train" in self.data_paths:
-        source = self.source("train")
-        keys = [str(source[i].get("image_id", i)) for i in range(len(source))]
-      else:
-        source, keys = [self.placeholder_record()], ["placeholder"]
-      self.__dict__["_pool"] = (source, keys)
-    return self.__dict__["_pool"]
+    """(records, image key of each, whether there are several images) the negatives are drawn
+    from: the training split; a placeholder when no data is read (compile mode)."""
+    if "train" in self.data_paths:
+      source = self.source("train")
+      keys = [str(source[i].get("image_id", i)) for i in range(len(source))]
+    else:
+      source, keys = [self.placeholder_record()], ["placeholder"]
+    return source, keys, len(set(keys)) > 1
 
   def sampled_negatives(self, record, rng) -> list:
     """UNIMO's retrieval reader: task.negatives records of other images (their images pair with
     this caption), then task.negatives more (their captions pair with this image), each drawn
     uniformly from the training set until its image differs from the record's."""
-    source, keys = self._negative_pool()
+    source, keys, several = self._negative_pool
     own = str(record.get("image_id", ""))
     out = []
     for _ in range(2 * int(self.config.task.negatives)):
       for _attempt in range(1000):
         j = int(rng.integers(len(source)))
-        if keys[j] != own or len(set(keys)) == 1:
+        if keys[j] != own or not several:
           break
       out.append(source[j])
     return out
@@ -90,8 +92,7 @@ class RetrievalTask(Task):
     n = int(self.config.task.negatives)
     negatives = self.sampled_negatives(record, rng)
     images = [inputs] + [self.image_inputs(r, "negative record", rng) for r in negatives[:n]]
-    texts = [inputs["input_ids"]] + [self.pair_inputs(r, "negative record")["input_ids"]
-                                     for r in negatives[n:]]
+    texts = [inputs["input_ids"]] + [self.inputs.text(r["caption_ids"]) for r in negatives[n:]]
     image = {k: np.stack([im[k] for im in images]) for k in images[0] if k != "input_ids"}
     return {"input_ids": np.stack(texts), "image": image}
 

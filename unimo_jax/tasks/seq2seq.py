@@ -62,7 +62,8 @@ class Seq2seqTask(GenerationTask):
     if split != "predict" and "tgt" not in rows[0]:
       raise DataError(f"{path}: expected a 'tgt' column for {split}")
     encode = self.tokenizer.encode_batch
-    if self.dialog:
+    dialog = self.dialog
+    if dialog:
       turn_types = int(self.config.model.turn_type_size)
       sources = [split_turns(r[columns[0]], turn_types) for r in rows]
     else:
@@ -73,11 +74,13 @@ class Seq2seqTask(GenerationTask):
       src_ids.append(flat[start:start + len(source)])
       start += len(source)
     tgt = encode([r.get("tgt", "") for r in rows])
+    with_knowledge = [i for i, r in enumerate(rows) if dialog and r.get("knowledge")]
+    knowledge = dict(zip(with_knowledge, encode([rows[i]["knowledge"] for i in with_knowledge])))
     out = []
-    for r, ids, t in zip(rows, src_ids, tgt):
+    for i, (r, ids, t) in enumerate(zip(rows, src_ids, tgt)):
       record = dict(r, src=" | ".join(r[c] for c in columns), src_ids=ids, tgt_ids=t)
-      if self.dialog and r.get("knowledge"):
-        record["knowledge_ids"] = encode([r["knowledge"]])[0]
+      if i in knowledge:
+        record["knowledge_ids"] = knowledge[i]
       out.append(record)
     return out
 

@@ -51,12 +51,11 @@ class EntailmentTask(Task):
     return loss, logits, jnp.ones(labels.shape, jnp.float32)
 
   def loss(self, params, batch, rng):
+    inputs = dict(batch["inputs"], label=batch["label"])
     if villa.enabled(self.config.task):
-      loss, metrics = villa.task_villa_loss(self, params,
-                                            dict(batch["inputs"], label=batch["label"]), rng)
+      loss, metrics = villa.task_villa_loss(self, params, inputs, rng)
       return loss, {"total_loss": loss, **metrics}
-    _, logits = self.forward(params, batch["inputs"], rng)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    loss, logits, _ = self.branch(params, inputs, rng)
     return loss, {"total_loss": loss,
                   "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
 

@@ -96,16 +96,13 @@ def resolve_epochs(config, train_examples: int) -> dict:
     return {}
   per_epoch = train_examples / int(config.batch_size)
   o = config.optimizer
-  changed = {"steps": max(1, int(epochs * train_examples // int(config.batch_size)))}
+  config.steps = max(1, int(epochs * train_examples // int(config.batch_size)))
+  changed = {"steps": config.steps}
   if o.warmup_proportion > 0:
-    changed["optimizer.warmup_steps"] = int(changed["steps"] * o.warmup_proportion)
+    o.warmup_steps = changed["optimizer.warmup_steps"] = int(config.steps * o.warmup_proportion)
   if o.decay_epochs:
-    changed["optimizer.decay_boundaries"] = tuple(int(e * per_epoch) for e in o.decay_epochs)
-  config.steps = changed["steps"]
-  if "optimizer.warmup_steps" in changed:
-    o.warmup_steps = changed["optimizer.warmup_steps"]
-  if "optimizer.decay_boundaries" in changed:
-    o.decay_boundaries = changed["optimizer.decay_boundaries"]
+    o.decay_boundaries = changed["optimizer.decay_boundaries"] = tuple(
+        int(e * per_epoch) for e in o.decay_epochs)
   return changed
 
 
