@@ -11,6 +11,7 @@
 """
 
 import collections
+import os
 import pathlib
 import re
 
@@ -30,29 +31,95 @@ _KIND_SEEDS = {
 _WORD = re.compile(r"[a-z]+")
 
 
-def tfidf_neighbours(queries, documents, k, exclude=None, chunk=1024):
-  """[len(queries), k] indices of the most TF-IDF-similar documents (cosine), best first.
+def _tfidf_matrices(queries, documents):
+  """L2-normalised TF-IDF rows (scipy CSR, float32) of queries and documents, one vocabulary."""
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
+  if queries is documents:
+    docs = vectorizer.fit_transform(documents)
+    return docs, docs
+  vectorizer.fit(_chain(documents, queries))
+  return vectorizer.transform(queries), vectorizer.transform(documents)
+
+
+def _chain(*lists):
+  for values in lists:
+    yield from values
+
+
+def _top_candidates(query, docs_t, rows, banned, want, threads):
+  """{row: documents with the largest query . document products, best first}: at least `want`
+  of them outside banned[row], or every document sharing a term with the row."""
+  from sparse_dot_topn import sp_matmul_topn
+  count = docs_t.shape[1]
+  result, margin, pending = {}, 16, list(rows)
+  while pending:
+    top_n = min(want + margin + max(len(banned[i]) for i in pending), count)
+    product = sp_matmul_topn(query[pending], docs_t, top_n=top_n, threshold=0.0,
+                             n_threads=threads)
+    short = []
+    for r, i in enumerate(pending):
+      found = product.indices[product.indptr[r]:product.indptr[r + 1]]
+      if len(found) == top_n < count and sum(int(j) not in banned[i] for j in found) < want:
+        short.append(i)  # ranks past top_n are unknown: widen
+      else:
+        result[i] = found
+    pending, margin = short, margin * 4
+  return result
+
+
+def _exact_scores(query, docs, rows, candidates):
+  """[sum of candidates] cosine of each (row, candidate) pair, rows in order."""
+  left = np.repeat(np.asarray(rows, np.int64), [len(candidates[i]) for i in rows])
+  right = np.concatenate([candidates[i] for i in rows]).astype(np.int64)
+  if not len(right):
+    return np.zeros(0, np.float32)
+  return np.asarray(query[left].multiply(docs[right]).sum(1)).ravel()
+
+
+def tfidf_neighbours(queries, documents, k, exclude=None, chunk=20_000, candidate_df=5_000,
+                     candidates=64, threads=None):
+  """[len(queries), k] indices of the most TF-IDF-similar documents (cosine), best first; -1
+  where fewer than k documents share a word with the query. Similarities equal to 5 decimals
+  are ties, which go to the lower index.
 
   exclude(i) -> set of document indices not allowed for query i (e.g. same-image captions).
+
+  Sparse throughout, memory linear in the number of texts: sparse_dot_topn keeps each query
+  row's best products, `chunk` rows at a time, on `threads` threads (default: every core).
+  The best `candidates` per query come from the terms found in at most `candidate_df` documents
+  (words like 'a' or 'man', in a large share of all captions, would make every caption a
+  candidate of every other: quadratic time); each is then scored by the exact cosine over all
+  terms. A query with too few such candidates takes them from all terms. With at most
+  candidate_df documents nothing is left out and the result is exact; above, a neighbour whose
+  similarity lies mostly in frequent words can be missed (benchmarks/augment_scale.py measures
+  how often against the exact neighbours).
   """
-  from sklearn.feature_extraction.text import TfidfVectorizer
   if len(documents) == 0:
     raise ValueError("tfidf_neighbours: expected documents, found none")
-  vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b").fit(list(documents) + list(queries))
-  docs = vectorizer.transform(documents)
-  query = vectorizer.transform(queries)
-  want = min(k + 8, len(documents))
-  out = np.full((len(queries), k), -1, np.int64)
-  for start in range(0, len(queries), chunk):
-    sims = (query[start:start + chunk] @ docs.T).toarray()  # [chunk, documents]
-    for row, sim in enumerate(sims):
-      i = start + row
-      banned = exclude(i) if exclude else ()
-      take = want + len(banned)
-      top = np.argpartition(-sim, min(take, len(sim) - 1))[:take] if take < len(sim) else \
-          np.arange(len(sim))
-      top = top[np.argsort(-sim[top], kind="stable")]
-      picked = [j for j in top if j not in banned][:k]
+  query, docs = _tfidf_matrices(queries, documents)
+  frequency = np.bincount(docs.indices, minlength=docs.shape[1])
+  rare = np.flatnonzero(frequency <= candidate_df)
+  rare_query, rare_docs_t = query[:, rare].tocsr(), docs[:, rare].T.tocsr()
+  docs_t = docs.T.tocsr()
+  want = max(candidates, k)  # candidates re-scored per query
+  threads = threads or os.cpu_count()
+  out = np.full((query.shape[0], k), -1, np.int64)
+  for start in range(0, query.shape[0], chunk):
+    rows = list(range(start, min(start + chunk, query.shape[0])))
+    banned = {i: (exclude(i) if exclude else ()) for i in rows}
+    candidates = _top_candidates(rare_query, rare_docs_t, rows, banned, want, threads)
+    few = [i for i in rows if sum(int(j) not in banned[i] for j in candidates[i]) < k]
+    if few:  # all their terms are frequent ones: candidates from every term
+      candidates.update(_top_candidates(query, docs_t, few, banned, want, threads))
+    scores = _exact_scores(query, docs, rows, candidates)
+    offset = 0
+    for i in rows:
+      found = candidates[i].astype(np.int64)
+      score = np.round(scores[offset:offset + len(found)], 5)  # float32 noise is not an order
+      offset += len(found)
+      picked = [int(j) for j in found[np.lexsort((found, -score))]
+                if int(j) not in banned[i]][:k]
       out[i, :len(picked)] = picked
   return out
 
@@ -130,9 +197,10 @@ def retrieve_by_objects(query_sets, image_sets, k, exclude=None):
 
   q, im = dense(query_sets), dense(image_sets)
   out = np.full((len(query_sets), k), -1, np.int64)
-  for start in range(0, len(q), 1024):
-    inter = q[start:start + 1024] @ im.T
-    union = q[start:start + 1024].sum(1, keepdims=True) + im.sum(1)[None] - inter
+  rows = max(1, 2 ** 24 // max(1, len(image_sets)))  # [rows, images] float32 blocks of <= 64 MiB
+  for start in range(0, len(q), rows):
+    inter = q[start:start + rows] @ im.T
+    union = q[start:start + rows].sum(1, keepdims=True) + im.sum(1)[None] - inter
     jaccard = np.where(union > 0, inter / np.maximum(union, 1), 0)
     for row, scores in enumerate(jaccard):
       i = start + row
@@ -145,81 +213,121 @@ def retrieve_by_objects(query_sets, image_sets, k, exclude=None):
   return out
 
 
-def _texts_of(records, tokenizer):
-  return [r["caption"] if isinstance(r.get("caption"), str) and r["caption"]
-          else tokenizer.decode(r["caption_ids"]) for r in records]
+def _text_of(record, tokenizer):
+  caption = record.get("caption")
+  return caption if isinstance(caption, str) and caption else tokenizer.decode(
+      record["caption_ids"])
+
+
+def _progress(log, what, done, total, every=100_000):
+  if done % every == 0 or done == total:
+    log(f"  {what}: {done:,} / {total:,}")
+
+
+def _read_pair_index(source, tokenizer, log, want_objects):
+  """One streaming pass over the pairs: (captions, image ids, detected objects or None)."""
+  captions, image_of, objects = [], [], [] if want_objects else None
+  for i, record in enumerate(source):
+    captions.append(_text_of(record, tokenizer))
+    image_of.append(str(record.get("image_id", i)))
+    if want_objects:
+      objects.append(detected_objects(record.get("class_probs", np.zeros((0, 1)))))
+    _progress(log, "read captions", i + 1, len(source))
+  return captions, image_of, objects
+
+
+def _rewrites(lexicon, text, count, rng):
+  made = set()
+  for _ in range(4 * count):
+    twin = lexicon.rewrite(text, rng)
+    if twin and twin != text:
+      made.add(twin)
+    if len(made) == count:
+      break
+  return sorted(made)
 
 
 def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None,
                   paraphrase_file=None, tfidf_negatives=2, rewrites=2, retrieved_images=2,
-                  retrieved_texts=2, seed=0, log=print) -> dict:
+                  retrieved_texts=2, seed=0, chunk=10_000, log=print) -> dict:
   """Reads a pair dataset, adds CMCL extras, writes it to out_dir; returns the new metadata.
 
   Added to each pair: hard_negative_ids (TF-IDF-nearest captions of other images, then lexicon
   rewrites), paraphrase_ids (from paraphrase_file, keyed by caption_id or record index),
   retrieved_images (indices into image_dir by detected-object overlap) and retrieved_text_ids
   (TF-IDF-nearest texts of text_dir). Existing extras are kept.
+
+  Streaming: the pairs are read twice, once for their captions (the only per-pair state kept:
+  text, image id, detected objects, and k neighbour indices) and once to write, `chunk` records
+  at a time; TF-IDF neighbours are sparse top-k products (tfidf_neighbours).
   """
   from unimo_jax.data.records import ShardSource, ShardWriter
   source = ShardSource(pair_dir)
-  records = [source[i] for i in range(len(source))]
-  if not records:
+  if not len(source):
     raise DataError(f"{pair_dir}: expected pairs, found none")
-  captions = _texts_of(records, tokenizer)
+  log(f"augmenting {len(source):,} pairs from {pair_dir}")
+  want_objects = bool(image_dir and retrieved_images)
+  captions, image_of, pair_objects = _read_pair_index(source, tokenizer, log, want_objects)
   rng = np.random.default_rng(seed)
-  image_of = [str(r.get("image_id", i)) for i, r in enumerate(records)]
-  by_image, by_text = collections.defaultdict(set), collections.defaultdict(set)
-  for i, (image, text) in enumerate(zip(image_of, captions)):
-    by_image[image].add(i)
-    by_text[text.strip().lower()].add(i)
-  negatives = [[] for _ in records]
+  near = None
   if tfidf_negatives:  # never the pair's own image, nor a caption saying the same thing
+    by_image, by_text = collections.defaultdict(set), collections.defaultdict(set)
+    for i, (image, text) in enumerate(zip(image_of, captions)):
+      by_image[image].add(i)
+      by_text[text.strip().lower()].add(i)
+    log(f"  TF-IDF neighbours of {len(captions):,} captions")
     near = tfidf_neighbours(
         captions, captions, tfidf_negatives,
         exclude=lambda i: by_image[image_of[i]] | by_text[captions[i].strip().lower()])
-    for i, row in enumerate(near):
-      negatives[i] += [captions[j] for j in row if j >= 0]
-  if rewrites:
-    lexicon = Lexicon.from_corpus(captions)
-    for i, text in enumerate(captions):
-      made = set()
-      for _ in range(4 * rewrites):
-        twin = lexicon.rewrite(text, rng)
-        if twin and twin != text:
-          made.add(twin)
-        if len(made) == rewrites:
-          break
-      negatives[i] += sorted(made)
+    del by_image, by_text
+  lexicon = Lexicon.from_corpus(captions) if rewrites else None
   paraphrases = read_paraphrases(paraphrase_file) if paraphrase_file else {}
   images = None
-  if image_dir and retrieved_images:
+  if want_objects:
     image_source = ShardSource(image_dir)
-    image_sets = [detected_objects(image_source[j].get("class_probs", np.zeros((0, 1))))
-                  for j in range(len(image_source))]
-    images = retrieve_by_objects(
-        [detected_objects(r.get("class_probs", np.zeros((0, 1)))) for r in records], image_sets,
-        retrieved_images)
-  texts = None
+    image_sets = [detected_objects(r.get("class_probs", np.zeros((0, 1)))) for r in image_source]
+    log(f"  object-overlap retrieval over {len(image_sets):,} images")
+    images = retrieve_by_objects(pair_objects, image_sets, retrieved_images)
+  texts, text_source = None, None
   if text_dir and retrieved_texts:
     text_source = ShardSource(text_dir)
-    corpus_ids = [text_source[j]["input_ids"] for j in range(len(text_source))]
-    corpus = [tokenizer.decode(ids) for ids in corpus_ids]
+    corpus = [tokenizer.decode(r["input_ids"]) for r in text_source]
+    log(f"  TF-IDF retrieval over {len(corpus):,} corpus texts")
     texts = tfidf_neighbours(captions, corpus, retrieved_texts)
-  with ShardWriter(out_dir, "pair", **{k: v for k, v in source.meta.items()
-                                       if k not in ("format", "version", "kind", "num_records",
-                                                    "shards")}) as w:
-    for i, record in enumerate(records):
-      record = dict(record)
-      key = str(record.get("caption_id", i))
-      record["hard_negative_ids"] = list(record.get("hard_negative_ids", [])) + (
-          tokenizer.encode_batch(negatives[i]) if negatives[i] else [])
-      if paraphrases.get(key):
-        record["paraphrase_ids"] = list(record.get("paraphrase_ids", [])) + \
-            tokenizer.encode_batch(paraphrases[key])
-      if images is not None:
-        record["retrieved_images"] = images[i][images[i] >= 0]
-      if texts is not None:
-        record["retrieved_text_ids"] = [corpus_ids[j] for j in texts[i] if j >= 0]
-      w.write(record)
-  log(f"augmented {len(records)} pairs from {pair_dir} into {out_dir}")
+    del corpus
+  keep = {k: v for k, v in source.meta.items()
+          if k not in ("format", "version", "kind", "num_records", "shards")}
+  records = iter(source)
+  with ShardWriter(out_dir, "pair", **keep) as w:
+    for start in range(0, len(source), chunk):
+      stop = min(start + chunk, len(source))
+      negatives = []
+      for i in range(start, stop):
+        found = [captions[j] for j in near[i] if j >= 0] if near is not None else []
+        if lexicon is not None:
+          found += _rewrites(lexicon, captions[i], rewrites, rng)
+        negatives.append(found)
+      encoded = _encode_lists(tokenizer, negatives)
+      for i, negative_ids in zip(range(start, stop), encoded):
+        record = dict(next(records))
+        key = str(record.get("caption_id", i))
+        record["hard_negative_ids"] = list(record.get("hard_negative_ids", [])) + negative_ids
+        if paraphrases.get(key):
+          record["paraphrase_ids"] = list(record.get("paraphrase_ids", [])) + \
+              tokenizer.encode_batch(paraphrases[key])
+        if images is not None:
+          record["retrieved_images"] = images[i][images[i] >= 0]
+        if texts is not None:
+          record["retrieved_text_ids"] = [text_source[int(j)]["input_ids"] for j in texts[i]
+                                          if j >= 0]
+        w.write(record)
+      _progress(log, "written", stop, len(source))
+  log(f"augmented {len(source):,} pairs from {pair_dir} into {out_dir}")
   return w.meta
+
+
+def _encode_lists(tokenizer, lists):
+  """[[text]] -> [[ids]] with one encode_batch call over all the texts."""
+  flat = [t for texts in lists for t in texts]
+  ids = iter(tokenizer.encode_batch(flat) if flat else [])
+  return [[next(ids) for _ in texts] for texts in lists]
