@@ -22,6 +22,11 @@ def data_config() -> ml_collections.ConfigDict:
   c.text_dir = ""
   c.image_dir = ""
   c.pair_dir = ""
+  # Any dataset directory may instead be tfds:<name>[/<config>][:<version>][@<split>]
+  # (data/tfds_source.py): prepared (array_record) in tfds_data_dir ('' = tfds's default), its
+  # features renamed to ours by tfds_features 'ours=theirs,...' (e.g. 'caption=captions/text').
+  c.tfds_data_dir = ""
+  c.tfds_features = ""
   c.tokenizer = ""  # a sentencepiece .model or a BPE directory; '' = the synthetic scenes' vocab
   c.max_text_length = 128  # text examples, [CLS] ... [SEP] included
   c.max_caption_length = 40  # pair captions, [CLS] ... [SEP] included

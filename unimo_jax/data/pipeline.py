@@ -19,7 +19,8 @@ import numpy as np
 
 from unimo_jax.data import examples
 from unimo_jax.data.model_inputs import ModelInputs
-from unimo_jax.data.records import DataError, ShardSource
+from unimo_jax.data.records import DataError
+from unimo_jax.data.tfds_source import open_records
 
 STREAMS = ("text", "image", "pair")  # the pretraining streams, in mixture order
 
@@ -41,8 +42,9 @@ class SkipCounter:
 class _Records:
   """A ShardSource that returns None for a bad record when skipping is configured."""
 
-  def __init__(self, source: ShardSource, counter: SkipCounter | None):
+  def __init__(self, source, counter: SkipCounter | None):
     self.source, self.counter = source, counter
+    self.per_host = getattr(source, "per_host", False)
 
   def __len__(self):
     return len(self.source)
@@ -149,8 +151,13 @@ class Transforms:
 
 
 def host_records(source, *, seed, process_index, process_count):
-  """This host's records (process_index::process_count), shuffled by `seed`: one epoch."""
+  """This host's records (process_index::process_count, or all of a source that holds only
+  this host's share already: per_host), shuffled by `seed`: one epoch."""
   import grain
+  if getattr(source, "per_host", False):
+    if not len(source):
+      raise DataError(f"{source}: this host's share of the split is empty")
+    return grain.MapDataset.source(source).shuffle(seed=seed)
   if len(source) < process_count:
     raise DataError(f"{source}: {len(source)} records cannot be split over {process_count} hosts")
   return grain.MapDataset.source(source)[process_index::process_count].shuffle(seed=seed)
@@ -205,14 +212,17 @@ def _bytes_to_list(value):
 
 def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size: int, *,
                               dirs: dict | None = None, process_index: int | None = None,
-                              process_count: int | None = None) -> MixtureIterator:
+                              process_count: int | None = None,
+                              tokenizer=None) -> MixtureIterator:
   """The mixed pretraining stream for this host.
 
   cfg: the data config (examples.data_config()); batch_sizes: global examples per step for
   'text', 'image' and 'pair' (0 or absent = no such stream); special / vocab_size: the
   tokenizer's special ids and size; dirs: {'text', 'image', 'pair'} dataset directories
-  (default cfg.text_dir / image_dir / pair_dir). Each host reads records
-  process_index::process_count and yields batch_size // process_count examples per stream.
+  (default cfg.text_dir / image_dir / pair_dir), each a shard directory or a tfds:... name
+  (data/tfds_source.py; `tokenizer` tokenizes its texts). Each host reads records
+  process_index::process_count (tfds: its split_for_jax_process share) and yields
+  batch_size // process_count examples per stream.
   """
   if process_index is None or process_count is None:
     import jax
@@ -223,7 +233,8 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
   iterators = {}
   image_lookup, image_meta = None, None
   if dirs.get("image"):
-    image_lookup = _Records(ShardSource(dirs["image"]), counter)
+    image_lookup = _Records(open_records(dirs["image"], "image", cfg, tokenizer=tokenizer),
+                            counter)  # retrieved images: looked up by index, the whole split
     image_meta = image_lookup.source.meta
   for offset, name in enumerate(STREAMS):
     size = int(batch_sizes.get(name, 0) or 0)
@@ -236,7 +247,9 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
       raise ValueError(f"data.{name}_dir: a {name} batch of {size} needs a dataset directory")
     if size % process_count:
       raise ValueError(f"batch.{name}: {size} is not divisible by the {process_count} hosts")
-    source = _Records(ShardSource(dirs[name]), counter)
+    source = _Records(open_records(dirs[name], name, cfg, tokenizer=tokenizer,
+                                   process_index=process_index, process_count=process_count),
+                      counter)
     if source.source.kind != name:
       raise DataError(f"data.{name}_dir {dirs[name]}: expected a {name} dataset, found kind "
                       f"{source.source.kind!r}")

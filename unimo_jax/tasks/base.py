@@ -21,7 +21,8 @@ import numpy as np
 from unimo_jax.data import placeholder_records
 from unimo_jax.data.batching import batched_apply, contrastive_embedder, stack_rows
 from unimo_jax.data.model_inputs import ModelInputs
-from unimo_jax.data.records import DataError, ShardSource
+from unimo_jax.data.records import DataError
+from unimo_jax.data.tfds_source import open_records
 from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
 from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.model import Unimo
@@ -184,8 +185,10 @@ class Task:
     return self._sources[split]
 
   def read_split(self, path, split):
-    """Random-access records of one split: shards by default (text tasks read TSVs)."""
-    return ShardSource(path)
+    """Random-access records of one split: shards or a tfds:... name (data/tfds_source.py; the
+    split defaults to 'train' for training, else 'validation'); text tasks read TSVs."""
+    return open_records(path, "pair", self.config.data, tokenizer=self.tokenizer,
+                        default_split="train" if split == "train" else "validation")
 
   def image_inputs(self, record, where="", rng=None):
     """Model image fields of a record; an image with no regions is a DataError (nothing to see).

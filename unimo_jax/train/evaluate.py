@@ -17,7 +17,7 @@ import numpy as np
 from unimo_jax.data import examples
 from unimo_jax.data.batching import batched_apply, contrastive_embedder, pad_rows, stack_rows
 from unimo_jax.data.model_inputs import ModelInputs
-from unimo_jax.data.records import ShardSource
+from unimo_jax.data.tfds_source import open_records
 from unimo_jax.metrics.retrieval import recall_at_k
 from unimo_jax.model import Unimo
 from unimo_jax.objectives.pretraining import pretraining_loss
@@ -45,7 +45,8 @@ class Evaluator:
   def __init__(self, config, pair_dir, tokenizer, max_pairs: int = 1000):
     self.config = config
     self.tokenizer = tokenizer
-    self.source = ShardSource(pair_dir)
+    self.source = open_records(pair_dir, "pair", config.data, tokenizer=tokenizer,
+                               default_split="validation")
     self.count = min(len(self.source), max_pairs)
     self.inputs = ModelInputs.for_model(config.data, config.model, tokenizer.special_ids)
     self._embed = contrastive_embedder(Unimo(config.model))
