@@ -130,6 +130,7 @@ class Lexicon:
   def __init__(self, words_by_kind: dict):
     self.words = {kind: sorted(words) for kind, words in words_by_kind.items() if words}
     self.kind_of = {w: kind for kind, words in self.words.items() for w in words}
+    self.position = {w: i for words in self.words.values() for i, w in enumerate(words)}
 
   @classmethod
   def from_corpus(cls, texts):
@@ -156,9 +157,10 @@ class Lexicon:
     if not candidates:
       return None
     i = candidates[rng.integers(len(candidates))]
-    kind = self.kind_of[tokens[i].lower()]
-    choices = [w for w in self.words[kind] if w != tokens[i].lower()]
-    tokens[i] = choices[rng.integers(len(choices))]
+    word = tokens[i].lower()
+    words = self.words[self.kind_of[word]]
+    pick = int(rng.integers(len(words) - 1))  # among the kind's words other than this one
+    tokens[i] = words[pick + (pick >= self.position[word])]
     return "".join(tokens)
 
 
