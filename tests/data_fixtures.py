@@ -46,3 +46,10 @@ def small_data_config(root):
   cfg.max_predictions = 4
   cfg.num_threads = 2
   return cfg
+
+
+def trees_equal(a, b) -> bool:
+  """Same tree structure and every leaf array-equal."""
+  import jax
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))) and \
+      jax.tree.structure(a) == jax.tree.structure(b)

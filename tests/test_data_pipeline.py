@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from data_fixtures import SPECIAL, VOCAB, small_data_config, write_datasets
+from data_fixtures import SPECIAL, VOCAB, small_data_config, trees_equal, write_datasets
 from unimo_jax.data.pipeline import host_records, make_pretraining_iterator, to_global_arrays
 from unimo_jax.data.records import ShardSource
 
@@ -21,11 +21,6 @@ def _iterator(root, **overrides):
   for k, v in overrides.items():
     setattr(cfg, k, v)
   return make_pretraining_iterator(cfg, SIZES, SPECIAL, VOCAB, process_index=0, process_count=1)
-
-
-def _equal(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))) and \
-      jax.tree.structure(a) == jax.tree.structure(b)
 
 
 def test_batches_have_fixed_shapes_and_every_term(root):
@@ -52,8 +47,8 @@ def test_same_seed_same_batches_and_other_seed_differs(root):
   a, b, c = _iterator(root), _iterator(root), _iterator(root, seed=7)
   for _ in range(5):
     x, y, z = next(a), next(b), next(c)
-    assert _equal(x, y)
-  assert not _equal(x, z)
+    assert trees_equal(x, y)
+  assert not trees_equal(x, z)
 
 
 def test_restored_state_gives_the_same_next_batches(root):
@@ -65,7 +60,7 @@ def test_restored_state_gives_the_same_next_batches(root):
   fresh = _iterator(root)
   fresh.set_state(state)
   for want in expected:
-    assert _equal(next(fresh), want)
+    assert trees_equal(next(fresh), want)
   with pytest.raises(ValueError, match="missing"):
     fresh.set_state({"text": state["text"]})
 

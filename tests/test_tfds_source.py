@@ -6,13 +6,13 @@ import importlib.util
 import io
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_fixtures import CLASSES, DIM, SPECIAL, VOCAB, small_data_config, write_datasets
+from data_fixtures import (CLASSES, DIM, SPECIAL, VOCAB, small_data_config, trees_equal,
+                           write_datasets)
 from unimo_jax.data.images import decode_image
 from unimo_jax.data.pipeline import make_pretraining_iterator
 from unimo_jax.data.records import DataError, ShardSource
@@ -173,11 +173,6 @@ def test_unknown_dataset_is_named(prepared):
     open_records("tfds:no_such_set", "pair", None)
 
 
-def _equal(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))) and \
-      jax.tree.structure(a) == jax.tree.structure(b)
-
-
 def test_pipeline_reads_tfds_as_it_reads_shards_and_resumes(prepared):
   shards, data_dir = prepared
   sizes = {"text": 4, "image": 4, "pair": 4}
@@ -190,10 +185,10 @@ def test_pipeline_reads_tfds_as_it_reads_shards_and_resumes(prepared):
 
   from_shards, from_tfds = iterator(str(shards / "pair")), iterator("tfds:fixture_pairs")
   for _ in range(10):  # past an epoch of the 32 pairs: the same records, in the same order
-    assert _equal(next(from_shards), next(from_tfds))
+    assert trees_equal(next(from_shards), next(from_tfds))
   state = from_tfds.get_state()
   expected = [next(from_tfds) for _ in range(3)]
   resumed = iterator("tfds:fixture_pairs")
   resumed.set_state(state)
   for batch in expected:
-    assert _equal(next(resumed), batch)
+    assert trees_equal(next(resumed), batch)

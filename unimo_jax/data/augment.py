@@ -101,21 +101,22 @@ def tfidf_neighbours(queries, documents, k, exclude=None, chunk=20_000, candidat
   frequency = np.bincount(docs.indices, minlength=docs.shape[1])
   rare = np.flatnonzero(frequency <= candidate_df)
   rare_query, rare_docs_t = query[:, rare].tocsr(), docs[:, rare].T.tocsr()
-  docs_t = docs.T.tocsr()
+  docs_t = None  # every term's transpose: only for queries made of frequent terms
   want = max(candidates, k)  # candidates re-scored per query
   threads = threads or os.cpu_count()
   out = np.full((query.shape[0], k), -1, np.int64)
   for start in range(0, query.shape[0], chunk):
     rows = list(range(start, min(start + chunk, query.shape[0])))
     banned = {i: (exclude(i) if exclude else ()) for i in rows}
-    candidates = _top_candidates(rare_query, rare_docs_t, rows, banned, want, threads)
-    few = [i for i in rows if sum(int(j) not in banned[i] for j in candidates[i]) < k]
+    found_for = _top_candidates(rare_query, rare_docs_t, rows, banned, want, threads)
+    few = [i for i in rows if sum(int(j) not in banned[i] for j in found_for[i]) < k]
     if few:  # all their terms are frequent ones: candidates from every term
-      candidates.update(_top_candidates(query, docs_t, few, banned, want, threads))
-    scores = _exact_scores(query, docs, rows, candidates)
+      docs_t = docs.T.tocsr() if docs_t is None else docs_t
+      found_for.update(_top_candidates(query, docs_t, few, banned, want, threads))
+    scores = _exact_scores(query, docs, rows, found_for)
     offset = 0
     for i in rows:
-      found = candidates[i].astype(np.int64)
+      found = found_for[i].astype(np.int64)
       score = np.round(scores[offset:offset + len(found)], 5)  # float32 noise is not an order
       offset += len(found)
       picked = [int(j) for j in found[np.lexsort((found, -score))]

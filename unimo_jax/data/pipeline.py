@@ -40,11 +40,14 @@ class SkipCounter:
 
 
 class _Records:
-  """A ShardSource that returns None for a bad record when skipping is configured."""
+  """A record source that returns None for a bad record when skipping is configured."""
 
   def __init__(self, source, counter: SkipCounter | None):
     self.source, self.counter = source, counter
-    self.per_host = getattr(source, "per_host", False)
+
+  @property
+  def per_host(self):
+    return getattr(self.source, "per_host", False)
 
   def __len__(self):
     return len(self.source)
