@@ -11,8 +11,9 @@ def test_tfidf_neighbours_rank_by_shared_rare_words():
   docs = ["a red cube", "a blue sphere", "a red sphere near a cube", "the cat"]
   near = augment.tfidf_neighbours(["red cube"], docs, 2)
   assert list(near[0]) == [0, 2]
-  near = augment.tfidf_neighbours(["red cube"], docs, 2, exclude=lambda i: {0})
-  assert near[0][0] == 2
+  # Excluded: the documents whose key equals the query's (here document 0 only).
+  near = augment.tfidf_neighbours(["red cube"], docs, 2, exclude=[([7], [7, 1, 2, 3])])
+  assert list(near[0]) == [2, -1]  # no other document shares a word
 
 
 def test_lexicon_rewrites_one_word_of_the_same_kind():
@@ -98,14 +99,18 @@ def test_sparse_tfidf_neighbours_equal_brute_force():
   words = [f"w{i}" for i in range(60)]
   docs = [" ".join(rng.choice(words, size=rng.integers(3, 8), p=np.r_[[0.2], [0.8 / 59] * 59]))
           for _ in range(300)]
-  banned = lambda i: {i, (i + 1) % 300}  # noqa: E731
+  # Excluded: the same block of three (like an image's captions) or the same residue mod 7
+  # (like an equal caption text): two key pairs, either one bans.
+  banned = lambda i: {j for j in range(300) if j // 3 == i // 3 or j % 7 == i % 7}  # noqa: E731
+  blocks, residues = np.arange(300) // 3, np.arange(300) % 7
+  exclude = [(blocks, blocks), (residues, residues)]
   # Fewer documents than candidate_df: every term generates candidates, the result is exact.
-  near = augment.tfidf_neighbours(docs, docs, 3, exclude=banned, candidates=300)
+  near = augment.tfidf_neighbours(docs, docs, 3, exclude=exclude, candidates=300)
   np.testing.assert_array_equal(near, _exact_neighbours(docs, docs, 3, banned))
   # Pruned: 'w0' (in ~2/3 of the documents) generates no candidates, yet candidates are
   # re-scored by the exact cosine, so wherever the true neighbours share a rare word they are
   # found; most rows agree with brute force, and every pick is valid.
-  pruned = augment.tfidf_neighbours(docs, docs, 3, exclude=banned, candidate_df=60,
+  pruned = augment.tfidf_neighbours(docs, docs, 3, exclude=exclude, candidate_df=60,
                                     candidates=40)
   exact = _exact_neighbours(docs, docs, 3, banned)
   assert np.mean([set(a) == set(b) for a, b in zip(pruned, exact)]) > 0.9

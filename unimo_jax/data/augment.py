@@ -47,81 +47,117 @@ def _chain(*lists):
     yield from values
 
 
-def _top_candidates(query, docs_t, rows, banned, want, threads):
-  """{row: documents with the largest query . document products, best first}: at least `want`
-  of them outside banned[row], or every document sharing a term with the row."""
+def _banned(exclude, rows, docs):
+  """[entries] bool: document docs[e] is excluded for query rows[e] (an equal key of any pair)."""
+  mask = np.zeros(len(rows), bool)
+  for query_keys, doc_keys in exclude:
+    mask |= query_keys[rows] == doc_keys[docs]
+  return mask
+
+
+def _key_counts(exclude, count):
+  """[queries] the most documents any query can have excluded (the sum over key pairs)."""
+  bound = np.zeros(count, np.int64)
+  for query_keys, doc_keys in exclude:
+    keys, per_key = np.unique(doc_keys, return_counts=True)
+    at = np.searchsorted(keys, query_keys).clip(0, len(keys) - 1)
+    bound += np.where(keys[at] == query_keys, per_key[at], 0)
+  return bound
+
+
+def _top_candidates(query, docs_t, rows, bound, exclude, want, threads):
+  """(rows, documents) entries, grouped by row: each row's largest query . document products
+  outside its excluded documents, at least `want` of them, or every allowed document sharing a
+  term with the row. rows: [n] query indices; bound: [queries] excluded-document counts."""
   from sparse_dot_topn import sp_matmul_topn
   count = docs_t.shape[1]
-  result, margin, pending = {}, 16, list(rows)
-  while pending:
-    top_n = min(want + margin + max(len(banned[i]) for i in pending), count)
-    product = sp_matmul_topn(query[pending], docs_t, top_n=top_n, threshold=0.0,
+  out_rows, out_docs, margin = [], [], 16
+  while len(rows):
+    top_n = int(min(want + margin + bound[rows].max(), count))
+    product = sp_matmul_topn(query[rows], docs_t, top_n=top_n, threshold=0.0,
                              n_threads=threads)
-    short = []
-    for r, i in enumerate(pending):
-      found = product.indices[product.indptr[r]:product.indptr[r + 1]]
-      if len(found) == top_n < count and sum(int(j) not in banned[i] for j in found) < want:
-        short.append(i)  # ranks past top_n are unknown: widen
-      else:
-        result[i] = found
-    pending, margin = short, margin * 4
-  return result
+    lengths = np.diff(product.indptr)
+    entry_rows = np.repeat(rows, lengths)
+    allowed = ~_banned(exclude, entry_rows, product.indices)
+    per_row = np.bincount(np.repeat(np.arange(len(rows)), lengths), weights=allowed,
+                          minlength=len(rows))
+    short = (lengths == top_n) & (top_n < count) & (per_row < want)  # ranks past top_n unknown
+    keep = allowed & ~np.repeat(short, lengths)
+    out_rows.append(entry_rows[keep])
+    out_docs.append(product.indices[keep].astype(np.int64))
+    rows, margin = rows[short], margin * 4
+  return np.concatenate(out_rows), np.concatenate(out_docs)
 
 
 def _exact_scores(query, docs, rows, candidates):
-  """[sum of candidates] cosine of each (row, candidate) pair, rows in order."""
-  left = np.repeat(np.asarray(rows, np.int64), [len(candidates[i]) for i in rows])
-  right = np.concatenate([candidates[i] for i in rows]).astype(np.int64)
-  if not len(right):
+  """[entries] cosine of each (rows[e], candidates[e]) pair over all terms."""
+  if not len(rows):
     return np.zeros(0, np.float32)
-  return np.asarray(query[left].multiply(docs[right]).sum(1)).ravel()
+  return np.asarray(query[rows].multiply(docs[candidates]).sum(1)).ravel()
 
 
-def tfidf_neighbours(queries, documents, k, exclude=None, chunk=20_000, candidate_df=5_000,
+def _best_k(rows, candidates, scores, start, size, k):
+  """[size, k] per row the k candidates of highest score (equal to 5 decimals: lower index
+  first), -1 past the last."""
+  order = np.lexsort((candidates, -np.round(scores, 5), rows))  # float32 noise is not an order
+  rows, candidates = rows[order], candidates[order]
+  first = np.searchsorted(rows, rows)  # each entry's row's first entry
+  rank = np.arange(len(rows)) - first
+  out = np.full((size, k), -1, np.int64)
+  take = rank < k
+  out[rows[take] - start, rank[take]] = candidates[take]
+  return out
+
+
+def tfidf_neighbours(queries, documents, k, exclude=(), chunk=20_000, candidate_df=5_000,
                      candidates=64, threads=None):
   """[len(queries), k] indices of the most TF-IDF-similar documents (cosine), best first; -1
   where fewer than k documents share a word with the query. Similarities equal to 5 decimals
   are ties, which go to the lower index.
 
-  exclude(i) -> set of document indices not allowed for query i (e.g. same-image captions).
+  exclude: (query_keys, document_keys) pairs of integer arrays ([len(queries)],
+  [len(documents)]); document j is not allowed for query i where query_keys[i] ==
+  document_keys[j] in any pair (e.g. image ids: never a caption of the query's own image).
 
-  Sparse throughout, memory linear in the number of texts: sparse_dot_topn keeps each query
-  row's best products, `chunk` rows at a time, on `threads` threads (default: every core).
-  The best `candidates` per query come from the terms found in at most `candidate_df` documents
-  (words like 'a' or 'man', in a large share of all captions, would make every caption a
-  candidate of every other: quadratic time); each is then scored by the exact cosine over all
-  terms. A query with too few such candidates takes them from all terms. With at most
-  candidate_df documents nothing is left out and the result is exact; above, a neighbour whose
-  similarity lies mostly in frequent words can be missed (benchmarks/augment_scale.py measures
-  how often against the exact neighbours).
+  Sparse throughout, memory linear in the number of texts, no per-query Python:
+  sparse_dot_topn keeps each query row's best products, `chunk` rows at a time, on `threads`
+  threads (default: every core). The best `candidates` per query come from the terms found in
+  at most `candidate_df` documents (words like 'a' or 'man', in a large share of all captions,
+  would make every caption a candidate of every other: quadratic time); each is then scored by
+  the exact cosine over all terms. A query with too few such candidates takes them from all
+  terms. With at most candidate_df documents nothing is left out and the result is exact;
+  above, a neighbour whose similarity lies mostly in frequent words can be missed
+  (benchmarks/augment_scale.py measures how often against the exact neighbours).
   """
   if len(documents) == 0:
     raise ValueError("tfidf_neighbours: expected documents, found none")
+  exclude = [(np.asarray(q, np.int64), np.asarray(d, np.int64)) for q, d in exclude]
+  for q, d in exclude:
+    if q.shape != (len(queries),) or d.shape != (len(documents),):
+      raise ValueError(f"tfidf_neighbours: expected exclusion keys of shapes ({len(queries)},) "
+                       f"and ({len(documents)},), found {q.shape} and {d.shape}")
   query, docs = _tfidf_matrices(queries, documents)
   frequency = np.bincount(docs.indices, minlength=docs.shape[1])
   rare = np.flatnonzero(frequency <= candidate_df)
   rare_query, rare_docs_t = query[:, rare].tocsr(), docs[:, rare].T.tocsr()
   docs_t = None  # every term's transpose: only for queries made of frequent terms
+  bound = _key_counts(exclude, query.shape[0])
   want = max(candidates, k)  # candidates re-scored per query
   threads = threads or os.cpu_count()
   out = np.full((query.shape[0], k), -1, np.int64)
   for start in range(0, query.shape[0], chunk):
-    rows = list(range(start, min(start + chunk, query.shape[0])))
-    banned = {i: (exclude(i) if exclude else ()) for i in rows}
-    found_for = _top_candidates(rare_query, rare_docs_t, rows, banned, want, threads)
-    few = [i for i in rows if sum(int(j) not in banned[i] for j in found_for[i]) < k]
-    if few:  # all their terms are frequent ones: candidates from every term
+    rows = np.arange(start, min(start + chunk, query.shape[0]))
+    entry_rows, entry_docs = _top_candidates(rare_query, rare_docs_t, rows, bound, exclude,
+                                             want, threads)
+    few = np.flatnonzero(np.bincount(entry_rows - start, minlength=len(rows)) < k) + start
+    if len(few):  # all their terms are frequent ones: candidates from every term instead
       docs_t = docs.T.tocsr() if docs_t is None else docs_t
-      found_for.update(_top_candidates(query, docs_t, few, banned, want, threads))
-    scores = _exact_scores(query, docs, rows, found_for)
-    offset = 0
-    for i in rows:
-      found = found_for[i].astype(np.int64)
-      score = np.round(scores[offset:offset + len(found)], 5)  # float32 noise is not an order
-      offset += len(found)
-      picked = [int(j) for j in found[np.lexsort((found, -score))]
-                if int(j) not in banned[i]][:k]
-      out[i, :len(picked)] = picked
+      again = ~np.isin(entry_rows, few)
+      more_rows, more_docs = _top_candidates(query, docs_t, few, bound, exclude, want, threads)
+      entry_rows = np.concatenate([entry_rows[again], more_rows])
+      entry_docs = np.concatenate([entry_docs[again], more_docs])
+    scores = _exact_scores(query, docs, entry_rows, entry_docs)
+    out[rows] = _best_k(entry_rows, entry_docs, scores, start, len(rows), k)
   return out
 
 
@@ -274,15 +310,12 @@ def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None
   rng = np.random.default_rng(seed)
   near = None
   if tfidf_negatives:  # never the pair's own image, nor a caption saying the same thing
-    by_image, by_text = collections.defaultdict(set), collections.defaultdict(set)
-    for i, (image, text) in enumerate(zip(image_of, captions)):
-      by_image[image].add(i)
-      by_text[text.strip().lower()].add(i)
+    images_key = _integer_keys(image_of)
+    texts_key = _integer_keys(c.strip().lower() for c in captions)
     log(f"  TF-IDF neighbours of {len(captions):,} captions")
-    near = tfidf_neighbours(
-        captions, captions, tfidf_negatives,
-        exclude=lambda i: by_image[image_of[i]] | by_text[captions[i].strip().lower()])
-    del by_image, by_text
+    near = tfidf_neighbours(captions, captions, tfidf_negatives,
+                            exclude=[(images_key, images_key), (texts_key, texts_key)])
+    del images_key, texts_key
   lexicon = Lexicon.from_corpus(captions) if rewrites else None
   paraphrases = read_paraphrases(paraphrase_file) if paraphrase_file else {}
   images = None
@@ -327,6 +360,12 @@ def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None
       _progress(log, "written", stop, len(source))
   log(f"augmented {len(source):,} pairs from {pair_dir} into {out_dir}")
   return w.meta
+
+
+def _integer_keys(values) -> np.ndarray:
+  """[n] int64: equal values get equal integers."""
+  index = {}
+  return np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64)
 
 
 def _encode_lists(tokenizer, lists):
