@@ -1,4 +1,7 @@
-"""Small generated datasets for the data tests."""
+"""Small generated datasets and detector files for the data tests."""
+
+import base64
+import json
 
 import numpy as np
 
@@ -53,3 +56,65 @@ def trees_equal(a, b) -> bool:
   import jax
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))) and \
       jax.tree.structure(a) == jax.tree.structure(b)
+
+
+# ---- detector files (bottom-up-attention TSVs) ------------------------------------------------
+
+DETECTOR_DIM, DETECTOR_CLASSES = 6, 5
+
+
+def b64(array):
+  return base64.b64encode(np.asarray(array, np.float32).tobytes()).decode()
+
+
+def detector_fields(rng, n):
+  boxes = np.concatenate([rng.uniform(0, 50, (n, 2)), rng.uniform(60, 90, (n, 2))], 1)
+  return boxes, rng.normal(size=(n, DETECTOR_DIM)), rng.dirichlet(np.ones(DETECTOR_CLASSES), n)
+
+
+def write_bua_tsv(path, rows):
+  rng = np.random.default_rng(0)
+  lines, truth = [], {}
+  for image_id, n, with_probs in rows:
+    boxes, feats, probs = detector_fields(rng, n)
+    fields = [image_id, "100", "80", str(n), b64(boxes), b64(feats)] + ([b64(probs)] if with_probs
+                                                                        else [])
+    lines.append("\t".join(fields))
+    truth[image_id] = (boxes, feats, probs)
+  path.write_text("\n".join(lines) + "\n")
+  return truth
+
+
+VQA_FILES = {"train": ("v2_OpenEnded_mscoco_train2014_questions.json",
+                       "v2_mscoco_train2014_annotations.json"),
+             "validation": ("v2_OpenEnded_mscoco_val2014_questions.json",
+                            "v2_mscoco_val2014_annotations.json"),
+             "test": ("v2_OpenEnded_mscoco_test2015_questions.json", None)}  # VQA v2's names
+
+
+def write_vqa(manual, splits):
+  """VQA v2's JSONs, in its file names, of pair records {'image_id', 'caption', 'caption_id',
+  'answers'}: splits as {split: records}, the test split without annotations."""
+  for split, rows in splits.items():
+    questions, annotations = VQA_FILES[split]
+    (manual / questions).write_text(json.dumps({"questions": [
+        {"image_id": r["image_id"], "question": r["caption"], "question_id": r["caption_id"]}
+        for r in rows]}))
+    if annotations:
+      (manual / annotations).write_text(json.dumps({"annotations": [
+          {"question_id": r["caption_id"], "image_id": r["image_id"],
+           "answers": [{"answer": a, "answer_id": j + 1} for j, a in enumerate(r["answers"])]}
+          for r in rows]}))
+
+
+def regions_tsv(path, records):
+  """A bottom-up TSV of each distinct image of `records`, in first-appearance order."""
+  seen, lines = set(), []
+  for r in records:
+    if r["image_id"] in seen:
+      continue
+    seen.add(r["image_id"])
+    lines.append("\t".join([r["image_id"], str(int(r["image_w"])), str(int(r["image_h"])),
+                            str(len(r["boxes"])), b64(r["boxes"]),
+                            b64(r["region_features"])]))
+  path.write_text("\n".join(lines) + "\n")

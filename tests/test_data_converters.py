@@ -1,45 +1,23 @@
 """Converters on small files in the real layouts, and their bad-input errors."""
 
-import base64
 import json
 
 import numpy as np
 import pytest
 
+from data_fixtures import DETECTOR_CLASSES as C
+from data_fixtures import DETECTOR_DIM as D
+from data_fixtures import b64, detector_fields, write_bua_tsv
 from unimo_jax.data import converters
 from unimo_jax.data.__main__ import main as data_cli
 from unimo_jax.data.records import DataError, ShardSource
 from unimo_jax.data.tokenizers import SentencePieceTokenizer
-
-D, C = 6, 5
-
-
-def b64(array):
-  return base64.b64encode(np.asarray(array, np.float32).tobytes()).decode()
-
-
-def detector_fields(rng, n):
-  boxes = np.concatenate([rng.uniform(0, 50, (n, 2)), rng.uniform(60, 90, (n, 2))], 1)
-  return boxes, rng.normal(size=(n, D)), rng.dirichlet(np.ones(C), n)
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
   lines = ["a dog runs on the grass", "two cats sleep on a red sofa", "a man rides a bike"] * 30
   return SentencePieceTokenizer.train(lines, vocab_size=60, model_type="word")
-
-
-def write_bua_tsv(path, rows):
-  rng = np.random.default_rng(0)
-  lines, truth = [], {}
-  for image_id, n, with_probs in rows:
-    boxes, feats, probs = detector_fields(rng, n)
-    fields = [image_id, "100", "80", str(n), b64(boxes), b64(feats)] + ([b64(probs)] if with_probs
-                                                                        else [])
-    lines.append("\t".join(fields))
-    truth[image_id] = (boxes, feats, probs)
-  path.write_text("\n".join(lines) + "\n")
-  return truth
 
 
 def test_text_corpus_line_and_blank_line_modes(tmp_path, tokenizer):

@@ -8,6 +8,7 @@
   flickr30k   UNIMO's Flickr30k .ids + bbox100 TSV -> pair task shards
   snli-ve     UNIMO's SNLI-VE ';' records -> pair task shards
   coco-unimo  UNIMO's COCO ';' records -> pair task shards
+  tfds        prepare a tfds dataset (array_record) from files in manual_dir (tfds_builders.py)
   augment     add CMCL extras (TF-IDF / rewritten negatives, paraphrases, retrieval) to pair shards
   inspect     print a dataset's metadata and its first record
 """
@@ -15,6 +16,8 @@
 import argparse
 import json
 import logging
+import os
+import pathlib
 import sys
 
 import numpy as np
@@ -86,6 +89,15 @@ def _parser():
       s.add_argument("--objects", help="UNIMO's coco_object_*.ids: detector object tags per image")
     common(s)
 
+  s = sub.add_parser("tfds", help="prepare a tfds dataset from files in --manual-dir")
+  s.add_argument("builder", help="<builder>[/<config>], e.g. unimo_coco_karpathy/regions")
+  s.add_argument("--manual-dir", required=True, help="the folder holding the builder's files")
+  s.add_argument("--data-dir", default="", help="where to prepare it (default: tfds's, "
+                 "$TFDS_DATA_DIR or ~/tensorflow_datasets); read it with data.tfds_data_dir")
+  s.add_argument("--feature-dim", type=int, help="region feature size to require")
+  s.add_argument("--num-classes", type=int, help="detector classes to require")
+  s.add_argument("--skip-bad", action="store_true", help="count and log bad lines, not fail")
+
   s = sub.add_parser("augment", help="add CMCL extras to a pair dataset")
   s.add_argument("--pairs", required=True)
   s.add_argument("--images", help="image dataset for retrieved images")
@@ -112,6 +124,21 @@ def _show(value):
   return repr(value)
 
 
+def _prepare_tfds(args):
+  from unimo_jax.data import tfds_builders
+  data_dir = args.data_dir or os.environ.get("TFDS_DATA_DIR") or str(
+      pathlib.Path.home() / "tensorflow_datasets")
+  builder = tfds_builders.build(args.builder, args.manual_dir, data_dir,
+                                skip_bad=args.skip_bad, feature_dim=args.feature_dim,
+                                num_classes=args.num_classes)
+  splits = ", ".join(f"{name} {info.num_examples:,}" for name, info in builder.info.splits.items())
+  skipped = builder.info.metadata.get("skipped") or {}
+  print(f"prepared tfds:{args.builder} in {data_dir}: {splits}"
+        + (f" ({sum(skipped.values())} bad lines skipped)" if any(skipped.values()) else ""))
+  print(f"read it as tfds:{args.builder}@<split> with data.tfds_data_dir={data_dir}")
+  return 0
+
+
 def main(argv=None):
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   args = _parser().parse_args(argv)
@@ -131,6 +158,8 @@ def main(argv=None):
       for key, value in first.items():
         print(f"  {key}: {_show(value)}")
       return 0
+    if args.command == "tfds":
+      return _prepare_tfds(args)
     if args.command == "text":
       meta = converters.convert_text_corpus(
           args.inputs, args.out, load_tokenizer(args.tokenizer),

@@ -13,6 +13,8 @@ counted and logged, and the count is returned in the metadata ('skipped').
 
 import base64
 import binascii
+import collections
+import gzip
 import json
 import logging
 import pathlib
@@ -31,6 +33,14 @@ class _Skips:
       raise error
     self.count += 1
     logging.warning("skipped (%d so far): %s", self.count, error)
+
+
+def _write_records(records, out_dir, kind, skips, **writer_kwargs) -> dict:
+  with ShardWriter(out_dir, kind, **writer_kwargs) as w:
+    for record in records:
+      w.write(record)
+    w.meta["skipped"] = skips.count
+  return w.meta
 
 
 def _b64_floats(text, count, where, name):
@@ -92,10 +102,12 @@ def region_record(where, image_id, w, h, num_boxes, boxes, features, probs=None,
 
 
 def _lines(path):
+  """(where, line) of a text file, gzip-compressed when its name ends in .gz."""
   path = pathlib.Path(path)
   if not path.exists():
     raise DataError(f"{path}: file not found")
-  with open(path, encoding="utf-8") as f:
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rt", encoding="utf-8") as f:
     for number, line in enumerate(f, 1):
       yield f"{path} line {number}", line.rstrip("\n")
 
@@ -174,14 +186,10 @@ def read_bottom_up_tsv(path, *, feature_dim=None, num_classes=None, skips=None):
 def convert_bottom_up_tsv(paths, out_dir, *, feature_dim=None, num_classes=None, skip_bad=False,
                           **writer_kwargs) -> dict:
   skips = _Skips(skip_bad)
-  with ShardWriter(out_dir, "image", region_feature_dim=feature_dim, num_classes=num_classes,
-                   **writer_kwargs) as w:
-    for path in paths:
-      for record in read_bottom_up_tsv(path, feature_dim=feature_dim, num_classes=num_classes,
-                                       skips=skips):
-        w.write(record)
-    w.meta["skipped"] = skips.count
-  return w.meta
+  records = (record for path in paths for record in read_bottom_up_tsv(
+      path, feature_dim=feature_dim, num_classes=num_classes, skips=skips))
+  return _write_records(records, out_dir, "image", skips, region_feature_dim=feature_dim,
+                        num_classes=num_classes, **writer_kwargs)
 
 
 def _read_coco_json(path, lists) -> dict:
@@ -279,11 +287,12 @@ FLICKR_IMAGE_FIELDS = ("img_filename", "image_w", "image_h", "number_box", "boxe
 FLICKR_CAPTION_FIELDS = ("token_ids", "sent_ids", "pos_ids", "image_name", "sent_id")
 
 
-def convert_flickr30k(ids_file, features_tsvs, out_dir, *, feature_dim=2048, num_classes=None,
-                      skip_bad=False, **writer_kwargs) -> dict:
-  """Flickr30k: caption lines 'token_ids;sent_ids;pos_ids;image_name;sent_id' + bbox100 TSV rows
-  'img_filename, image_w, image_h, number_box, boxes, features, probs' -> pair task shards."""
-  skips = _Skips(skip_bad)
+def flickr30k_records(ids_file, features_tsvs, *, feature_dim=2048, num_classes=None,
+                      skips=None):
+  """Pair records of UNIMO's Flickr30k: caption lines 'token_ids;sent_ids;pos_ids;image_name;
+  sent_id' over bbox100 TSV rows 'img_filename, image_w, image_h, number_box, boxes, features,
+  probs' (the images are held in memory, as UNIMO's retrieval reader holds them)."""
+  skips = skips or _Skips(False)
 
   def image(where, f):
     return f["img_filename"], region_record(
@@ -299,12 +308,17 @@ def convert_flickr30k(ids_file, features_tsvs, out_dir, *, feature_dim=2048, num
     caption = _strip_specials(_ids(f["token_ids"], where, "token_ids"))
     return dict(images[f["image_name"]], caption_ids=caption, caption_id=f["sent_id"])
 
-  with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
-                   task="flickr30k", **writer_kwargs) as w:
-    for record in _delimited_records(ids_file, ";", (5,), FLICKR_CAPTION_FIELDS, skips, pair):
-      w.write(record)
-    w.meta["skipped"] = skips.count
-  return w.meta
+  yield from _delimited_records(ids_file, ";", (5,), FLICKR_CAPTION_FIELDS, skips, pair)
+
+
+def convert_flickr30k(ids_file, features_tsvs, out_dir, *, feature_dim=2048, num_classes=None,
+                      skip_bad=False, **writer_kwargs) -> dict:
+  """Flickr30k (flickr30k_records) -> pair task shards."""
+  skips = _Skips(skip_bad)
+  records = flickr30k_records(ids_file, features_tsvs, feature_dim=feature_dim,
+                              num_classes=num_classes, skips=skips)
+  return _write_records(records, out_dir, "pair", skips, region_feature_dim=feature_dim,
+                        num_classes=num_classes, task="flickr30k", **writer_kwargs)
 
 
 SNLI_VE_FIELDS = ("image_id", "data_id", "label", "token_ids", "sent_ids", "pos_ids", "unused_6",
@@ -314,9 +328,9 @@ COCO_UNIMO_FIELDS = ("image_id", "caption_id", "token_ids", "sent_ids", "pos_ids
                      "probs", "attr_probs", "features", "label")
 
 
-def convert_snli_ve(paths, out_dir, *, feature_dim=2048, skip_bad=False, **writer_kwargs) -> dict:
-  """SNLI-VE ';' records (14 fields) -> pair task shards with 'label'."""
-  skips = _Skips(skip_bad)
+def snli_ve_records(paths, *, feature_dim=2048, skips=None):
+  """Pair records with 'label' from SNLI-VE ';' records (14 fields)."""
+  skips = skips or _Skips(False)
 
   def build(where, f):
     record = region_record(where, f["image_id"], f["image_w"], f["image_h"], f["number_box"],
@@ -324,13 +338,16 @@ def convert_snli_ve(paths, out_dir, *, feature_dim=2048, skip_bad=False, **write
     return dict(record, caption_ids=_strip_specials(_ids(f["token_ids"], where, "token_ids")),
                 label=_int(f["label"], where, "label"), caption_id=f["data_id"])
 
-  with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, task="snli_ve",
-                   **writer_kwargs) as w:
-    for path in paths:
-      for record in _delimited_records(path, ";", (14,), SNLI_VE_FIELDS, skips, build):
-        w.write(record)
-    w.meta["skipped"] = skips.count
-  return w.meta
+  for path in paths:
+    yield from _delimited_records(path, ";", (14,), SNLI_VE_FIELDS, skips, build)
+
+
+def convert_snli_ve(paths, out_dir, *, feature_dim=2048, skip_bad=False, **writer_kwargs) -> dict:
+  """SNLI-VE (snli_ve_records) -> pair task shards."""
+  skips = _Skips(skip_bad)
+  return _write_records(snli_ve_records(paths, feature_dim=feature_dim, skips=skips), out_dir,
+                        "pair", skips, region_feature_dim=feature_dim, task="snli_ve",
+                        **writer_kwargs)
 
 
 COCO_OBJECT_FIELDS = ("image_id", "obj_token_ids", "obj_sent_ids", "obj_pos_ids")
@@ -346,12 +363,11 @@ def read_coco_objects(path, skips=None) -> dict:
   return dict(_delimited_records(path, ";", (4,), COCO_OBJECT_FIELDS, skips, build))
 
 
-def convert_coco_unimo(paths, out_dir, *, feature_dim=2048, num_classes=None, skip_bad=False,
-                       objects=None, **writer_kwargs) -> dict:
-  """UNIMO's COCO caption ';' records (16 fields; image_h before image_w; the id is
-  image_id[9:]) -> pair task shards; with `objects` (UNIMO's coco_object_*.ids) each record also
-  gets its image's detector object tags as tag_ids."""
-  skips = _Skips(skip_bad)
+def coco_unimo_records(paths, *, feature_dim=2048, num_classes=None, objects=None, skips=None):
+  """Pair records of UNIMO's COCO caption ';' records (16 fields; image_h before image_w; the
+  id is image_id[9:]); with `objects` (UNIMO's coco_object_*.ids) each record also gets its
+  image's detector object tags as tag_ids."""
+  skips = skips or _Skips(False)
   tags = read_coco_objects(objects, skips) if objects else None
 
   def build(where, f):
@@ -368,10 +384,197 @@ def convert_coco_unimo(paths, out_dir, *, feature_dim=2048, num_classes=None, sk
       record["tag_ids"] = tags[key]
     return record
 
-  with ShardWriter(out_dir, "pair", region_feature_dim=feature_dim, num_classes=num_classes,
-                   task="coco_caption", **writer_kwargs) as w:
-    for path in paths:
-      for record in _delimited_records(path, ";", (16,), COCO_UNIMO_FIELDS, skips, build):
-        w.write(record)
-    w.meta["skipped"] = skips.count
-  return w.meta
+  for path in paths:
+    yield from _delimited_records(path, ";", (16,), COCO_UNIMO_FIELDS, skips, build)
+
+
+def convert_coco_unimo(paths, out_dir, *, feature_dim=2048, num_classes=None, skip_bad=False,
+                       objects=None, **writer_kwargs) -> dict:
+  """UNIMO's COCO captions (coco_unimo_records) -> pair task shards."""
+  skips = _Skips(skip_bad)
+  records = coco_unimo_records(paths, feature_dim=feature_dim, num_classes=num_classes,
+                               objects=objects, skips=skips)
+  return _write_records(records, out_dir, "pair", skips, region_feature_dim=feature_dim,
+                        num_classes=num_classes, task="coco_caption", **writer_kwargs)
+
+
+# ---- lists of files, Karpathy's split file, VQA v2, CC-style captioned images ----------------
+
+def read_filelist(path, root) -> list:
+  """The data files a UNIMO file list names, one per line. Entries were written relative to
+  UNIMO's working directory ('./data/SNLI-VE/...'); each is looked for as given, under `root`
+  (the folder holding UNIMO's data/ contents), there without the leading data/, and beside the
+  list; a missing one is a DataError naming the list and the places looked."""
+  path, root = pathlib.Path(path), pathlib.Path(root)
+  files = []
+  for where, line in _lines(path):
+    entry = line.strip()
+    if not entry:
+      continue
+    relative = pathlib.Path(entry)
+    parts = [p for p in relative.parts if p != "."]
+    tries = [relative, root / relative, path.parent / relative.name]
+    if parts and parts[0] == "data":
+      tries.insert(2, root.joinpath(*parts[1:]))
+    found = next((t for t in tries if t.is_file()), None)
+    if found is None:
+      raise DataError(f"{where}: data file {entry!r} not found (looked at "
+                      f"{', '.join(str(t) for t in tries)})")
+    files.append(found)
+  return files
+
+
+KARPATHY_SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+
+def read_karpathy_split(path, split) -> list:
+  """The images of one split of a Karpathy split file (dataset_coco.json / dataset_flickr30k.json:
+  {'images': [{'split', 'filename', ['filepath', 'cocoid'], 'sentences': [{'raw', 'sentid'}]}]});
+  split: 'train' (train + restval), 'validation' (val) or 'test'. Each image as {'image_id' (the
+  COCO id, else the file name's stem), 'file' (filepath/filename), 'captions': [(sentid, raw)]}."""
+  path = pathlib.Path(path)
+  data = _read_coco_json(path, ("images",))
+  wanted = KARPATHY_SPLITS[split]
+  images = []
+  for i, image in enumerate(data["images"]):
+    where = f"{path} image {i}"
+    if not isinstance(image, dict) or "split" not in image or "filename" not in image:
+      raise DataError(f"{where}: expected 'split', 'filename' and 'sentences'")
+    if image["split"] not in wanted:
+      continue
+    image_id = str(image.get("cocoid", pathlib.Path(image["filename"]).stem))
+    captions = [(str(c.get("sentid", f"{image_id}-{j}")), str(c.get("raw", "")).strip())
+                for j, c in enumerate(image.get("sentences", []))]
+    images.append({"image_id": image_id, "captions": [c for c in captions if c[1]],
+                   "file": str(pathlib.Path(image.get("filepath", "")) / image["filename"])})
+  return images
+
+
+def _region_pairs(images, features_tsvs, extras, *, feature_dim, skips, what):
+  """Pair records: for every TSV row whose image_id is in `images` ({image_id: [fields]}), the
+  row's regions with each of its fields dicts (caption, ids, answers, ...). Rows stream: only
+  the texts are held. An image with no row is a DataError (or a counted skip) at the end."""
+  seen = set()
+  for tsv in features_tsvs:
+    for record in read_bottom_up_tsv(tsv, feature_dim=feature_dim, skips=skips):
+      items = images.get(record["image_id"])
+      if items is None or record["image_id"] in seen:
+        continue
+      seen.add(record["image_id"])
+      image = {k: v for k, v in record.items() if k != "class_probs"}
+      for fields in items:
+        yield dict(image, **fields, **extras)
+  missing = sorted(set(images) - seen)
+  if missing:
+    skips.handle(DataError(f"{len(missing)} {what} images have no row in "
+                           f"{[str(t) for t in features_tsvs]} (first: {missing[:3]})"))
+
+
+def karpathy_records(split_file, split, *, features_tsvs=None, image_root=None,
+                     feature_dim=None, skips=None):
+  """Pair records (one per caption, text in 'caption') of one Karpathy split: with
+  features_tsvs, the images' bottom-up regions (rows keyed by the COCO id); with image_root, the
+  encoded image file (image_bytes, checked to decode: a bad one is named or counted)."""
+  from unimo_jax.data.images import read_image
+  skips = skips or _Skips(False)
+  images = read_karpathy_split(split_file, split)
+  if features_tsvs is not None:
+    texts = {im["image_id"]: [{"caption": raw, "caption_id": sentid}
+                              for sentid, raw in im["captions"]] for im in images}
+    yield from _region_pairs(texts, features_tsvs, {}, feature_dim=feature_dim, skips=skips,
+                             what=f"{split_file} {split}")
+    return
+  root = pathlib.Path(image_root)
+  for image in images:
+    file = root / image["file"]
+    try:
+      read_image(file, f"{split_file} image {image['image_id']}")
+      data = file.read_bytes()
+    except DataError as e:
+      skips.handle(e)
+      continue
+    for sentid, raw in image["captions"]:
+      yield {"image_id": image["image_id"], "image_bytes": data, "caption": raw,
+             "caption_id": sentid}
+
+
+def vqa_records(questions_json, annotations_json, features_tsvs, *, feature_dim=None,
+                skips=None):
+  """Pair records of VQA v2 (one per question: the question in 'caption', its id in
+  'caption_id', the ten annotators' answers in 'answers', [] without annotations as for
+  test-dev) over the images' bottom-up regions (rows keyed by the COCO image id)."""
+  skips = skips or _Skips(False)
+  path = pathlib.Path(questions_json)
+  questions = _read_coco_json(path, ("questions",))["questions"]
+  answers = {}
+  if annotations_json is not None:
+    apath = pathlib.Path(annotations_json)
+    for i, ann in enumerate(_read_coco_json(apath, ("annotations",))["annotations"]):
+      if "question_id" not in ann or not isinstance(ann.get("answers"), list):
+        raise DataError(f"{apath} annotation {i}: expected 'question_id' and an 'answers' list")
+      answers[ann["question_id"]] = [str(a.get("answer", "")) for a in ann["answers"]]
+  by_image = collections.defaultdict(list)
+  for i, q in enumerate(questions):
+    where = f"{path} question {i}"
+    try:
+      if not {"image_id", "question", "question_id"} <= set(q):
+        raise DataError(f"{where}: expected 'image_id', 'question' and 'question_id'")
+      if annotations_json is not None and q["question_id"] not in answers:
+        raise DataError(f"{where}: question {q['question_id']} has no annotation in "
+                        f"{annotations_json}")
+      by_image[str(q["image_id"])].append({
+          "caption": str(q["question"]).strip(), "caption_id": str(q["question_id"]),
+          "answers": answers.get(q["question_id"], [])})
+    except DataError as e:
+      skips.handle(e)
+  yield from _region_pairs(by_image, features_tsvs, {}, feature_dim=feature_dim, skips=skips,
+                           what=str(path))
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def _captioned_image(file, caption, where, skips):
+  from unimo_jax.data.images import read_image
+  try:
+    if not caption.strip():
+      raise DataError(f"{where}: expected a non-empty caption for {file}")
+    read_image(file, where)
+    return {"image_id": file.stem, "image_bytes": file.read_bytes(), "caption": caption.strip()}
+  except DataError as e:
+    skips.handle(e)
+    return None
+
+
+def cc_tsv_records(tsvs, *, skips=None):
+  """Pair records from Conceptual-Captions-style TSVs of downloaded images: lines
+  'caption\timage file' (the file relative to the TSV's folder; a first line 'caption\t...' is
+  a header). Each image is checked to decode: a bad or missing one is named or counted."""
+  skips = skips or _Skips(False)
+  for tsv in tsvs:
+    tsv = pathlib.Path(tsv)
+    for number, (where, line) in enumerate(_lines(tsv)):
+      fields = line.split("\t")
+      if not line.strip() or (number == 0 and fields[0].strip().lower() == "caption"):
+        continue
+      if len(fields) != 2:
+        skips.handle(DataError(f"{where}: expected 2 tab-separated fields (caption, image file), "
+                               f"found {len(fields)}"))
+        continue
+      record = _captioned_image(tsv.parent / fields[1].strip(), fields[0], where, skips)
+      if record is not None:
+        yield record
+
+
+def cc_folder_records(root, *, skips=None):
+  """Pair records from folders of captioned images (img2dataset's 'files' layout): every image
+  file with a caption file of the same name ending in .txt beside it, in sorted path order."""
+  skips = skips or _Skips(False)
+  root = pathlib.Path(root)
+  for file in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    text = file.with_suffix(".txt")
+    if not text.is_file():
+      continue
+    record = _captioned_image(file, text.read_text(encoding="utf-8"), str(file), skips)
+    if record is not None:
+      yield record
