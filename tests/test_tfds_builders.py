@@ -341,3 +341,30 @@ def test_command_line(tmp_path, capsys):
   assert data_cli(["tfds", "unimo_vqa_v2", "--manual-dir", str(tmp_path / "none"),
                    "--data-dir", str(tmp_path / "d")]) == 2
   assert "expected a folder of the files to read" in capsys.readouterr().err
+
+
+def test_start_up_check_reads_a_tfds_datasets_region_sizes(tmp_path, tokenizer):
+  """A tfds:... dataset's region_feature_dim / num_classes (from its info, no records read) are
+  checked against the model before anything is compiled, as a shard directory's are."""
+  import ml_collections
+  from unimo_jax.train.checks import check_data_against_model
+  from unimo_jax.train.workdir import ConfigError
+  manual = tmp_path / "bua"
+  manual.mkdir()
+  write_bua_tsv(manual / "f.tsv", [("1", 2, True)])
+  _, data_dir = build(tmp_path, "unimo_bottom_up/regions_probs", manual)
+  cfg = data_config()
+  cfg.tfds_data_dir = str(data_dir)
+  model = ml_collections.ConfigDict({"vocab_size": 1000, "region_feature_dim": D,
+                                     "num_region_classes": C})
+  check_data_against_model(model, tokenizer, "tok", {"data.image_dir":
+                                                     "tfds:unimo_bottom_up/regions_probs"}, cfg)
+  model.num_region_classes = C + 1
+  with pytest.raises(ConfigError, match=r"data.image_dir tfds:unimo_bottom_up/regions_probs has "
+                                        rf"num_classes={C}, the model expects "
+                                        rf"model.num_region_classes={C + 1}"):
+    check_data_against_model(model, tokenizer, "tok", {"data.image_dir":
+                                                       "tfds:unimo_bottom_up/regions_probs"}, cfg)
+  with pytest.raises(DataError, match="cannot open the tfds dataset 'unimo_nothing'"):
+    check_data_against_model(model, tokenizer, "tok", {"data.image_dir": "tfds:unimo_nothing"},
+                             cfg)

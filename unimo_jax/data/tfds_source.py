@@ -147,21 +147,8 @@ class TfdsSource:
     return decoders or None
 
   def _metadata(self, info) -> dict:
-    """The shards' metadata fields, from the feature shapes and the builder's metadata."""
-    features = info.features
-    meta = dict(info.metadata or {})
-    meta.update(kind=self.kind, format=PREFIX, num_records=len(self))
-    for ours, key in (("region_features", "region_feature_dim"), ("class_probs", "num_classes")):
-      theirs = self.feature_map.get(ours, ours)
-      try:
-        feature = features
-        for part in theirs.split("/"):
-          feature = feature[part]
-        dim = feature.shape[-1]
-      except (KeyError, TypeError, AttributeError, IndexError):
-        continue
-      if dim:
-        meta.setdefault(key, int(dim))
+    meta = metadata_of(info, self.feature_map)
+    meta.update(kind=self.kind, num_records=len(self))
     return meta
 
   def __len__(self):
@@ -196,6 +183,37 @@ class TfdsSource:
                           "needs data.tokenizer")
         record[ids] = self.tokenizer.encode(record[text])
     return record
+
+
+def metadata_of(info, feature_map) -> dict:
+  """The shards' metadata fields of a tfds dataset: the builder's metadata (ours write
+  region_feature_dim, num_classes, task, skipped), else the dims from the feature shapes."""
+  meta = dict(info.metadata or {})
+  meta["format"] = PREFIX
+  for ours, key in (("region_features", "region_feature_dim"), ("class_probs", "num_classes")):
+    feature = info.features
+    try:
+      for part in feature_map.get(ours, ours).split("/"):
+        feature = feature[part]
+      dim = feature.shape[-1]
+    except (KeyError, TypeError, AttributeError, IndexError):
+      continue
+    if dim:
+      meta.setdefault(key, int(dim))
+  return meta
+
+
+def read_tfds_metadata(path, data_cfg=None) -> dict:
+  """metadata_of a tfds:... dataset (no records read); DataError where it is not prepared."""
+  import tensorflow_datasets as tfds
+  name, _ = parse_tfds_path(path, "train")
+  data_dir = getattr(data_cfg, "tfds_data_dir", "") or None
+  try:
+    info = tfds.builder(name, data_dir=data_dir).info
+  except Exception as e:
+    raise DataError(f"{path}: cannot open the tfds dataset {name!r} in "
+                    f"{data_dir or 'the default data dir'} ({type(e).__name__}: {e})") from None
+  return metadata_of(info, parse_feature_map(getattr(data_cfg, "tfds_features", "")))
 
 
 def open_records(path, kind, data_cfg=None, *, tokenizer=None, default_split="train",

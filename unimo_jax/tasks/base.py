@@ -22,7 +22,7 @@ from unimo_jax.data import placeholder_records
 from unimo_jax.data.batching import batched_apply, contrastive_embedder, stack_rows
 from unimo_jax.data.model_inputs import ModelInputs
 from unimo_jax.data.records import DataError
-from unimo_jax.data.tfds_source import open_records
+from unimo_jax.data.tfds_source import is_tfds, open_records
 from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
 from unimo_jax.data.tokenizers import load_tokenizer
 from unimo_jax.model import Unimo
@@ -171,9 +171,9 @@ class Task:
 
   def check_data(self) -> None:
     shard_dirs = {f"data.{split}_dir": path for split, path in self.data_paths.items()
-                  if split in SPLITS and path and as_path(path).is_dir()}
+                  if split in SPLITS and path and (is_tfds(path) or as_path(path).is_dir())}
     check_data_against_model(self.config.model, self.tokenizer, self.data_paths["tokenizer"],
-                             shard_dirs)
+                             shard_dirs, self.config.data)
 
   def source(self, split):
     """The records of split 'train', 'eval' or 'predict', read once."""

@@ -3,6 +3,7 @@ Each raises ConfigError naming the field, what was expected and what was found, 
 is compiled or written."""
 
 from unimo_jax.data.records import read_metadata
+from unimo_jax.data.tfds_source import is_tfds, read_tfds_metadata
 from unimo_jax.parallel import resolve_mesh_shape
 from unimo_jax.train.workdir import ConfigError
 
@@ -33,16 +34,19 @@ def check_config(config, num_devices: int, batch_sizes: dict) -> dict:
   return sizes
 
 
-def check_data_against_model(model_config, tokenizer, tokenizer_path, shard_dirs: dict) -> None:
-  """The tokenizer fits the embedding table, and every shard directory's region sizes (from its
-  metadata) are the model's. shard_dirs: {name for errors: directory}."""
+def check_data_against_model(model_config, tokenizer, tokenizer_path, shard_dirs: dict,
+                             data_cfg=None) -> None:
+  """The tokenizer fits the embedding table, and every dataset's region sizes (from its
+  metadata: a shard directory's metadata.json, a tfds:... dataset's info) are the model's.
+  shard_dirs: {name for errors: directory or tfds:... name}; data_cfg: where tfds datasets are
+  (data.tfds_data_dir, data.tfds_features)."""
   if tokenizer.vocab_size > model_config.vocab_size:
     raise ConfigError(f"model.vocab_size {model_config.vocab_size} is smaller than the "
                       f"tokenizer's {tokenizer.vocab_size} ({tokenizer_path})")
   for name, path in shard_dirs.items():
     if not path:
       continue
-    meta = read_metadata(path)
+    meta = read_tfds_metadata(path, data_cfg) if is_tfds(path) else read_metadata(path)
     for key, field in (("region_feature_dim", "region_feature_dim"),
                        ("num_classes", "num_region_classes")):
       if meta.get(key) and meta[key] != model_config[field]:

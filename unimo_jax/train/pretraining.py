@@ -69,7 +69,8 @@ class PretrainingExperiment:
   def check_data(self) -> None:
     paths = self.data_paths
     check_data_against_model(self.config.model, self.tokenizer, paths["tokenizer"],
-                             {"data.image_dir": paths["image"], "data.pair_dir": paths["pair"]})
+                             {"data.image_dir": paths["image"], "data.pair_dir": paths["pair"]},
+                             self.config.data)
 
   def train_batches(self):
     tok = self.tokenizer
