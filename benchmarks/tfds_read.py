@@ -1,6 +1,6 @@
 """Shards or tfds: the same region features prepared both ways, then read back.
 
-  python benchmarks/tfds_read.py [--images 2000] [--boxes 50] [--dim 2048] [--workdir DIR]
+  python benchmarks/tfds_read.py [--images 1000] [--boxes 50] [--dim 2048] [--workdir DIR]
 
 Writes a bottom-up-attention TSV of --images images (--boxes regions of --dim float32 features
 each, base64 as the detector writes them), then prepares it
@@ -59,7 +59,7 @@ def read_ms(source, order):
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--images", type=int, default=2000)
+  parser.add_argument("--images", type=int, default=1000)
   parser.add_argument("--boxes", type=int, default=50)
   parser.add_argument("--dim", type=int, default=2048)
   parser.add_argument("--workdir")
