@@ -1,11 +1,17 @@
-"""Converters from the files users have to shards (library functions; CLI in __main__.py).
+"""Readers of the files users have, and converters writing their records to shards (library
+functions; CLI in __main__.py). The tfds builders (tfds_builders.py) yield the same readers'
+records, so a format is parsed in one place whichever the sink.
 
   text corpus     one document per line, or documents separated by blank lines -> text shards
   bottom-up TSV   image_id, image_w, image_h, num_boxes, boxes, features[, cls_prob]
                   (base64 float32) -> image shards
   COCO captions   captions JSON + a bottom-up features TSV -> pair shards
   UNIMO formats   Flickr30k (.ids + bbox100 TSV), SNLI-VE (';' records), COCO (';' records, with h
-                  before w) -> task shards (pair records with the task's labels)
+                  before w) -> task shards (pair records with the task's labels); UNIMO's file
+                  lists (read_filelist)
+  readers only    Karpathy's split file (karpathy_records: regions or image files), VQA v2
+                  questions + annotations (vqa_records), CC-style captioned images
+                  (cc_tsv_records, cc_folder_records)
 
 Bad input raises DataError naming the file and line; with skip_bad=True the line is skipped,
 counted and logged, and the count is returned in the metadata ('skipped').
@@ -450,7 +456,7 @@ def read_karpathy_split(path, split) -> list:
   return images
 
 
-def _region_pairs(images, features_tsvs, extras, *, feature_dim, skips, what):
+def _region_pairs(images, features_tsvs, *, feature_dim, skips, what):
   """Pair records: for every TSV row whose image_id is in `images` ({image_id: [fields]}), the
   row's regions with each of its fields dicts (caption, ids, answers, ...). Rows stream: only
   the texts are held. An image with no row is a DataError (or a counted skip) at the end."""
@@ -463,7 +469,7 @@ def _region_pairs(images, features_tsvs, extras, *, feature_dim, skips, what):
       seen.add(record["image_id"])
       image = {k: v for k, v in record.items() if k != "class_probs"}
       for fields in items:
-        yield dict(image, **fields, **extras)
+        yield dict(image, **fields)
   missing = sorted(set(images) - seen)
   if missing:
     skips.handle(DataError(f"{len(missing)} {what} images have no row in "
@@ -481,7 +487,7 @@ def karpathy_records(split_file, split, *, features_tsvs=None, image_root=None,
   if features_tsvs is not None:
     texts = {im["image_id"]: [{"caption": raw, "caption_id": sentid}
                               for sentid, raw in im["captions"]] for im in images}
-    yield from _region_pairs(texts, features_tsvs, {}, feature_dim=feature_dim, skips=skips,
+    yield from _region_pairs(texts, features_tsvs, feature_dim=feature_dim, skips=skips,
                              what=f"{split_file} {split}")
     return
   root = pathlib.Path(image_root)
@@ -527,7 +533,7 @@ def vqa_records(questions_json, annotations_json, features_tsvs, *, feature_dim=
           "answers": answers.get(q["question_id"], [])})
     except DataError as e:
       skips.handle(e)
-  yield from _region_pairs(by_image, features_tsvs, {}, feature_dim=feature_dim, skips=skips,
+  yield from _region_pairs(by_image, features_tsvs, feature_dim=feature_dim, skips=skips,
                            what=str(path))
 
 
