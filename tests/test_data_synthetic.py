@@ -55,6 +55,58 @@ def test_twins_change_exactly_one_thing_and_paraphrases_keep_the_facts():
       assert inverted.startswith(f"{b} is {synthetic.INVERSE[scene['relation']]} {a}")
 
 
+def test_binding_swaps_exchange_one_attribute_between_two_objects():
+  seen = 0
+  for scene in synthetic.generate_scenes(300, seed=2, split="eval"):
+    truth, objects = synthetic.caption(scene), scene["objects"]
+    twins = synthetic.binding_swaps(scene)
+    assert len(twins) <= 2 and truth not in twins and len(set(twins)) == len(twins)
+    if len(objects) == 1:
+      assert twins == []
+    for twin in twins:
+      # Written out independently: some two objects i, j and one attribute such that giving
+      # i the value of j and j the value of i gives the twin, everything else as it was.
+      matches = []
+      for i in range(len(objects)):
+        for j in range(i + 1, len(objects)):
+          for key in ("colour", "size", "shape"):
+            swapped = [dict(o) for o in objects]
+            swapped[i][key], swapped[j][key] = objects[j][key], objects[i][key]
+            if objects[i][key] != objects[j][key] and synthetic.caption(
+                dict(scene, objects=swapped)) == twin:
+              matches.append((i, j, key))
+      assert matches, (truth, twin)
+      words, twin_words = truth.split(), twin.split()
+      assert sorted(words) == sorted(twin_words)  # the same words, bound to other objects
+      seen += 1
+  assert seen > 100
+
+
+def test_held_out_pairs_carry_binding_swap_twins_that_are_no_other_caption(tmp_path):
+  from unimo_jax.data.records import ShardSource
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  from unimo_jax.data.tokenizers import load_tokenizer
+  write_synthetic(tmp_path / "s", pairs=100, eval_pairs=60, images=20, texts=20, feature_dim=8,
+                  log=lambda *_: None)
+  tok = load_tokenizer(tmp_path / "s" / "tokenizer.model")
+  pairs = ShardSource(tmp_path / "s" / "eval" / "pair")
+  captions = {pairs[i]["caption"] for i in range(len(pairs))}
+  swaps = 0
+  for i in range(len(pairs)):
+    record = pairs[i]
+    twins = [tok.decode(ids) for ids in record["hard_negative_ids"]]
+    assert not set(twins) & captions  # never a held-out scene's caption
+    swaps += sum(sorted(t.split()) == sorted(record["caption"].split()) and t != record["caption"]
+                 and not set(t.split()) ^ set(record["caption"].split()) for t in twins)
+  assert swaps > 20
+  train = ShardSource(tmp_path / "s" / "train" / "pair")  # no binding swaps in training
+  for i in range(len(train)):
+    record = train[i]
+    for ids in record["hard_negative_ids"]:
+      twin = tok.decode(ids).split()
+      assert sum(a != b for a, b in zip(twin, record["caption"].split())) == 1
+
+
 def test_one_fact_in_two_wordings_is_one_scene():
   scene = next(s for s in synthetic.generate_scenes(50, 0, "train") if len(s["objects"]) == 2)
   a, b = scene["objects"]

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from unimo_jax.metrics.retrieval import recall_at_k
-from unimo_jax.train.evaluate import mirrored_image
+from unimo_jax.train.evaluate import mirrored_image, twin_kind, twin_metrics
 
 
 def test_recall_at_k_on_a_crafted_matrix():
@@ -49,3 +49,55 @@ def test_layout_sensitivity_is_zero_only_for_a_model_blind_to_boxes():
   assert sensitivity > 0
   params["region_embeddings"]["image_loc"]["kernel"][:] = 0.0  # boxes no longer reach the model
   np.testing.assert_array_equal(embed(params, image), embed(params, mirrored))
+
+
+def test_twin_kinds_from_the_words_that_differ():
+  caption = "a small red circle is left of a large blue square"
+  assert twin_kind(caption, "a small red circle is right of a large blue square") == "relation"
+  assert twin_kind("a red cube is above a cone", "a red cube is below a cone") == "relation"
+  assert twin_kind(caption, "a small blue circle is left of a large red square") == "binding"
+  assert twin_kind(caption, "a large red circle is left of a small blue square") == "binding"
+  assert twin_kind(caption, "a small red circle is left of a large blue cross") == "attribute"
+  assert twin_kind(caption, "a small green circle is left of a large red square") == "attribute"
+
+
+def test_twin_metrics_on_crafted_embeddings():
+  """An image side blind to layout and binding (one embedding for a scene, its mirror and its
+  attribute-swapped twin) scores 0.5 on relation and binding twins: of each caption / twin pair
+  it prefers the same text for both images. One that encodes them scores 1.0."""
+  rng = np.random.default_rng(0)
+
+  def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+  vocab = "a small large red blue circle square is left right of".split()
+  words = {w: rng.normal(size=16) for w in vocab}
+  position = rng.normal(size=(12, 16))
+
+  def text(caption):  # word order matters: who is red, who is left
+    return unit(sum(words[w] * position[k] for k, w in enumerate(caption.split())))
+
+  def blind_image(caption):  # the objects' words only: no layout, no binding
+    return unit(sum(words[w] for w in caption.split() if w not in ("left", "right")))
+
+  scene = "a small red circle is left of a large blue square"
+  mirrored = "a small red circle is right of a large blue square"
+  swapped = "a small blue circle is left of a large red square"
+  attribute = "a small red circle is left of a large blue circle"
+  pairs = [scene, mirrored, swapped]
+  owners = [0, 0, 0, 1, 2]
+  twins = [mirrored, swapped, attribute, scene, scene]
+  kinds = [twin_kind(pairs[o], t) for o, t in zip(owners, twins)]
+  assert kinds == ["relation", "binding", "attribute", "relation", "binding"]
+  captions = np.stack([text(p) for p in pairs])
+  twin_embeddings = np.stack([text(t) for t in twins])
+  blind = twin_metrics(np.stack([blind_image(p) for p in pairs]), captions, twin_embeddings,
+                       owners, kinds)
+  assert blind["twin_accuracy_relation"] == 0.5 and blind["twin_accuracy_binding"] == 0.5
+  aware = twin_metrics(captions, captions, twin_embeddings, owners, kinds)  # image = its caption
+  assert {k: aware[f"twin_accuracy_{k}"] for k in ("relation", "binding", "attribute")} == {
+      "relation": 1.0, "binding": 1.0, "attribute": 1.0}
+  assert aware["twins_relation"] == 2 and aware["twins_binding"] == 2
+  # A tie (a text side that cannot tell caption and twin apart) counts half.
+  same = twin_metrics(captions, captions, captions[[0]], [0], ["relation"])
+  assert same["twin_accuracy"] == 0.5

@@ -9,7 +9,9 @@ Per scene:
   * a caption naming every object and one spatial relation (left of / right of / above / below),
     e.g. "a large red circle is left of a small blue square and a small green cross";
   * paraphrases (the same facts in other words, e.g. the relation inverted and the objects swapped);
-  * hard negatives (one attribute changed, or the relation reversed), the "rewritten twins".
+  * hard negatives (one attribute changed, or the relation reversed), the "rewritten twins";
+    held-out pairs also get binding-swap twins (two objects exchange an attribute), so that
+    evaluation tests relations, attribute binding and attributes separately (as ARO does).
 Plus a text-only corpus of scene descriptions and image-only scenes. A scene's identity (its
 objects and its relation) decides its split by hash, so held-out scenes never occur in train.
 """
@@ -160,6 +162,27 @@ def hard_negatives(scene, rng, count=3) -> list:
     twin = caption(dict(scene, objects=objects))
     if twin != caption(scene) and twin not in out:
       out.append(twin)
+  return out
+
+
+def binding_swaps(scene, count=2) -> list:
+  """Binding-swap twins (ARO's attribution test): two objects exchange one attribute, "a red
+  circle is left of a blue square" -> "a blue circle is left of a red square". The same words
+  bound to other objects; deterministic (object pairs in order, then colour, size, shape), at
+  most `count`, none repeating the caption or another twin, none giving two objects one
+  description."""
+  objects, out = scene["objects"], []
+  for i, j in itertools.combinations(range(len(objects)), 2):
+    for key in ("colour", "size", "shape"):
+      if len(out) >= count or objects[i][key] == objects[j][key]:
+        continue
+      swapped = [dict(o) for o in objects]
+      swapped[i][key], swapped[j][key] = objects[j][key], objects[i][key]
+      if len({describe(o) for o in swapped}) < len(swapped):
+        continue
+      twin = caption(dict(scene, objects=swapped))
+      if twin != caption(scene) and twin not in out:
+        out.append(twin)
   return out
 
 

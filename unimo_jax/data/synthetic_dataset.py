@@ -65,6 +65,12 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
 
   train_text = texts_of(train, rng)
   eval_text = texts_of(held_out, rng)
+  # Held-out pairs also get binding-swap twins (no random draw: the training data is the same
+  # with or without them); no held-out twin is the caption of another held-out scene.
+  eval_captions = set(eval_text[0])
+  for negatives, scene in zip(eval_text[2], held_out):
+    negatives[:] = [t for t in negatives + synthetic.binding_swaps(scene)
+                    if t not in eval_captions]
   vocab_lines = (corpus + train_text[0] + [p for ps in train_text[1] for p in ps]
                  + synthetic_tasks.vocabulary_lines(seed))  # so fine-tuning text is in vocabulary
   tokenizer = SentencePieceTokenizer.train(vocab_lines, vocab_size=vocab_size,

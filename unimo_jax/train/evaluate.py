@@ -3,9 +3,12 @@ discrimination, and masked-LM accuracy (with and without the image).
 
 Zero-shot retrieval: every held-out image against every held-out caption by cosine similarity of
 h[IMG] (image alone) and h[CLS] (caption alone); R@1/5/10 in both directions.
-Twins: for each pair's rewritten captions (hard_negative_ids) the fraction where the true caption
-scores higher; reported overall and for relation twins (the changed word is a relation word) and
-attribute twins separately.
+Twins, in the style of ARO (Yuksekgonul et al., ICLR 2023): for each pair's rewritten captions
+(hard_negative_ids) the fraction where the true caption scores higher with the image (a tie, as
+when a text encoder cannot tell the two apart, counts half); overall and per kind of twin, from
+the words that differ (twin_kind): relation twins (a relation word changed: "left of" ->
+"right of"), binding-swap twins (two objects exchange an attribute: the changed words are the
+same words in other places) and attribute-change twins (any other change).
 Layout sensitivity: 1 - mean cosine between an image's CMCL embedding and that of its mirror image
 (boxes or pixels flipped left-right). 0 means the image side ignores where things are, so it
 cannot tell "A left of B" from "B left of A"; relation twins then stay at chance.
@@ -39,6 +42,39 @@ def mirrored_image(inputs: dict) -> dict:
   return out
 
 
+TWIN_KINDS = ("relation", "binding", "attribute")
+
+
+def twin_kind(caption: str, twin: str) -> str:
+  """'relation', 'binding' or 'attribute': how a twin caption differs from the caption."""
+  a, b = caption.split(), twin.split()
+  if len(a) == len(b):
+    changed = [(x, y) for x, y in zip(a, b) if x != y]
+    if any(x in RELATION_WORDS or y in RELATION_WORDS for x, y in changed):
+      return "relation"
+    if len(changed) >= 2 and sorted(x for x, _ in changed) == sorted(y for _, y in changed):
+      return "binding"
+  elif (set(a) ^ set(b)) & RELATION_WORDS:
+    return "relation"
+  return "attribute"
+
+
+def twin_metrics(images, captions, twins, owners, kinds) -> dict:
+  """Twin accuracies from unit embeddings: images / captions [pairs, E], twins [twins, E],
+  owners [twins] (the pair each twin rewrites), kinds [twins] (TWIN_KINDS). A win is the image
+  scoring its caption above the twin; a tie counts half."""
+  owners, kinds = np.asarray(owners), np.asarray(kinds)
+  true = (images[owners] * captions[owners]).sum(-1)
+  false = (images[owners] * twins).sum(-1)
+  wins = (true > false) + 0.5 * (true == false)
+  metrics = {"twin_accuracy": float(wins.mean())}
+  for kind in TWIN_KINDS:
+    if (kinds == kind).any():
+      metrics[f"twin_accuracy_{kind}"] = float(wins[kinds == kind].mean())
+      metrics[f"twins_{kind}"] = float((kinds == kind).sum())
+  return metrics
+
+
 class Evaluator:
   """Encodes a held-out pair dataset and computes retrieval, twin and MLM metrics."""
 
@@ -55,11 +91,6 @@ class Evaluator:
 
   def _encode(self, params, inputs, key, batch_size):
     return batched_apply(lambda p, b: self._embed(p, b, key), params, inputs, batch_size)
-
-  def _twin_kind(self, caption, twin):
-    a, b = self.tokenizer.decode(caption).split(), self.tokenizer.decode(twin).split()
-    changed = {x for x, y in zip(a, b) if x != y} | {y for x, y in zip(a, b) if x != y}
-    return "relation" if changed & RELATION_WORDS else "attribute"
 
   def __call__(self, params) -> dict:
     batch_size = int(self.config.eval_batch)
@@ -80,16 +111,11 @@ class Evaluator:
       for twin in r.get("hard_negative_ids", []):
         twins.append({"input_ids": self.inputs.text(twin)})
         owners.append(i)
-        kinds.append(self._twin_kind(r["caption_ids"], twin))
+        kinds.append(twin_kind(self.tokenizer.decode(r["caption_ids"]),
+                               self.tokenizer.decode(twin)))
     if twins:
       twin_emb = self._encode(params, twins, "text_embedding", batch_size)
-      owners = np.asarray(owners)
-      wins = (images[owners] * captions[owners]).sum(-1) > (images[owners] * twin_emb).sum(-1)
-      kinds = np.asarray(kinds)
-      metrics["twin_accuracy"] = float(wins.mean())
-      for kind in ("relation", "attribute"):
-        if (kinds == kind).any():
-          metrics[f"twin_accuracy_{kind}"] = float(wins[kinds == kind].mean())
+      metrics.update(twin_metrics(images, captions, twin_emb, owners, kinds))
 
     totals = {}
     rng = np.random.default_rng(0)  # the same masks at every evaluation
