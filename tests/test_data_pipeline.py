@@ -164,3 +164,56 @@ def test_cmcl_without_extra_slots(root):
   it = _iterator(root, cmcl_extra_positives=0, cmcl_hard_negatives=0, cmcl_extra_images=0)
   cmcl = next(it)["cmcl"]
   assert set(cmcl) == {"image", "text"}
+
+
+def _twin_linked_pairs(root, count=16, linked=12):
+  """Pairs whose caption says their index ([10 + i] * 4); pairs 2m and 2m + 1 below `linked` are
+  each other's twin_pairs, the rest have none."""
+  from data_fixtures import CLASSES, DIM, image_example
+  from unimo_jax.data.records import write_examples
+  rng = np.random.default_rng(3)
+  pairs = [dict(image_example(rng, i), caption_ids=np.full(4, 10 + i, np.int32),
+                twin_pairs=np.array([i ^ 1] if i < linked else [], np.int64))
+           for i in range(count)]
+  write_examples(root / "twins", "pair", pairs, region_feature_dim=DIM, num_classes=CLASSES)
+  return root / "twins"
+
+
+def _partners(batch):
+  """(first, second) record indices of each co-batched group, from the caption ids."""
+  index = batch["cmcl"]["text"]["input_ids"][:, 1] - 10  # after [CLS]
+  return list(zip(index[0::2].tolist(), index[1::2].tolist()))
+
+
+def test_hard_negative_images_are_co_batched_at_the_configured_fraction(tmp_path):
+  pair_dir = _twin_linked_pairs(tmp_path)
+  cfg = small_data_config(tmp_path)
+  cfg.pair_dir, cfg.image_dir, cfg.cmcl_extra_images = str(pair_dir), "", 0
+
+  def iterator(fraction):
+    cfg.cmcl_twin_fraction = fraction
+    return make_pretraining_iterator(cfg, {"pair": 4}, SPECIAL, VOCAB, process_index=0,
+                                     process_count=1, dirs={"pair": cfg.pair_dir})
+
+  always = iterator(1.0)
+  groups = [g for _ in range(20) for g in _partners(next(always))]
+  assert all(second == first ^ 1 for first, second in groups if first < 12)
+  assert {first for first, _ in groups} == set(range(16))  # every pair leads a group per epoch
+  half = iterator(0.5)
+  groups = [g for _ in range(150) for g in _partners(next(half))]
+  linked = [second == first ^ 1 for first, second in groups if first < 12]
+  # A twin with probability 0.5, else a random pair of 16 (the twin 1 time in 16): 0.53.
+  assert 0.40 < np.mean(linked) < 0.66, np.mean(linked)
+  # Resumable as every stream: the same next batches after restoring the state.
+  it = iterator(0.5)
+  for _ in range(5):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(3)]
+  fresh = iterator(0.5)
+  fresh.set_state(state)
+  assert all(trees_equal(e, next(fresh)) for e in expected)
+  with pytest.raises(ValueError, match="co-batches pairs two by two; 3 pairs per host is odd"):
+    cfg.cmcl_twin_fraction = 1.0
+    make_pretraining_iterator(cfg, {"pair": 3}, SPECIAL, VOCAB, process_index=0, process_count=1,
+                              dirs={"pair": cfg.pair_dir})

@@ -82,6 +82,58 @@ def test_binding_swaps_exchange_one_attribute_between_two_objects():
   assert seen > 100
 
 
+def test_twin_scenes_are_what_their_boxes_and_objects_say():
+  checked = 0
+  for scene in synthetic.generate_scenes(300, seed=4, split="train"):
+    twins = synthetic.twin_scenes(scene)
+    if scene["relation"] is None:
+      assert synthetic.mirrored_scene(scene) is None
+      continue
+    mirror = twins[0]
+    a, b = mirror["objects"][:2]
+    # The relation twin's caption is the relation the mirrored boxes now have.
+    assert synthetic.relation_between(a, b) == synthetic.INVERSE[scene["relation"]]
+    assert synthetic.caption(mirror) == synthetic.caption(
+        dict(scene, relation=synthetic.INVERSE[scene["relation"]]))
+    assert [synthetic.describe(o) for o in mirror["objects"]] == [
+        synthetic.describe(o) for o in scene["objects"]]
+    for twin in twins:  # on the canvas, no two objects overlapping
+      for k, o in enumerate(twin["objects"]):
+        for axis in ("x", "y"):
+          assert o["r"] + 1 <= o[axis] <= synthetic.CANVAS - o["r"] - 2
+        assert synthetic._fits(o["x"], o["y"], o["r"], twin["objects"][:k])
+    if len(twins) > 1:
+      assert synthetic.caption(twins[1]) == synthetic.binding_swaps(scene, 1)[0]
+      assert synthetic.relation_between(*twins[1]["objects"][:2]) == scene["relation"]
+    checked += 1
+  assert checked > 150
+
+
+def test_twin_scene_pairs_link_both_ways_and_leave_the_rest_unchanged(tmp_path):
+  from unimo_jax.data.records import ShardSource
+  from unimo_jax.data.synthetic_dataset import write_synthetic
+  kwargs = dict(pairs=80, eval_pairs=30, images=20, texts=20, feature_dim=8, log=lambda *_: None)
+  write_synthetic(tmp_path / "plain", **kwargs)
+  write_synthetic(tmp_path / "twins", twin_scenes=True, **kwargs)
+  assert (tmp_path / "plain" / "tokenizer.model").read_bytes() == (
+      tmp_path / "twins" / "tokenizer.model").read_bytes()
+  plain, twins = (ShardSource(tmp_path / d / "train" / "pair") for d in ("plain", "twins"))
+  assert len(twins) > len(plain) + 80 and twins.meta["twin_scenes"] == len(twins) - len(plain)
+  for i in range(len(plain)):  # the scenes' own pairs: as without twins, plus the links
+    a, b = plain[i], twins[i]
+    assert set(b) - set(a) == {"twin_pairs"}
+    assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a if k != "pixels"
+               and not isinstance(a[k], list)) and np.array_equal(a["pixels"], b["pixels"])
+    for j in b["twin_pairs"]:
+      twin = twins[int(j)]
+      assert int(j) >= len(plain) and list(twin["twin_pairs"]) == [i]
+      assert synthetic.split_of_identity(twin["scene"]) == "train"  # never a held-out scene
+  for name in ("eval",):
+    a, b = (ShardSource(tmp_path / d / name / "pair") for d in ("plain", "twins"))
+    assert all(np.array_equal(a[i]["region_features"], b[i]["region_features"])
+               and a[i]["caption"] == b[i]["caption"] for i in range(len(a)))
+
+
 def test_held_out_pairs_carry_binding_swap_twins_that_are_no_other_caption(tmp_path):
   from unimo_jax.data.records import ShardSource
   from unimo_jax.data.synthetic_dataset import write_synthetic

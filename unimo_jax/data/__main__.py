@@ -39,6 +39,8 @@ def _parser():
   s.add_argument("--texts", type=int, default=20_000)
   s.add_argument("--feature-dim", type=int, default=32)
   s.add_argument("--seed", type=int, default=0)
+  s.add_argument("--twin-scenes", action="store_true",
+                 help="also write each training scene's mirror and binding swap as pairs")
 
   def common(q, tokenizer=False):
     q.add_argument("--out", required=True, help="output dataset directory")
@@ -149,7 +151,8 @@ def main(argv=None):
     if args.command == "synthetic":
       from unimo_jax.data.synthetic_dataset import write_synthetic
       write_synthetic(args.out, pairs=args.pairs, eval_pairs=args.eval_pairs, images=args.images,
-                      texts=args.texts, feature_dim=args.feature_dim, seed=args.seed)
+                      texts=args.texts, feature_dim=args.feature_dim, seed=args.seed,
+                      twin_scenes=args.twin_scenes)
       return 0
     if args.command == "inspect":
       meta = records.read_metadata(args.dataset)

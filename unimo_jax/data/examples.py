@@ -43,6 +43,10 @@ def data_config() -> ml_collections.ConfigDict:
   c.cmcl_extra_positives = 2  # paraphrases / retrieved texts per pair
   c.cmcl_hard_negatives = 2  # rewritten / TF-IDF-nearest captions per pair
   c.cmcl_extra_images = 1  # retrieved images per pair
+  # Hard-negative images (NegCLIP): > 0 builds the pair batch two by two, each pair followed by
+  # one of its twin_pairs (a record whose caption is a hard negative of it: the synthetic twin
+  # scenes, or nearest images found offline) with this probability, else by a random pair.
+  c.cmcl_twin_fraction = 0.0
   c.seed = 0
   c.num_threads = 4
   c.prefetch = 16

@@ -153,6 +153,38 @@ class Transforms:
     return out
 
 
+class TwinGroups:
+  """The pair transform two records at a time: a pair and, with probability `fraction`, one of
+  its twin_pairs (pair indices into `lookup`, the whole split), else a random pair of the split.
+  Returns the two examples stacked ([2, ...] leaves), so that a batch of groups, merged
+  (merge_groups), holds each pair next to its hard-negative image in the contrastive batch."""
+
+  def __init__(self, pair, lookup, fraction: float):
+    self.pair, self.lookup, self.fraction = pair, lookup, float(fraction)
+
+  def partner(self, record, rng) -> int:
+    """The index of the record co-batched with `record`."""
+    twins = np.asarray(record.get("twin_pairs", np.zeros(0, np.int64)))
+    if len(twins) and rng.random() < self.fraction:
+      return int(twins[rng.integers(len(twins))])
+    return int(rng.integers(len(self.lookup)))
+
+  def __call__(self, record, rng):
+    if record is None:
+      return None
+    other = self.lookup[self.partner(record, rng)]
+    first = self.pair(record, rng)
+    second = self.pair(other, rng) if other is not None else None
+    if second is None:
+      return None
+    return {k: np.stack([first[k], second[k]]) for k in first}
+
+
+def merge_groups(batch):
+  """[groups, 2, ...] leaves -> [2 * groups, ...]: each group's two examples side by side."""
+  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
+
+
 def host_records(source, *, seed, process_index, process_count):
   """This host's records (process_index::process_count, or all of a source that holds only
   this host's share already: per_host), shuffled by `seed`: one epoch."""
@@ -166,14 +198,19 @@ def host_records(source, *, seed, process_index, process_count):
   return grain.MapDataset.source(source)[process_index::process_count].shuffle(seed=seed)
 
 
-def _stream(source, transform, *, batch_size, seed, process_index, process_count, cfg):
+def _stream(source, transform, *, batch_size, seed, process_index, process_count, cfg,
+            groups=False):
+  """groups: the transform returns two examples at a time (TwinGroups), batched as pairs of
+  examples and merged."""
   import grain
   ds = host_records(source, seed=seed, process_index=process_index, process_count=process_count)
   ds = ds.repeat(None).random_map(transform, seed=seed)
   ds = ds.filter(lambda x: x is not None)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads,
                                             prefetch_buffer_size=cfg.prefetch))
-  return ds.batch(batch_size, drop_remainder=True)
+  if not groups:
+    return ds.batch(batch_size, drop_remainder=True)
+  return ds.batch(batch_size // 2, drop_remainder=True).map(merge_groups)
 
 
 class MixtureIterator:
@@ -259,9 +296,16 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
     meta = (source.source.meta if name != "text" else image_meta) or {}
     inputs = ModelInputs(cfg, special, meta.get("region_feature_dim"), meta.get("num_classes"))
     transforms = Transforms(cfg, special, vocab_size, inputs, image_lookup)
+    transform, groups = getattr(transforms, name), False
+    if name == "pair" and cfg.cmcl_twin_fraction > 0:
+      if (size // process_count) % 2:
+        raise ValueError(f"batch.pair: data.cmcl_twin_fraction co-batches pairs two by two; "
+                         f"{size // process_count} pairs per host is odd")
+      whole = _Records(open_records(dirs[name], name, cfg, tokenizer=tokenizer), counter)
+      transform, groups = TwinGroups(transform, whole, cfg.cmcl_twin_fraction), True
     iterators[name] = iter(_stream(
-        source, getattr(transforms, name), batch_size=size // process_count,
-        seed=cfg.seed + offset, process_index=process_index, process_count=process_count, cfg=cfg))
+        source, transform, batch_size=size // process_count, seed=cfg.seed + offset,
+        process_index=process_index, process_count=process_count, cfg=cfg, groups=groups))
   if not iterators:
     raise ValueError(f"batch sizes: expected at least one of {STREAMS} > 0, found {batch_sizes}")
   return MixtureIterator(iterators, counter or SkipCounter())

@@ -68,6 +68,10 @@ def _fits(x, y, r, placed):
   return all(abs(x - p["x"]) > r + p["r"] + 1 or abs(y - p["y"]) > r + p["r"] + 1 for p in placed)
 
 
+def _on_canvas(obj):
+  return all(obj["r"] + 1 <= obj[axis] <= CANVAS - obj["r"] - 2 for axis in ("x", "y"))
+
+
 def _place(rng, objects):
   """Centres for the objects with no overlap and a clear dominant axis between the first two."""
   for _ in range(100):
@@ -118,7 +122,12 @@ def scene_identity(scene) -> str:
 
 
 def split_of(scene, eval_fraction=0.1) -> str:
-  digest = hashlib.sha256(scene_identity(scene).encode()).digest()
+  return split_of_identity(scene_identity(scene), eval_fraction)
+
+
+def split_of_identity(identity: str, eval_fraction=0.1) -> str:
+  """'train' or 'eval' for a scene_identity (a pair record's 'scene')."""
+  digest = hashlib.sha256(identity.encode()).digest()
   return "eval" if int.from_bytes(digest[:8], "little") / 2 ** 64 < eval_fraction else "train"
 
 
@@ -165,13 +174,12 @@ def hard_negatives(scene, rng, count=3) -> list:
   return out
 
 
-def binding_swaps(scene, count=2) -> list:
-  """Binding-swap twins (ARO's attribution test): two objects exchange one attribute, "a red
-  circle is left of a blue square" -> "a blue circle is left of a red square". The same words
-  bound to other objects; deterministic (object pairs in order, then colour, size, shape), at
-  most `count`, none repeating the caption or another twin, none giving two objects one
-  description."""
-  objects, out = scene["objects"], []
+def binding_swap_scenes(scene, count=2) -> list:
+  """Scenes where two objects exchange one attribute, in place (ARO's attribution test): "a red
+  circle is left of a blue square" -> "a blue circle is left of a red square". Deterministic
+  (object pairs in order, then colour, size, shape), at most `count`, none with the scene's
+  caption or another's, none giving two objects one description or overlapping boxes."""
+  objects, out, captions = scene["objects"], [], {caption(scene)}
   for i, j in itertools.combinations(range(len(objects)), 2):
     for key in ("colour", "size", "shape"):
       if len(out) >= count or objects[i][key] == objects[j][key]:
@@ -180,10 +188,39 @@ def binding_swaps(scene, count=2) -> list:
       swapped[i][key], swapped[j][key] = objects[j][key], objects[i][key]
       if len({describe(o) for o in swapped}) < len(swapped):
         continue
-      twin = caption(dict(scene, objects=swapped))
-      if twin != caption(scene) and twin not in out:
+      if key == "size":  # the boxes follow the size, and must still not overlap
+        swapped[i]["r"], swapped[j]["r"] = objects[j]["r"], objects[i]["r"]
+        if not all(_fits(o["x"], o["y"], o["r"], swapped[:k]) and _on_canvas(o)
+                   for k, o in enumerate(swapped)):
+          continue
+      twin = dict(scene, objects=swapped)
+      if caption(twin) not in captions:
+        captions.add(caption(twin))
         out.append(twin)
   return out
+
+
+def binding_swaps(scene, count=2) -> list:
+  """The captions of binding_swap_scenes: the same words bound to other objects."""
+  return [caption(twin) for twin in binding_swap_scenes(scene, count)]
+
+
+def mirrored_scene(scene):
+  """The scene mirrored along its relation's axis (left-right for left of / right of, top-bottom
+  for above / below): the relation reversed, as its boxes now say; None without a relation."""
+  relation = scene["relation"]
+  if relation is None:
+    return None
+  axis = "x" if relation in ("left of", "right of") else "y"
+  objects = [dict(o, **{axis: CANVAS - 1 - o[axis]}) for o in scene["objects"]]
+  return {"objects": objects, "relation": INVERSE[relation]}
+
+
+def twin_scenes(scene) -> list:
+  """The hard-negative images of a scene: its mirror (the relation twin's picture) and its first
+  binding swap, where it has them."""
+  mirror = mirrored_scene(scene)
+  return ([mirror] if mirror is not None else []) + binding_swap_scenes(scene, 1)
 
 
 def render(scene) -> np.ndarray:

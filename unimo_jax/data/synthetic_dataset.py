@@ -42,10 +42,29 @@ def encode_nested(tokenizer, nested) -> list:
   return out
 
 
+def twin_pairs_of(train) -> tuple:
+  """The hard-negative images of the training scenes as extra training pairs: ([(scene index,
+  twin scene)], {scene index: [pair indices of its twins]}), the twins' pair indices following
+  the len(train) scenes. A twin whose identity falls in the held-out split is left out."""
+  extra, links = [], {}
+  for i, scene in enumerate(train):
+    for twin in synthetic.twin_scenes(scene):
+      if synthetic.split_of(twin) == "train":
+        links.setdefault(i, []).append(len(train) + len(extra))
+        extra.append((i, twin))
+  return extra, links
+
+
 def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, texts=20_000,
                     feature_dim=32, seed=0, vocab_size=128, retrieved=2, records_per_shard=10_000,
-                    log=print) -> dict:
-  """Generates and writes everything; returns {name: metadata}."""
+                    twin_scenes=False, log=print) -> dict:
+  """Generates and writes everything; returns {name: metadata}.
+
+  twin_scenes: also write each training scene's hard-negative images (its mirror and a binding
+  swap, synthetic.twin_scenes) as training pairs after the others, linked both ways by
+  `twin_pairs` (pair indices), for data.cmcl_twin_fraction to co-batch. They draw from their own
+  random stream and stay out of the tokenizer's training text, so every other record, the
+  tokenizer and the held-out pairs are the same with or without them."""
   start = time.perf_counter()
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -95,9 +114,22 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
   metas["train/image"] = w.meta
   image_objects = [augment.detected_objects(r["class_probs"]) for r in image_records]
 
+  twins, links = twin_pairs_of(train) if twin_scenes else ([], {})
+  twin_rng = np.random.default_rng(seed + 7)
+  twin_text = texts_of([t for _, t in twins], twin_rng)
   for split, scenes, (captions, paras, negatives) in (("train", train, train_text),
                                                        ("eval", held_out, eval_text)):
     records = [_image_fields(s, featurizer, rng, f"{split}-{i}") for i, s in enumerate(scenes)]
+    retrieved_texts = [[corpus_ids[i]] if split == "train" else [] for i in range(len(scenes))]
+    if split == "train" and twins:
+      records += [_image_fields(t, featurizer, twin_rng, f"train-{len(scenes) + k}-twin-of-{i}")
+                  for k, (i, t) in enumerate(twins)]
+      scenes = scenes + [t for _, t in twins]
+      captions, paras, negatives = (a + b for a, b in zip((captions, paras, negatives), twin_text))
+      retrieved_texts += [[] for _ in twins]
+      for i, record in enumerate(records):
+        record["twin_pairs"] = np.asarray(links.get(i, []) if i < len(train)
+                                          else [twins[i - len(train)][0]], np.int64)
     near_images = augment.retrieve_by_objects(
         [augment.detected_objects(r["class_probs"]) for r in records], image_objects, retrieved)
     caption_ids = tokenizer.encode_batch(captions)
@@ -105,29 +137,40 @@ def write_synthetic(out_dir, *, pairs=50_000, eval_pairs=1_000, images=10_000, t
     paraphrase_ids = encode_nested(tokenizer, paras)
     negative_ids = encode_nested(tokenizer, negatives)
     with ShardWriter(out / split / "pair", "pair", images_dir="../../train/image", **common,
-                     **image_meta) as w:
+                     **image_meta, **({"twin_scenes": len(twins)} if split == "train" and twins
+                                      else {})) as w:
       for i, record in enumerate(records):
         w.write(dict(
             record, caption=captions[i], scene=synthetic.scene_identity(scenes[i]),
             caption_ids=caption_ids[i], tag_ids=tag_ids[i], paraphrase_ids=paraphrase_ids[i],
             hard_negative_ids=negative_ids[i],
-            retrieved_text_ids=[corpus_ids[i]] if split == "train" else [],
+            retrieved_text_ids=retrieved_texts[i],
             retrieved_images=near_images[i][near_images[i] >= 0]))
     metas[f"{split}/pair"] = w.meta
   log(f"wrote the synthetic dataset to {out} in {time.perf_counter() - start:.1f} s")
   return metas
 
 
-def ensure_synthetic_scenes(root, *, pairs: int, feature_dim: int, seed: int) -> pathlib.Path:
+def ensure_synthetic_scenes(root, *, pairs: int, feature_dim: int, seed: int,
+                            twin_scenes: bool = False) -> pathlib.Path:
   """Generates the synthetic scenes into `root` unless they are there already (safe when several
-  processes race: each writes a scratch copy and the first rename wins); returns `root`."""
+  processes race: each writes a scratch copy and the first rename wins); returns `root`. Scenes
+  already there must have been written with the same twin_scenes."""
   root = pathlib.Path(root)
+  if (root / "eval" / "pair" / "metadata.json").exists():
+    from unimo_jax.data.records import DataError, read_metadata
+    has_twins = bool(read_metadata(root / "train" / "pair").get("twin_scenes"))
+    if has_twins != bool(twin_scenes):
+      raise DataError(f"{root}: the synthetic scenes there were written "
+                      f"{'with' if has_twins else 'without'} twin scenes, the config asks for "
+                      f"data.synthetic_twin_scenes={bool(twin_scenes)}; use another "
+                      "data.synthetic_dir")
   if not (root / "eval" / "pair" / "metadata.json").exists():
     scratch = root.with_name(f"{root.name}.tmp{os.getpid()}")
     print(f"generating the synthetic scenes into {root} ...", flush=True)
     write_synthetic(scratch, pairs=pairs, eval_pairs=min(1000, max(pairs // 10, 50)),
                     images=max(pairs // 5, 100), texts=max(pairs * 2 // 5, 100),
-                    feature_dim=feature_dim, seed=seed)
+                    feature_dim=feature_dim, seed=seed, twin_scenes=twin_scenes)
     if not (root / "eval" / "pair" / "metadata.json").exists():
       shutil.rmtree(root, ignore_errors=True)
       scratch.rename(root)

@@ -62,6 +62,9 @@ def synthetic_data_config(preset: str) -> ml_collections.ConfigDict:
   d = data_config()
   d.synthetic_dir = ""  # empty: <workdir>/synthetic_scenes, generated on first use
   d.synthetic_pairs = 50_000
+  # Also write each training scene's hard-negative images (its mirror, a binding swap) as
+  # training pairs linked by twin_pairs, for data.cmcl_twin_fraction to co-batch.
+  d.synthetic_twin_scenes = False
   d.eval_dir = ""  # held-out data (synthetic: generated with the scenes)
   if preset == "tiny":
     d.max_text_length = 64

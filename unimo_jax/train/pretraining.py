@@ -52,7 +52,8 @@ class PretrainingExperiment:
     root = ensure_synthetic_scenes(d.synthetic_dir or local_dir(self.workdir, "synthetic_scenes"),
                                    pairs=int(d.synthetic_pairs),
                                    feature_dim=self.config.model.region_feature_dim,
-                                   seed=self.config.seed)
+                                   seed=self.config.seed,
+                                   twin_scenes=bool(d.synthetic_twin_scenes))
     return {"text": str(root / "train" / "text"), "image": str(root / "train" / "image"),
             "pair": str(root / "train" / "pair"), "eval": d.eval_dir or str(root / "eval" / "pair"),
             "tokenizer": d.tokenizer or str(root / "tokenizer.model")}
