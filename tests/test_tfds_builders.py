@@ -368,3 +368,40 @@ def test_start_up_check_reads_a_tfds_datasets_region_sizes(tmp_path, tokenizer):
   with pytest.raises(DataError, match="cannot open the tfds dataset 'unimo_nothing'"):
     check_data_against_model(model, tokenizer, "tok", {"data.image_dir": "tfds:unimo_nothing"},
                              cfg)
+
+
+def test_pretraining_pairs_in_pixel_mode_from_a_cc_build(tmp_path, tokenizer):
+  """Captioned photos (img2dataset folders) -> unimo_cc -> the pretraining pair stream in pixel
+  mode: each image decoded and randomly cropped to the model's size. Solid-colour photos of
+  different sizes and modes keep their colour under any crop, so each row's pixels say which
+  photo it came from; its caption says the same."""
+  from unimo_jax.data.pipeline import make_pretraining_iterator
+  manual = tmp_path / "cc" / "00000"
+  manual.mkdir(parents=True)
+  colours = {}
+  for i, (mode, size) in enumerate([("RGB", (40, 30)), ("L", (25, 50)), ("RGBA", (64, 64)),
+                                    ("RGB", (90, 20))]):
+    value = (40 * i + 20, 200 - 30 * i, 15 * i) if mode != "L" else (90, 90, 90)
+    fill = value[0] if mode == "L" else value + ((255,) if mode == "RGBA" else ())
+    Image.new(mode, size, fill).save(manual / f"{i:09d}.png")
+    (manual / f"{i:09d}.txt").write_text(["a dog runs", "two cats sleep", "a man rides a bike",
+                                          "is there a dog"][i])
+    colours[i] = np.array(value, np.float32) / 255
+  _, data_dir = build(tmp_path, "unimo_cc/folders", tmp_path / "cc")
+  cfg = data_config()
+  cfg.tfds_data_dir, cfg.image_input = str(data_dir), "pixels"
+  cfg.max_caption_length, cfg.cmcl_extra_images, cfg.num_threads = 12, 0, 0
+  special = tokenizer.special_ids
+  it = make_pretraining_iterator(cfg, {"pair": 4}, special, tokenizer.vocab_size,
+                                 dirs={"pair": "tfds:unimo_cc/folders"}, process_index=0,
+                                 process_count=1, tokenizer=tokenizer, image_size=16)
+  captions = {tuple(tokenizer.encode(t)): i for i, t in enumerate(
+      ["a dog runs", "two cats sleep", "a man rides a bike", "is there a dog"])}
+  for _ in range(2):
+    batch = next(it)
+    pixels = batch["cmcl"]["image"]["pixels"]  # [4, 16, 16, 3]
+    assert pixels.shape == (4, 16, 16, 3)
+    for row, ids in zip(pixels, batch["cmcl"]["text"]["input_ids"]):
+      words = [int(t) for t in ids[1:] if t not in (special["sep"], special["pad"])]
+      photo = captions[tuple(words)]
+      np.testing.assert_allclose(row, np.broadcast_to(colours[photo], row.shape), atol=1e-6)

@@ -108,7 +108,8 @@ class Transforms:
       return None
     cfg, special = self.cfg, self.special
     regions = None if self.pixels else self.inputs.regions(record)
-    image = self.inputs.image(record) if self.pixels else examples.image_inputs(regions)
+    # pixel mode: an image file is randomly cropped (training's augmentation)
+    image = self.inputs.image(record, rng=rng) if self.pixels else examples.image_inputs(regions)
     caption = record["caption_ids"]
     text = self.inputs.text(caption)
     out = _prefixed("pair_mlm", dict(image, **examples.mlm_fields(
@@ -253,7 +254,7 @@ def _bytes_to_list(value):
 def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size: int, *,
                               dirs: dict | None = None, process_index: int | None = None,
                               process_count: int | None = None,
-                              tokenizer=None) -> MixtureIterator:
+                              tokenizer=None, image_size: int | None = None) -> MixtureIterator:
   """The mixed pretraining stream for this host.
 
   cfg: the data config (examples.data_config()); batch_sizes: global examples per step for
@@ -262,7 +263,8 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
   (default cfg.text_dir / image_dir / pair_dir), each a shard directory or a tfds:... name
   (data/tfds_source.py; `tokenizer` tokenizes its texts). Each host reads records
   process_index::process_count (tfds: its split_for_jax_process share) and yields
-  batch_size // process_count examples per stream.
+  batch_size // process_count examples per stream. image_size: the model's, for pixel mode
+  on image files (image_bytes / image_file), which are cropped to it.
   """
   if process_index is None or process_count is None:
     import jax
@@ -294,7 +296,8 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
       raise DataError(f"data.{name}_dir {dirs[name]}: expected a {name} dataset, found kind "
                       f"{source.source.kind!r}")
     meta = (source.source.meta if name != "text" else image_meta) or {}
-    inputs = ModelInputs(cfg, special, meta.get("region_feature_dim"), meta.get("num_classes"))
+    inputs = ModelInputs(cfg, special, meta.get("region_feature_dim"), meta.get("num_classes"),
+                         image_size)
     transforms = Transforms(cfg, special, vocab_size, inputs, image_lookup)
     transform, groups = getattr(transforms, name), False
     if name == "pair" and cfg.cmcl_twin_fraction > 0:

@@ -77,7 +77,8 @@ class PretrainingExperiment:
     tok = self.tokenizer
     return make_pretraining_iterator(
         self.config.data, {s: self.config.batch[s] for s in STREAMS}, tok.special_ids,
-        tok.vocab_size, dirs={s: self.data_paths[s] for s in STREAMS}, tokenizer=tok)
+        tok.vocab_size, dirs={s: self.data_paths[s] for s in STREAMS}, tokenizer=tok,
+        image_size=self.config.model.get("image_size"))
 
   def batch_spec(self) -> dict:
     """The global mixed batch's shapes and dtypes (no data read)."""
