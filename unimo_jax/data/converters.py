@@ -30,7 +30,9 @@ import numpy as np
 from unimo_jax.data.records import DataError, ShardWriter
 
 
-class _Skips:
+class Skips:
+  """Bad input: raised, or with skip_bad counted and logged."""
+
   def __init__(self, skip_bad):
     self.skip_bad, self.count = skip_bad, 0
 
@@ -191,7 +193,7 @@ def read_bottom_up_tsv(path, *, feature_dim=None, num_classes=None, skips=None):
 
 def convert_bottom_up_tsv(paths, out_dir, *, feature_dim=None, num_classes=None, skip_bad=False,
                           **writer_kwargs) -> dict:
-  skips = _Skips(skip_bad)
+  skips = Skips(skip_bad)
   records = (record for path in paths for record in read_bottom_up_tsv(
       path, feature_dim=feature_dim, num_classes=num_classes, skips=skips))
   return _write_records(records, out_dir, "image", skips, region_feature_dim=feature_dim,
@@ -233,7 +235,7 @@ def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, fe
   """COCO-style {'annotations': [{'image_id', 'caption'}]} + features TSV -> pair shards."""
   path = pathlib.Path(captions_json)
   annotations = _read_coco_json(path, ("annotations",))["annotations"]
-  skips = _Skips(skip_bad)
+  skips = Skips(skip_bad)
   images = {}
   for record in read_bottom_up_tsv(features_tsv, feature_dim=feature_dim,
                                    num_classes=num_classes, skips=skips):
@@ -260,7 +262,7 @@ def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_ba
   from unimo_jax.data.images import read_image
   path, root = pathlib.Path(captions_json), pathlib.Path(image_dir).resolve()
   data = _read_coco_json(path, ("images", "annotations"))
-  skips = _Skips(skip_bad)
+  skips = Skips(skip_bad)
   files = {}
   for i, image in enumerate(data["images"]):
     where = f"{path} image {i}"
@@ -298,7 +300,7 @@ def flickr30k_records(ids_file, features_tsvs, *, feature_dim=2048, num_classes=
   """Pair records of UNIMO's Flickr30k: caption lines 'token_ids;sent_ids;pos_ids;image_name;
   sent_id' over bbox100 TSV rows 'img_filename, image_w, image_h, number_box, boxes, features,
   probs' (the images are held in memory, as UNIMO's retrieval reader holds them)."""
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
 
   def image(where, f):
     return f["img_filename"], region_record(
@@ -320,7 +322,7 @@ def flickr30k_records(ids_file, features_tsvs, *, feature_dim=2048, num_classes=
 def convert_flickr30k(ids_file, features_tsvs, out_dir, *, feature_dim=2048, num_classes=None,
                       skip_bad=False, **writer_kwargs) -> dict:
   """Flickr30k (flickr30k_records) -> pair task shards."""
-  skips = _Skips(skip_bad)
+  skips = Skips(skip_bad)
   records = flickr30k_records(ids_file, features_tsvs, feature_dim=feature_dim,
                               num_classes=num_classes, skips=skips)
   return _write_records(records, out_dir, "pair", skips, region_feature_dim=feature_dim,
@@ -336,7 +338,7 @@ COCO_UNIMO_FIELDS = ("image_id", "caption_id", "token_ids", "sent_ids", "pos_ids
 
 def snli_ve_records(paths, *, feature_dim=2048, skips=None):
   """Pair records with 'label' from SNLI-VE ';' records (14 fields)."""
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
 
   def build(where, f):
     record = region_record(where, f["image_id"], f["image_w"], f["image_h"], f["number_box"],
@@ -350,7 +352,7 @@ def snli_ve_records(paths, *, feature_dim=2048, skips=None):
 
 def convert_snli_ve(paths, out_dir, *, feature_dim=2048, skip_bad=False, **writer_kwargs) -> dict:
   """SNLI-VE (snli_ve_records) -> pair task shards."""
-  skips = _Skips(skip_bad)
+  skips = Skips(skip_bad)
   return _write_records(snli_ve_records(paths, feature_dim=feature_dim, skips=skips), out_dir,
                         "pair", skips, region_feature_dim=feature_dim, task="snli_ve",
                         **writer_kwargs)
@@ -362,7 +364,7 @@ COCO_OBJECT_FIELDS = ("image_id", "obj_token_ids", "obj_sent_ids", "obj_pos_ids"
 def read_coco_objects(path, skips=None) -> dict:
   """UNIMO's object-tag file (lines 'image_id;obj_token_ids;obj_sent_ids;obj_pos_ids') ->
   {image_id: tag ids without [CLS]/[SEP]}."""
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
 
   def build(where, f):
     return f["image_id"], _strip_specials(_ids(f["obj_token_ids"], where, "obj_token_ids"))
@@ -373,7 +375,7 @@ def coco_unimo_records(paths, *, feature_dim=2048, num_classes=None, objects=Non
   """Pair records of UNIMO's COCO caption ';' records (16 fields; image_h before image_w; the
   id is image_id[9:]); with `objects` (UNIMO's coco_object_*.ids) each record also gets its
   image's detector object tags as tag_ids."""
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
   tags = read_coco_objects(objects, skips) if objects else None
 
   def build(where, f):
@@ -397,7 +399,7 @@ def coco_unimo_records(paths, *, feature_dim=2048, num_classes=None, objects=Non
 def convert_coco_unimo(paths, out_dir, *, feature_dim=2048, num_classes=None, skip_bad=False,
                        objects=None, **writer_kwargs) -> dict:
   """UNIMO's COCO captions (coco_unimo_records) -> pair task shards."""
-  skips = _Skips(skip_bad)
+  skips = Skips(skip_bad)
   records = coco_unimo_records(paths, feature_dim=feature_dim, num_classes=num_classes,
                                objects=objects, skips=skips)
   return _write_records(records, out_dir, "pair", skips, region_feature_dim=feature_dim,
@@ -482,7 +484,7 @@ def karpathy_records(split_file, split, *, features_tsvs=None, image_root=None,
   features_tsvs, the images' bottom-up regions (rows keyed by the COCO id); with image_root, the
   encoded image file (image_bytes, checked to decode: a bad one is named or counted)."""
   from unimo_jax.data.images import read_image
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
   images = read_karpathy_split(split_file, split)
   if features_tsvs is not None:
     texts = {im["image_id"]: [{"caption": raw, "caption_id": sentid}
@@ -509,7 +511,7 @@ def vqa_records(questions_json, annotations_json, features_tsvs, *, feature_dim=
   """Pair records of VQA v2 (one per question: the question in 'caption', its id in
   'caption_id', the ten annotators' answers in 'answers', [] without annotations as for
   test-dev) over the images' bottom-up regions (rows keyed by the COCO image id)."""
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
   path = pathlib.Path(questions_json)
   questions = _read_coco_json(path, ("questions",))["questions"]
   answers = {}
@@ -556,7 +558,7 @@ def cc_tsv_records(tsvs, *, skips=None):
   """Pair records from Conceptual-Captions-style TSVs of downloaded images: lines
   'caption\timage file' (the file relative to the TSV's folder; a first line 'caption\t...' is
   a header). Each image is checked to decode: a bad or missing one is named or counted."""
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
   for tsv in tsvs:
     tsv = pathlib.Path(tsv)
     for number, (where, line) in enumerate(_lines(tsv)):
@@ -575,7 +577,7 @@ def cc_tsv_records(tsvs, *, skips=None):
 def cc_folder_records(root, *, skips=None):
   """Pair records from folders of captioned images (img2dataset's 'files' layout): every image
   file with a caption file of the same name ending in .txt beside it, in sorted path order."""
-  skips = skips or _Skips(False)
+  skips = skips or Skips(False)
   root = pathlib.Path(root)
   for file in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
     text = file.with_suffix(".txt")

@@ -168,7 +168,7 @@ class _UnimoBuilder(tfds.core.GeneratorBasedBuilder):
             for split, records in self.sources(root).items()}
 
   def _generate_examples(self, split, records):
-    skips = converters._Skips(self.skip_bad)
+    skips = converters.Skips(self.skip_bad)
     names = set(self.features())
     meta = self.info.metadata
     index = -1
@@ -400,8 +400,11 @@ class UnimoCc(_UnimoBuilder):
     if self.builder_config.name == "tsv":
       return {split: (lambda skips, files=files: converters.cc_tsv_records(files, skips=skips))
               for split, files in split_files(manual_dir, (".tsv",)).items()}
-    folders = {split: [manual_dir / folder] for folder, split in SPLIT_FOLDERS.items()
-               if (manual_dir / folder).is_dir()} or {"train": [manual_dir]}
+    folders = {}
+    for folder, split in SPLIT_FOLDERS.items():
+      if (manual_dir / folder).is_dir():
+        folders.setdefault(split, []).append(manual_dir / folder)
+    folders = folders or {"train": [manual_dir]}
     return {split: (lambda skips, roots=roots: (r for root in roots for r in
                                                 converters.cc_folder_records(root, skips=skips)))
             for split, roots in folders.items()}
