@@ -74,6 +74,11 @@ def test_augment_pairs_on_synthetic_scenes(tmp_path):
     negatives = [tok.decode(ids) for ids in new["hard_negative_ids"]]
     assert len(negatives) >= len(old["hard_negative_ids"]) + 2
     assert new["caption"] not in negatives  # never the caption itself
+    # twin_pairs: the pairs whose captions are the TF-IDF negatives (NegCLIP's image negatives)
+    twins = [before[int(j)]["caption"] for j in new["twin_pairs"]]
+    added = negatives[len(old["hard_negative_ids"]):]
+    assert len(twins) == 2 and twins == added[:2]
+    assert all(before[int(j)]["image_id"] != old["image_id"] for j in new["twin_pairs"])
   third = after[3]
   assert "there is a large blue ring" in [tok.decode(ids) for ids in third["paraphrase_ids"]]
 

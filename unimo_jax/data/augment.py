@@ -292,7 +292,8 @@ def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None
   """Reads a pair dataset, adds CMCL extras, writes it to out_dir; returns the new metadata.
 
   Added to each pair: hard_negative_ids (TF-IDF-nearest captions of other images, then lexicon
-  rewrites), paraphrase_ids (from paraphrase_file, keyed by caption_id or record index),
+  rewrites), twin_pairs (the indices of the pairs those nearest captions belong to: their images
+  are hard-negative images, co-batched by data.cmcl_twin_fraction), paraphrase_ids (from paraphrase_file, keyed by caption_id or record index),
   retrieved_images (indices into image_dir by detected-object overlap) and retrieved_text_ids
   (TF-IDF-nearest texts of text_dir). Existing extras are kept.
 
@@ -348,6 +349,8 @@ def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None
         record = dict(next(records))
         key = str(record.get("caption_id", i))
         record["hard_negative_ids"] = list(record.get("hard_negative_ids", [])) + negative_ids
+        if near is not None:  # the pairs whose captions are its hard negatives: their images
+          record["twin_pairs"] = near[i][near[i] >= 0]  # are its hard-negative images
         if paraphrases.get(key):
           record["paraphrase_ids"] = list(record.get("paraphrase_ids", [])) + \
               tokenizer.encode_batch(paraphrases[key])
