@@ -293,8 +293,8 @@ def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None
 
   Added to each pair: hard_negative_ids (TF-IDF-nearest captions of other images, then lexicon
   rewrites), twin_pairs (the indices of the pairs those nearest captions belong to: their images
-  are hard-negative images, co-batched by data.cmcl_twin_fraction), paraphrase_ids (from paraphrase_file, keyed by caption_id or record index),
-  retrieved_images (indices into image_dir by detected-object overlap) and retrieved_text_ids
+  are hard-negative images, co-batched by data.cmcl_twin_fraction), paraphrase_ids (from
+  paraphrase_file, keyed by caption_id or record index), retrieved_images (indices into image_dir by detected-object overlap) and retrieved_text_ids
   (TF-IDF-nearest texts of text_dir). Existing extras are kept.
 
   Streaming: the pairs are read twice, once for their captions (the only per-pair state kept:

@@ -483,7 +483,7 @@ def karpathy_records(split_file, split, *, features_tsvs=None, image_root=None,
   """Pair records (one per caption, text in 'caption') of one Karpathy split: with
   features_tsvs, the images' bottom-up regions (rows keyed by the COCO id); with image_root, the
   encoded image file (image_bytes, checked to decode: a bad one is named or counted)."""
-  from unimo_jax.data.images import read_image
+  from unimo_jax.data.images import checked_image_bytes
   skips = skips or Skips(False)
   images = read_karpathy_split(split_file, split)
   if features_tsvs is not None:
@@ -496,8 +496,7 @@ def karpathy_records(split_file, split, *, features_tsvs=None, image_root=None,
   for image in images:
     file = root / image["file"]
     try:
-      read_image(file, f"{split_file} image {image['image_id']}")
-      data = file.read_bytes()
+      data = checked_image_bytes(file, f"{split_file} image {image['image_id']}")
     except DataError as e:
       skips.handle(e)
       continue
@@ -543,12 +542,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 def _captioned_image(file, caption, where, skips):
-  from unimo_jax.data.images import read_image
+  from unimo_jax.data.images import checked_image_bytes
   try:
     if not caption.strip():
       raise DataError(f"{where}: expected a non-empty caption for {file}")
-    read_image(file, where)
-    return {"image_id": file.stem, "image_bytes": file.read_bytes(), "caption": caption.strip()}
+    return {"image_id": file.stem, "image_bytes": checked_image_bytes(file, where),
+            "caption": caption.strip()}
   except DataError as e:
     skips.handle(e)
     return None

@@ -48,12 +48,26 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
 
 def read_image(path, where: str = "") -> np.ndarray:
   """decode_image of a file; a missing file is a DataError naming it."""
+  return decode_image(_file_bytes(path, where), _name(path, where))
+
+
+def checked_image_bytes(path, where: str = "") -> bytes:
+  """A file's encoded bytes, read once and checked to decode (DataError naming it otherwise)."""
+  data = _file_bytes(path, where)
+  decode_image(data, _name(path, where))
+  return data
+
+
+def _file_bytes(path, where):
   path = pathlib.Path(path)
   try:
-    data = path.read_bytes()
+    return path.read_bytes()
   except OSError as e:
     raise DataError(f"{where or path}: could not read image file {path} ({e.strerror})") from None
-  return decode_image(data, f"{where}: {path}" if where else str(path))
+
+
+def _name(path, where):
+  return f"{where}: {path}" if where else str(path)
 
 
 def _resized(image: np.ndarray, box, size: int) -> np.ndarray:
