@@ -186,3 +186,39 @@ def test_lm_positions_gather_the_requested_text_positions():
   some = model.apply({"params": params}, dict(batch, lm_positions=positions))["lm_logits"]
   np.testing.assert_allclose(some, np.take_along_axis(np.asarray(full), positions[..., None], 1),
                              atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_pooled_vectors_read_the_configured_positions(pooling):
+  config = model_config("tiny")
+  config.pooling = pooling
+  params = init_params(config, jax.random.key(3))
+  batch = _pair(config, counts=[2, 4], lengths=[6, 9])
+  out = Unimo(config).apply({"params": params}, batch)
+  h, valid, n = np.asarray(out["hidden"]), np.asarray(out["valid"]), out["image_length"]
+
+  def expected(block, mask, name):
+    if pooling == "first":
+      x = block[:, 0]
+    else:  # written out: the sum over valid positions divided by their count
+      x = np.stack([block[b][mask[b]].sum(0) / mask[b].sum() for b in range(len(block))])
+    p = params[name]["dense"]
+    return np.maximum(x @ np.asarray(p["kernel"]) + np.asarray(p["bias"]), 0.0)
+
+  np.testing.assert_allclose(out["pooled_image"], expected(h[:, :n], valid[:, :n],
+                                                           "pooled_fc_image"), atol=1e-5)
+  np.testing.assert_allclose(out["pooled_text"], expected(h[:, n:], valid[:, n:],
+                                                          "pooled_fc_text"), atol=1e-5)
+  # 'mean' reads padding nowhere: changing a padded region's features leaves both vectors alone
+  changed = dict(batch, region_features=np.asarray(batch["region_features"]).copy())
+  changed["region_features"][0, 3] += 5.0  # image 0 has 2 real regions
+  again = Unimo(config).apply({"params": params}, changed)
+  np.testing.assert_allclose(again["pooled_image"], out["pooled_image"], atol=1e-6)
+
+
+def test_unknown_pooling_is_a_clear_error():
+  config = model_config("tiny")
+  config.pooling = "max"
+  with pytest.raises(ValueError, match=r"model.pooling: expected one of \('first', 'mean'\), "
+                                       r"found 'max'"):
+    Unimo(config).init(jax.random.key(0), _pair(config))

@@ -255,3 +255,24 @@ def test_init_from_unrolled_params_into_a_scanned_model(config, tmp_path):
     back = restore_params(tmp_path / "scanned", abstract["params"], shardings["params"])
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(unrolled)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_init_from_a_workdir_with_another_pooling_stops_the_start(tmp_path):
+  from unimo_jax.train.driver import start
+  from unimo_jax.train.workdir import ConfigError
+  source = tmp_path / "pretrained"
+  source.mkdir()
+  stored = {"model": {"pooling": "mean"}}
+  (source / "config.json").write_text(json.dumps(stored))
+  config = load_config()
+  config.init_from = str(source)
+  with pytest.raises(ConfigError, match=r"model.pooling: init_from .*pretrained was trained with "
+                                        r"'mean', this run has 'first'; set "
+                                        r"--config.model.pooling=mean"):
+    start(config, tmp_path / "run", "train", read_data=False, verbose=False)
+  config.model.pooling = "mean"  # agreeing: the check passes (the start goes on)
+  start(config, tmp_path / "run", "train", read_data=False, verbose=False)
+  # a config.json from before the field existed counts as 'first', UNIMO's pooling
+  (source / "config.json").write_text(json.dumps({"model": {}}))
+  with pytest.raises(ConfigError, match="trained with 'first', this run has 'mean'"):
+    start(config, tmp_path / "run", "train", read_data=False, verbose=False)

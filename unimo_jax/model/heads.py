@@ -46,8 +46,25 @@ class RegionHeads(nn.Module):
     return features.astype(jnp.float32), classes.astype(jnp.float32)
 
 
+POOLINGS = ("first", "mean")
+
+
+def pooled_position(config, h, valid):
+  """The vector a block's Pooler reads: h [batch, length, hidden], valid [batch, length] ->
+  [batch, hidden]. model.pooling 'first': the block's first slot ([IMG] / [CLS]), as UNIMO's
+  get_pooled_output (src/model/unimo_finetune.py); 'mean': the mean over the block's valid
+  positions (every region or token reaches the pooled vector directly, not only through
+  attention from the first slot)."""
+  if config.pooling == "first":
+    return h[:, 0]
+  if config.pooling == "mean":
+    w = valid.astype(h.dtype)[..., None]  # [batch, length, 1]
+    return (h * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1.0)
+  raise ValueError(f"model.pooling: expected one of {POOLINGS}, found {config.pooling!r}")
+
+
 class Pooler(nn.Module):
-  """Dense + ReLU on one position (UNIMO's pooled_fc_text / pooled_fc_image)."""
+  """Dense + ReLU on the pooled position (UNIMO's pooled_fc_text / pooled_fc_image)."""
   config: object
 
   @nn.compact

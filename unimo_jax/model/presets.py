@@ -49,6 +49,9 @@ def model_config(name: str = "tiny") -> ml_collections.ConfigDict:
   c.image_size = 64 if name == "tiny" else 224
   c.patch_size = 8 if name == "tiny" else 16
   c.image_channels = 3
+  # What the pooled_fc layers read: 'first' (the [IMG] / [CLS] slot, UNIMO's) or 'mean' (the
+  # mean of the block's valid positions; README "The embedded default").
+  c.pooling = "first"
   # Contrastive (CMCL) projection on top of the pooled [CLS]/[IMG] vectors; 0 = use pooled as is.
   c.contrastive_dim = hidden
   c.temperature_init = 0.07

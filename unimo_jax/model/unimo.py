@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 from unimo_jax.model.embeddings import (PixelEmbedding, RegionEmbedding, TextEmbedding,
                                         roberta_position_ids)
-from unimo_jax.model.heads import ContrastiveProjection, LMHead, Pooler, RegionHeads, Temperature
+from unimo_jax.model.heads import (ContrastiveProjection, LMHead, Pooler, RegionHeads, Temperature,
+                                   pooled_position)
 from unimo_jax.model.inputs import has_image, has_text, validate_batch
 from unimo_jax.model.masks import allowed_attention, attention_bias
 from unimo_jax.model.transformer import Encoder
@@ -94,7 +95,8 @@ class Unimo(nn.Module):
       return out
     contrastive = "contrastive" in heads
     if image_length:
-      out["pooled_image"] = Pooler(c, name="pooled_fc_image")(h[:, 0])
+      out["pooled_image"] = Pooler(c, name="pooled_fc_image")(
+          pooled_position(c, h[:, :image_length], valid[:, :image_length]))
       if contrastive:
         out["image_embedding"] = ContrastiveProjection(c, name="image_projection")(out["pooled_image"])
       if "region" in heads and c.image_input == "regions":
@@ -102,7 +104,8 @@ class Unimo(nn.Module):
             c, name="region_heads")(h[:, 1:image_length])
     if has_text(batch):
       text_h = h[:, image_length:]  # [batch, length, hidden]
-      out["pooled_text"] = Pooler(c, name="pooled_fc_text")(text_h[:, 0])
+      out["pooled_text"] = Pooler(c, name="pooled_fc_text")(
+          pooled_position(c, text_h, valid[:, image_length:]))
       if contrastive:
         out["text_embedding"] = ContrastiveProjection(c, name="text_projection")(out["pooled_text"])
       if "lm" in heads:

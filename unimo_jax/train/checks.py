@@ -2,6 +2,8 @@
 Each raises ConfigError naming the field, what was expected and what was found, before anything
 is compiled or written."""
 
+import json
+
 from unimo_jax.data.records import read_metadata
 from unimo_jax.data.tfds_source import is_tfds, read_tfds_metadata
 from unimo_jax.parallel import resolve_mesh_shape
@@ -32,6 +34,30 @@ def check_config(config, num_devices: int, batch_sizes: dict) -> dict:
   if config.steps <= 0:
     raise ConfigError(f"steps: expected a positive number, found {config.steps}")
   return sizes
+
+
+# Model fields that change the forward pass but not the parameters' shapes: a checkpoint restores
+# under either value, so a mismatch with the run that wrote it would go unnoticed.
+SHAPE_FREE_MODEL_FIELDS = {"pooling": "first"}  # field: its value in configs that predate it
+
+
+def check_init_from_model(model_config, init_from: str) -> None:
+  """When init_from is a workdir (with its config.json), its model must agree with this run's in
+  SHAPE_FREE_MODEL_FIELDS; a params checkpoint or step directory carries no config to check."""
+  if not init_from:
+    return
+  from unimo_jax.paths import as_path
+  from unimo_jax.train.workdir import CONFIG_FILE
+  path = as_path(init_from) / CONFIG_FILE
+  if not path.exists():
+    return
+  stored = json.loads(path.read_text()).get("model", {})
+  for field, default in SHAPE_FREE_MODEL_FIELDS.items():
+    theirs, ours = stored.get(field, default), model_config.get(field, default)
+    if theirs != ours:
+      raise ConfigError(f"model.{field}: init_from {init_from} was trained with {theirs!r}, this "
+                        f"run has {ours!r}; set --config.model.{field}={theirs} (the parameters "
+                        "load either way, but would be read differently)")
 
 
 def check_data_against_model(model_config, tokenizer, tokenizer_path, shard_dirs: dict,

@@ -30,7 +30,7 @@ from unimo_jax.parallel import (batch_sharding, check_sufficiently_sharded, make
 from unimo_jax.paths import as_path
 from unimo_jax.train.checkpoint import (Checkpointer, CheckpointWriteError, CorruptCheckpoint,
                                         restore_params, stored_param_keys)
-from unimo_jax.train.checks import check_config
+from unimo_jax.train.checks import check_config, check_init_from_model
 from unimo_jax.train.config import resolve_epochs
 from unimo_jax.train.experiment import experiment_class
 from unimo_jax.train.metrics import (DelayedMetrics, MetricWriter, Progress, batch_tokens,
@@ -107,6 +107,8 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
                                float(config.sharding_tolerance))
   except ValueError as e:
     raise ConfigError(str(e)) from None
+
+  check_init_from_model(config.model, config.get("init_from", ""))
 
   # ---- data --------------------------------------------------------------------------------------
   if read_data:
