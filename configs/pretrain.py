@@ -62,7 +62,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   # Steps, checkpoints, logging, evaluation; init_from: a params checkpoint (e.g. converted
   # RoBERTa) for a fresh run.
-  loop_config(c, steps=3600 if small else 500_000, checkpoint_every=1000 if small else 5000,
+  loop_config(c, steps=1500 if small else 500_000, checkpoint_every=500 if small else 5000,
               keep_checkpoints=3, log_every=50 if small else 100,
-              eval_every=1000 if small else 10_000, eval_batch=250 if small else 256)
+              eval_every=500 if small else 10_000, eval_batch=250 if small else 256)
   return c
