@@ -52,7 +52,7 @@ def model_config(name: str = "tiny") -> ml_collections.ConfigDict:
   # What the pooled_fc layers read: 'first' (the [IMG] / [CLS] slot, UNIMO's) or 'mean' (the
   # mean of the block's valid positions; README "The embedded default").
   c.pooling = "first"
-  # Contrastive (CMCL) projection on top of the pooled [CLS]/[IMG] vectors; 0 = use pooled as is.
+  # Contrastive (CMCL) projection on top of the pooled vectors; 0 = use pooled as is.
   c.contrastive_dim = hidden
   c.temperature_init = 0.07
   c.temperature_min = 0.001

@@ -7,7 +7,8 @@ import json
 from unimo_jax.data.records import read_metadata
 from unimo_jax.data.tfds_source import is_tfds, read_tfds_metadata
 from unimo_jax.parallel import resolve_mesh_shape
-from unimo_jax.train.workdir import ConfigError
+from unimo_jax.paths import as_path
+from unimo_jax.train.workdir import CONFIG_FILE, ConfigError
 
 
 def check_config(config, num_devices: int, batch_sizes: dict) -> dict:
@@ -46,8 +47,6 @@ def check_init_from_model(model_config, init_from: str) -> None:
   SHAPE_FREE_MODEL_FIELDS; a params checkpoint or step directory carries no config to check."""
   if not init_from:
     return
-  from unimo_jax.paths import as_path
-  from unimo_jax.train.workdir import CONFIG_FILE
   path = as_path(init_from) / CONFIG_FILE
   if not path.exists():
     return
