@@ -112,6 +112,34 @@ def test_model_flops_are_the_matmuls_written_out():
   assert matmul_flops(scanned, w, x) == 5 * 2 * 8 * 16 * 16
 
 
+def _dropout_program(impl: str):
+  """A dropout mask of a [64, 256] batch split over 4 v5e chips, compiled with PRNG `impl`."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  devices = topology.abstract_devices(topology.parse_slice("v5e-4"))
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("data",),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  rows = NamedSharding(mesh, P("data"))
+
+  def dropped(seed, x):
+    keep = jax.random.bernoulli(jax.random.key(seed, impl=impl), 0.9, x.shape)
+    return jax.numpy.where(keep, x, 0.0)
+
+  return jax.jit(dropped, out_shardings=rows).lower(
+      jax.ShapeDtypeStruct((), np.uint32, sharding=NamedSharding(mesh, P())),
+      jax.ShapeDtypeStruct((64, 256), np.float32, sharding=rows)).compile()
+
+
+def test_random_bits_count_what_rbg_draws_per_chip():
+  """rbg's RngBitGenerator draws the whole [64, 256] mask (4 bytes an element) on every chip,
+  4x the chip's 16-row shard; threefry draws with ordinary ops (no RngBitGenerator) and only
+  the shard, so its program touches fewer bytes."""
+  from unimo_jax.compile.analysis import cost
+  rbg, threefry = cost(_dropout_program("rbg")), cost(_dropout_program("threefry2x32"))
+  assert rbg["random_bits_bytes"] == 64 * 256 * 4
+  assert threefry["random_bits_bytes"] == 0
+  assert threefry["bytes_accessed"] < 0.5 * rbg["bytes_accessed"]
+
+
 def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
   """4 scanned layers, extrapolated from 1 and 2 unrolled ones, against 4 unrolled layers."""
   config = small(load_config("tiny"), **{"model.num_layers": 4, "batch.pair": 0,

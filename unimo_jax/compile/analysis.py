@@ -54,10 +54,30 @@ _CUSTOM_CALL = re.compile(r'custom_call_target="([^"]+)"')
 _PROGRAM_LOOP = re.compile(r' while\(.*op_name="[^"]*/while"')
 
 
+# XLA's RngBitGenerator (the 'rbg' PRNG's draws). Without libtpu's
+# xla_tpu_spmd_rng_bit_generator_unsafe the SPMD partitioner does not split it: every chip draws
+# the global shape and keeps its slice (seen in the base step: u32[512, 12, 141, 141] per chip
+# for the attention dropout of 32 local pairs).
+_RNG_BIT_GENERATOR = re.compile(r"=\s*(.*?)\srng-bit-generator\(")
+
+
+def random_bits_bytes(hlo_text: str) -> int:
+  """Bytes of random bits the program's RngBitGenerator ops write per chip (a tuple result's
+  first element, the generator state, left out)."""
+  total = 0
+  for shapes in _RNG_BIT_GENERATOR.findall(hlo_text):
+    found = _SHAPE.findall(shapes)
+    if shapes.startswith("("):
+      found = found[1:]
+    total += _shape_bytes(" ".join(f"{d}[{dims}]" for d, dims in found))
+  return total
+
+
 def cost(compiled, hlo_text: str | None = None) -> dict:
   """XLA's per-chip cost analysis: flops, bytes accessed, and the TPU cost model's estimated
   seconds with the unpriced custom calls priced at 0. 'loops' counts the program's own while
-  loops, whose bodies these figures count once."""
+  loops, whose bodies these figures count once; 'random_bits_bytes' is what its RngBitGenerator
+  ops write per chip."""
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else (analysis or {})
   text = compiled.as_text() if hlo_text is None else hlo_text
@@ -69,7 +89,8 @@ def cost(compiled, hlo_text: str | None = None) -> dict:
   return {"flops": float(analysis.get("flops", 0.0)),
           "bytes_accessed": float(analysis.get("bytes accessed", 0.0)),
           "estimated_seconds": seconds, "unpriced_ops_priced_at_zero": float(unpriced),
-          "loops": float(len(_PROGRAM_LOOP.findall(text)))}
+          "loops": float(len(_PROGRAM_LOOP.findall(text))),
+          "random_bits_bytes": float(random_bits_bytes(text))}
 
 
 def _shape_bytes(text: str) -> int:

@@ -192,6 +192,7 @@ def summarize(slice_, train: dict, estimate: dict, evals: dict) -> dict:
           "flops_per_chip_xla": estimate["cost"]["flops"],
           "model_flops_per_step": train["model_flops"],
           "bytes_accessed_per_chip": estimate["cost"]["bytes_accessed"],
+          "random_bits_per_chip": estimate["cost"]["random_bits_bytes"],
           "collectives": estimate["collectives"], "estimate_method": estimate["method"],
           "estimated_step_seconds": seconds if timed else None,
           "examples_per_step": train["examples"], "token_slots_per_step": train["tokens"],
@@ -237,6 +238,10 @@ def format_report(report: dict) -> str:
   lines.append(f"FLOPs per chip (XLA) {step['flops_per_chip_xla']:.3e}; model FLOPs per step "
                f"(no remat) {step['model_flops_per_step']:.3e}; bytes accessed "
                f"{step['bytes_accessed_per_chip']:.3e}")
+  if step["random_bits_per_chip"]:
+    lines.append(f"random bits drawn by RngBitGenerator (rng_impl 'rbg'): "
+                 f"{_gib(step['random_bits_per_chip'])} GiB per chip; XLA draws each mask at its "
+                 "global shape on every chip (threefry2x32 draws only the chip's shard)")
   lines.append("collectives: " + ", ".join(
       f"{k} {v['count']:.0f} ({v['bytes'] / 2 ** 20:.1f} MiB)"
       for k, v in step["collectives"].items() if v["count"]) or "collectives: none")
