@@ -11,7 +11,8 @@ Any field can be overridden with --config.<field>=<value>; unknown fields are re
 
 Sized for TPU (`--mode=compile`; step time and MFU are estimates of XLA's TPU cost model):
 base on v5e-16 (fsdp 16, batch 256 texts + 256 images + 512 pairs): 3.21 GiB per chip of
-15.75, 80 % free; estimated 677 ms per step, MFU 13.4 %.
+15.75, 80 % free (compiled with rng_impl='rbg'); estimated 405 ms per step, MFU 22.5 %, with the
+threefry2x32 dropout keys (677 ms, 13.4 % with rbg, whose masks every chip draws whole).
 large is meant for v5p-32 (fsdp 16: parameters + optimizer state 0.26 GiB per chip); its
 compile for that slice has not been run to the end yet.
 """

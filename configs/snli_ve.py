@@ -7,7 +7,8 @@ Data: pair shards with the statement in caption_ids and 'label' 0/1/2 (see task.
 The base / large presets are UNIMO's SNLI-VE recipe (tasks/recipes.py: batch 192, VILLA).
 Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
 12.27 GiB per chip of 15.75, 22 % free; estimated 634 ms per step and MFU 21.1 %, figures
-of XLA's TPU cost model, not measurements).
+of XLA's TPU cost model, not measurements; compiled
+with rng_impl='rbg', the dropout keys before threefry2x32).
 """
 
 from unimo_jax.tasks.config import finetune_config
