@@ -182,6 +182,7 @@ def test_the_command_writes_the_report(tmp_path):
   assert report["libtpu_topology"] == "v5e:2x2" and report["mesh"]["fsdp"] == 4
   assert report["train_step"]["examples_per_step"] == 16
   assert report["eval_programs"]["eval_step"]["batch"] == 64  # eval_batch, over 4 devices
+  assert report["train_step"]["random_bits_per_chip"] == 0  # threefry keys draw no rbg bits
   assert "estimated MFU" in result.stdout and "WARNING: could not determine" not in result.stderr
 
 

@@ -240,8 +240,9 @@ def format_report(report: dict) -> str:
                f"{step['bytes_accessed_per_chip']:.3e}")
   if step["random_bits_per_chip"]:
     lines.append(f"random bits drawn by RngBitGenerator (rng_impl 'rbg'): "
-                 f"{_gib(step['random_bits_per_chip'])} GiB per chip; XLA draws each mask at its "
-                 "global shape on every chip (threefry2x32 draws only the chip's shard)")
+                 f"{step['random_bits_per_chip'] / 2 ** 20:.1f} MiB per chip; XLA draws each "
+                 "mask at its global shape on every chip (threefry2x32 draws only the chip's "
+                 "shard)")
   lines.append("collectives: " + ", ".join(
       f"{k} {v['count']:.0f} ({v['bytes'] / 2 ** 20:.1f} MiB)"
       for k, v in step["collectives"].items() if v["count"]) or "collectives: none")
