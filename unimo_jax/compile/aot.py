@@ -72,13 +72,19 @@ def _tokens(spec) -> int:
   return total
 
 
+def compile_run(config, workdir, devices, verbose: bool = False):
+  """A run's set-up (driver.start) on `devices` for compiling: no data read, nothing allocated."""
+  return driver.start(config, workdir, "compile", devices=devices, read_data=False,
+                      verbose=verbose)
+
+
 def train_step_program(config, workdir, devices, verbose: bool = False,
-                       effort: float = 0.0) -> dict:
-  """Compiles the config's train step on `devices`; returns its report with the memory split
-  into parameters, optimizer state and batch (their shards' bytes), the padding XLA adds to
-  them, temporaries, outputs and code, and the model's matmul FLOPs."""
-  run = driver.start(config, workdir, "compile", devices=devices, read_data=False,
-                     verbose=verbose)
+                       effort: float = 0.0, run=None) -> dict:
+  """Compiles the config's train step on `devices` (or in `run`, a compile_run of the config);
+  returns its report with the memory split into parameters, optimizer state and batch (their
+  shards' bytes), the padding XLA adds to them, temporaries, outputs and code, and the model's
+  matmul FLOPs."""
+  run = run or compile_run(config, workdir, devices, verbose)
   experiment, mesh = run.experiment, run.mesh
   with run.context():
     state = _placed(run.abstract, run.shardings)
@@ -152,11 +158,10 @@ def per_step_estimate(config, workdir, devices, program: dict, effort: float = 0
           "variant_compile_seconds": one["compile_seconds"] + two["compile_seconds"]}
 
 
-def eval_program_reports(config, workdir, devices, effort: float = 0.0) -> dict:
+def eval_program_reports(config, workdir, devices, effort: float = 0.0, run=None) -> dict:
   """Each of the experiment's evaluation programs, compiled for one eval batch
-  (config.eval_batch rounded up to the batch devices)."""
-  run = driver.start(config, workdir, "compile", devices=devices, read_data=False,
-                     verbose=False)
+  (config.eval_batch rounded up to the batch devices), on `devices` or in `run`."""
+  run = run or compile_run(config, workdir, devices)
   mesh = run.mesh
   batch_devices = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
   size = -(-int(run.config.eval_batch) // batch_devices) * batch_devices
@@ -272,9 +277,10 @@ def compile_for_tpu(config, workdir, topology_name: str, num_slices: int = 1,
   devices = topology.abstract_devices(slice_)
   print(f"compiling for {slice_.name} ({slice_.topology} x {slice_.num_slices}) on libtpu's "
         f"abstract devices ...", flush=True)
-  train = train_step_program(config, workdir, devices, verbose=True, effort=effort)
+  run = compile_run(config, workdir, devices, verbose=True)  # shared by the step and evals
+  train = train_step_program(config, workdir, devices, effort=effort, run=run)
   estimate = per_step_estimate(config, workdir, devices, train, effort)
-  evals = eval_program_reports(config, workdir, devices, effort)
+  evals = eval_program_reports(config, workdir, devices, effort, run=run)
   report = summarize(slice_, train, estimate, evals)
   report["compile_effort"] = float(effort)
   workdir = as_path(workdir)
