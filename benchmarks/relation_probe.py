@@ -27,18 +27,20 @@ relation (synthetic.generate_scenes(1000, 3, 'eval', unique=True)), regions in m
 import argparse
 import itertools
 import time
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unimo_jax.data import synthetic
+from unimo_jax.data import examples, synthetic
 from unimo_jax.model import Unimo
 from unimo_jax.model.presets import model_config
 from unimo_jax.objectives import cmcl_loss
 
 MAX_REGIONS, TEXT_LENGTH, FEATURE_DIM = 4, 20, 32
+REGION_CONFIG = types.SimpleNamespace(max_regions=MAX_REGIONS)  # what region_fields reads
 CLS, PAD, SEP = 0, 1, 2
 WORDS = sorted(set(synthetic.SHAPES) | set(synthetic.COLOUR_NAMES) | set(synthetic.SIZES)
                | {"a", "is", "and", "left", "right", "of", "above", "below", "there"})
@@ -61,19 +63,20 @@ def token_ids(text):
 
 
 def image_fields(scene, featurizer, slot_vectors, order, rng):
-  """Regions of a scene as the model reads them, slot vectors added by `order`."""
-  f = featurizer(scene, rng)
-  n = len(f["region_features"])
-  slots = rng.permutation(n) if order == "shuffled" else np.arange(n)
-  feats = np.zeros((MAX_REGIONS, FEATURE_DIM), np.float32)
-  loc = np.zeros((MAX_REGIONS, 5), np.float32)
-  boxes = f["boxes"] / synthetic.CANVAS
-  feats[slots] = f["region_features"]
-  loc[slots, :4] = boxes
-  loc[slots, 4] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  """Regions of a scene as the model reads them (examples.region_fields: padded features,
+  [x1, y1, x2, y2, area] locations, mask), region i moved to a random slot for 'shuffled', slot
+  vectors added unless `order` is 'none'."""
+  regions = examples.region_fields(featurizer(scene, rng), REGION_CONFIG, FEATURE_DIM,
+                                   synthetic.NUM_CLASSES)
+  feats, loc, mask = (np.array(regions[k]) for k in
+                      ("region_features", "region_locations", "region_mask"))
+  n = int(mask.sum())
+  if order == "shuffled":
+    slots = rng.permutation(n)
+    feats[slots], loc[slots] = feats[:n].copy(), loc[:n].copy()
   if order != "none":
     feats[:n] += slot_vectors[:n]
-  return feats, loc, np.arange(MAX_REGIONS) < n
+  return feats, loc, mask
 
 
 def batch_of(scenes, featurizer, slot_vectors, order, rng):

@@ -115,10 +115,10 @@ def test_model_flops_are_the_matmuls_written_out():
 def _dropout_program(impl: str):
   """A dropout mask of a [64, 256] batch split over 4 v5e chips, compiled with PRNG `impl`."""
   from jax.sharding import NamedSharding, PartitionSpec as P
-  devices = topology.abstract_devices(topology.parse_slice("v5e-4"))
-  mesh = jax.sharding.Mesh(np.asarray(devices), ("data",),
-                           axis_types=(jax.sharding.AxisType.Auto,))
-  rows = NamedSharding(mesh, P("data"))
+  from unimo_jax.parallel import batch_sharding
+  mesh = make_mesh({"data": 4, "fsdp": 1, "tensor": 1},
+                   topology.abstract_devices(topology.parse_slice("v5e-4")))
+  rows = batch_sharding(mesh, 2)
 
   def dropped(seed, x):
     keep = jax.random.bernoulli(jax.random.key(seed, impl=impl), 0.9, x.shape)

@@ -67,9 +67,7 @@ def random_bits_bytes(hlo_text: str) -> int:
   total = 0
   for shapes in _RNG_BIT_GENERATOR.findall(hlo_text):
     found = _SHAPE.findall(shapes)
-    if shapes.startswith("("):
-      found = found[1:]
-    total += _shape_bytes(" ".join(f"{d}[{dims}]" for d, dims in found))
+    total += _found_bytes(found[1:] if shapes.startswith("(") else found)
   return total
 
 
@@ -93,9 +91,10 @@ def cost(compiled, hlo_text: str | None = None) -> dict:
           "random_bits_bytes": float(random_bits_bytes(text))}
 
 
-def _shape_bytes(text: str) -> int:
+def _found_bytes(found) -> int:
+  """Bytes of _SHAPE matches: [(dtype, 'd0,d1,...')]."""
   total = 0
-  for dtype, dims in _SHAPE.findall(text):
+  for dtype, dims in found:
     size = int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64)) if dims else 1
     total += size * _DTYPE_BYTES.get(dtype, 4)
   return total
@@ -111,11 +110,11 @@ def collectives(hlo_text: str) -> dict:
     if not match:
       continue
     shapes, kind, start = match.group(1), match.group(2), match.group(3)
+    found = _SHAPE.findall(shapes)
     if start and shapes.startswith("("):
-      found = _SHAPE.findall(shapes)
-      shapes = f"{found[-1][0]}[{found[-1][1]}]" if found else ""
+      found = found[-1:]
     out[kind]["count"] += 1
-    out[kind]["bytes"] += _shape_bytes(shapes)
+    out[kind]["bytes"] += _found_bytes(found)
   return out
 
 
