@@ -1,0 +1,184 @@
+"""Where one chip's time goes in a base-width pass: the TPU cost model's estimates (not
+measurements) for one encoder layer, its attention and the LM head, each forward + backward on a
+single abstract v5e chip (libtpu's compile-only client; no TPU, no collectives).
+
+  python benchmarks/tpu_pass_probe.py [--rows 32 --length 141] [--only layer,attention,lm_head]
+
+Rows x length default to what one v5e-16 chip holds of base pretraining's image-caption pairs
+(512 pairs / 16 chips, 101 region slots + 40 caption tokens). Each line is a variant of the same
+program with its estimated time, bytes accessed, and the MFU its matmul FLOPs would give; each
+compile takes under two minutes on 2 cores.
+
+- layer: unimo_jax.model.transformer.Encoder, 1 layer, base width, bfloat16, full remat (as the
+  base preset), with dropout 0.1; without dropout; with the dropout masks drawn 16 bits per
+  element instead of 32 (a what-if module swap, here only); without remat.
+- attention: softmax(q k^T + mask) v as the model computes it, against the Pallas TPU flash
+  attention kernel (jax.experimental.pallas.ops.tpu), which needs lengths divisible by its
+  128-wide blocks and has no attention dropout, so it runs at the length padded to 256.
+- lm_head: tied logits x E^T + b and the cross-entropy over the 50,265 words for rows x length
+  positions, as the model computes them (bfloat16 matmul output, float32 log-softmax); with float32
+  matmul output; with the loss written as logsumexp - logit[label].
+"""
+
+import argparse
+import json
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from unimo_jax.compile import analysis, topology
+from unimo_jax.model import transformer
+from unimo_jax.model.presets import model_config
+
+HIDDEN, MLP, HEADS, VOCAB = 768, 3072, 12, 50265
+
+
+def one_chip_mesh():
+  slice_ = topology.parse_slice("v5e-1")
+  return Mesh(np.array(topology.abstract_devices(slice_)).reshape(1), ("chip",)), slice_.chip
+
+
+def struct(mesh, shape, dtype):
+  return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P()))
+
+
+def estimate(fn, args, matmul_flops, chip) -> dict:
+  compiled = jax.jit(fn).lower(*args).compile()
+  cost = analysis.cost(compiled)
+  seconds = cost["estimated_seconds"]
+  return {"ms": round(seconds * 1e3, 3), "bytes_GB": round(cost["bytes_accessed"] / 1e9, 3),
+          "mfu": round(matmul_flops / seconds / chip.peak_bf16_flops, 3)}
+
+
+class Dropout16(nn.Module):
+  """Dropout keeping x / (1 - rate) where a 16-bit draw >= rate * 2^16 (rate exact to 2e-5)."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    if deterministic or self.rate == 0:
+      return x
+    bits = jax.random.bits(self.make_rng("dropout"), x.shape, jnp.uint16)
+    keep = bits >= jnp.asarray(round(self.rate * 2 ** 16), jnp.uint16)
+    return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
+
+
+def layer_variant(mesh, chip, rows, length, variant):
+  config = model_config("base")
+  config.dtype, config.num_layers, config.scan_layers, config.remat = "bfloat16", 1, False, "full"
+  if variant == "no dropout":
+    config.dropout_rate = config.attention_dropout_rate = 0.0
+  if variant == "no remat":
+    config.remat = "none"
+  encoder = transformer.Encoder(config, deterministic=False)
+  x = struct(mesh, (rows, length, HIDDEN), jnp.bfloat16)
+  bias = struct(mesh, (rows, 1, length, length), jnp.float32)
+  params = jax.eval_shape(lambda: nn.unbox(encoder.init(
+      {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+      jnp.zeros(x.shape, x.dtype), jnp.zeros(bias.shape, bias.dtype))))
+  params = jax.tree.map(lambda a: struct(mesh, a.shape, a.dtype), params)
+  key = struct(mesh, (), jax.random.key(0).dtype)
+
+  def step(params, x, bias, key):
+    def loss(p, x):
+      return jnp.sum(encoder.apply(p, x, bias, rngs={"dropout": key}).astype(jnp.float32) ** 2)
+    return jax.grad(loss, argnums=(0, 1))(params, x)
+
+  tokens = rows * length
+  flops = 3 * 2 * tokens * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * MLP) + 3 * 4 * tokens * length * HIDDEN
+  original = transformer.nn.Dropout
+  if variant == "16-bit dropout draws":
+    transformer.nn.Dropout = Dropout16
+  try:
+    return estimate(step, (params, x, bias, key), flops, chip)
+  finally:
+    transformer.nn.Dropout = original
+
+
+def attention_variant(mesh, chip, rows, length, variant):
+  head_dim = HIDDEN // HEADS
+  if variant == "pallas flash (length 256)":
+    from jax.experimental.pallas.ops.tpu import flash_attention as flash
+    length = -(-length // 128) * 128
+
+    def attend(q, k, v, valid):
+      ids = flash.SegmentIds(q=valid, kv=valid)
+      return flash.flash_attention(q, k, v, segment_ids=ids, sm_scale=1.0)
+  else:
+    def attend(q, k, v, valid):
+      scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
+      scores = jnp.where(valid[:, None, None, :] > 0, scores, -1e9)
+      return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, -1).astype(v.dtype), v)
+
+  def step(q, k, v, valid):
+    loss = lambda q, k, v: jnp.sum(attend(q, k, v, valid).astype(jnp.float32) ** 2)
+    return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+  qkv = struct(mesh, (rows, HEADS, length, head_dim), jnp.bfloat16)
+  flops = 3 * 4 * rows * HEADS * length * length * head_dim
+  return estimate(step, (qkv, qkv, qkv, struct(mesh, (rows, length), jnp.int32)), flops, chip)
+
+
+def lm_head_variant(mesh, chip, rows, length, variant):
+  positions = rows * length
+
+  def logits_of(x, table, bias):
+    if variant == "float32 matmul output":
+      out = jnp.einsum("rh,vh->rv", x, table.astype(jnp.bfloat16),
+                       preferred_element_type=jnp.float32)
+    else:
+      out = jnp.einsum("rh,vh->rv", x, table.astype(jnp.bfloat16)).astype(jnp.float32)
+    return out + bias  # [positions, vocab]
+
+  def loss(x, table, bias, labels):
+    logits = logits_of(x, table, bias)
+    if variant == "logsumexp - logit":
+      nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
+    else:
+      logp = jax.nn.log_softmax(logits, -1)
+      nll = -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0]
+    return nll.mean()
+
+  def step(x, table, bias, labels):
+    return jax.grad(loss, argnums=(0, 1, 2))(x, table, bias, labels)
+
+  args = (struct(mesh, (positions, HIDDEN), jnp.bfloat16), struct(mesh, (VOCAB, HIDDEN), jnp.float32),
+          struct(mesh, (VOCAB,), jnp.float32), struct(mesh, (positions,), jnp.int32))
+  return estimate(step, args, 3 * 2 * positions * HIDDEN * VOCAB, chip)
+
+
+PROBES = {
+    "layer": (layer_variant, ("dropout 0.1 (the base preset)", "no dropout",
+                              "16-bit dropout draws", "no remat")),
+    "attention": (attention_variant, ("xla (the model's)", "pallas flash (length 256)")),
+    "lm_head": (lm_head_variant, ("bfloat16 matmul output (the model's)", "float32 matmul output",
+                                  "logsumexp - logit")),
+}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--rows", type=int, default=32)
+  parser.add_argument("--length", type=int, default=141)
+  parser.add_argument("--only", default=",".join(PROBES))
+  args = parser.parse_args(argv)
+  mesh, chip = one_chip_mesh()
+  print(f"one abstract {chip.generation} chip ({chip.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16, "
+        f"{chip.hbm_bandwidth / 1e9:.0f} GB/s); rows {args.rows} x length {args.length}; "
+        "estimates of XLA's TPU cost model", flush=True)
+  for name in args.only.split(","):
+    fn, variants = PROBES[name]
+    for variant in variants:
+      try:
+        row = fn(mesh, chip, args.rows, args.length, variant)
+      except Exception as e:  # a variant libtpu cannot compile is reported, not fatal
+        row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+      print(json.dumps({"probe": name, "variant": variant, **row}), flush=True)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
