@@ -2,7 +2,7 @@
 measurements) for one encoder layer, its attention and the LM head, each forward + backward on a
 single abstract v5e chip (libtpu's compile-only client; no TPU, no collectives).
 
-  python benchmarks/tpu_pass_probe.py [--rows 32 --length 141] [--only layer,attention,lm_head]
+  python benchmarks/tpu_pass_probe.py [--rows 32 --length 141] [--only layer,attention,lm_head] [--variant TEXT]
 
 Rows x length default to what one v5e-16 chip holds of base pretraining's image-caption pairs
 (512 pairs / 16 chips, 101 region slots + 40 caption tokens). Each line is a variant of the same
@@ -11,7 +11,7 @@ compile takes under two minutes on 2 cores.
 
 - layer: unimo_jax.model.transformer.Encoder, 1 layer, base width, bfloat16, full remat (as the
   base preset), with dropout 0.1; without dropout; with the dropout masks drawn 16 bits per
-  element instead of 32 (a what-if module swap, here only); without remat.
+  element instead of 32 (a what-if module swap, here only); without remat; without either.
 - attention: softmax(q k^T + mask) v as the model computes it, against the Pallas TPU flash
   attention kernel (jax.experimental.pallas.ops.tpu), which needs lengths divisible by its
   128-wide blocks and has no attention dropout, so it runs at the length padded to 256.
@@ -70,9 +70,9 @@ class Dropout16(nn.Module):
 def layer_variant(mesh, chip, rows, length, variant):
   config = model_config("base")
   config.dtype, config.num_layers, config.scan_layers, config.remat = "bfloat16", 1, False, "full"
-  if variant == "no dropout":
+  if "no dropout" in variant:
     config.dropout_rate = config.attention_dropout_rate = 0.0
-  if variant == "no remat":
+  if variant.startswith("no remat"):
     config.remat = "none"
   encoder = transformer.Encoder(config, deterministic=False)
   x = struct(mesh, (rows, length, HIDDEN), jnp.bfloat16)
@@ -153,7 +153,8 @@ def lm_head_variant(mesh, chip, rows, length, variant):
 
 PROBES = {
     "layer": (layer_variant, ("dropout 0.1 (the base preset)", "no dropout",
-                              "16-bit dropout draws", "no remat")),
+                              "16-bit dropout draws", "no remat",
+                              "no remat, no dropout")),
     "attention": (attention_variant, ("xla (the model's)", "pallas flash (length 256)")),
     "lm_head": (lm_head_variant, ("bfloat16 matmul output (the model's)", "float32 matmul output",
                                   "logsumexp - logit")),
@@ -165,6 +166,7 @@ def main(argv=None):
   parser.add_argument("--rows", type=int, default=32)
   parser.add_argument("--length", type=int, default=141)
   parser.add_argument("--only", default=",".join(PROBES))
+  parser.add_argument("--variant", default="", help="run only the variants containing this text")
   args = parser.parse_args(argv)
   mesh, chip = one_chip_mesh()
   print(f"one abstract {chip.generation} chip ({chip.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16, "
@@ -172,7 +174,7 @@ def main(argv=None):
         "estimates of XLA's TPU cost model", flush=True)
   for name in args.only.split(","):
     fn, variants = PROBES[name]
-    for variant in variants:
+    for variant in (v for v in variants if args.variant in v):
       try:
         row = fn(mesh, chip, args.rows, args.length, variant)
       except Exception as e:  # a variant libtpu cannot compile is reported, not fatal
