@@ -12,7 +12,7 @@ compile takes under two minutes on 2 cores.
 - layer: unimo_jax.model.transformer.Encoder, 1 layer, base width, bfloat16, full remat (as the
   base preset), with dropout 0.1; without dropout; with the dropout masks drawn 16 bits per
   element instead of 32 (a what-if module swap, here only); without remat; without either.
-- attention: softmax(q k^T + mask) v as the model computes it, against the Pallas TPU flash
+- attention: softmax(q k^T + mask bias) v as the model computes it (masks.py's bias), against the Pallas TPU flash
   attention kernel (jax.experimental.pallas.ops.tpu), which needs lengths divisible by its
   128-wide blocks and has no attention dropout, so it runs at the length padded to 256.
 - lm_head: tied logits x E^T + b and the cross-entropy over the 50,265 words for rows x length
@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from unimo_jax.compile import analysis, topology
 from unimo_jax.model import transformer
+from unimo_jax.model.masks import allowed_attention, attention_bias
 from unimo_jax.model.presets import model_config
 
 HIDDEN, MLP, HEADS, VOCAB = 768, 3072, 12, 50265
@@ -91,6 +92,8 @@ def layer_variant(mesh, chip, rows, length, variant):
 
   tokens = rows * length
   flops = 3 * 2 * tokens * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * MLP) + 3 * 4 * tokens * length * HIDDEN
+  # the what-if swaps flax's Dropout class, which the layer looks up when it runs, for this
+  # compile only
   original = transformer.nn.Dropout
   if variant == "16-bit dropout draws":
     transformer.nn.Dropout = Dropout16
@@ -102,6 +105,8 @@ def layer_variant(mesh, chip, rows, length, variant):
 
 def attention_variant(mesh, chip, rows, length, variant):
   head_dim = HIDDEN // HEADS
+  # matmul FLOPs of the real length: the Pallas variant's padding is work, not model FLOPs
+  flops = 3 * 4 * rows * HEADS * length * length * head_dim
   if variant == "pallas flash (length 256)":
     from jax.experimental.pallas.ops.tpu import flash_attention as flash
     length = -(-length // 128) * 128
@@ -110,9 +115,9 @@ def attention_variant(mesh, chip, rows, length, variant):
       ids = flash.SegmentIds(q=valid, kv=valid)
       return flash.flash_attention(q, k, v, segment_ids=ids, sm_scale=1.0)
   else:
-    def attend(q, k, v, valid):
-      scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
-      scores = jnp.where(valid[:, None, None, :] > 0, scores, -1e9)
+    def attend(q, k, v, valid):  # the model's: an additive [rows, 1, q, k] float32 mask bias
+      bias = attention_bias(allowed_attention("bidirectional", valid > 0))
+      scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) + bias
       return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, -1).astype(v.dtype), v)
 
   def step(q, k, v, valid):
@@ -120,7 +125,6 @@ def attention_variant(mesh, chip, rows, length, variant):
     return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
 
   qkv = struct(mesh, (rows, HEADS, length, head_dim), jnp.bfloat16)
-  flops = 3 * 4 * rows * HEADS * length * length * head_dim
   return estimate(step, (qkv, qkv, qkv, struct(mesh, (rows, length), jnp.int32)), flops, chip)
 
 
