@@ -8,7 +8,7 @@ Every hyper-parameter is the original script's (unimo_jax/tasks/recipes.py, with
 each value); `config.recipe` names the script and the released checkpoint it starts from.
 Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
 1.42 GiB per chip of 15.75, 91 % free, the decode loop over 40 articles x 5 beams with trigram
-blocking 13.53 GiB; estimated 84 ms per step and MFU 9.7 %, figures of XLA's TPU cost model, not
+blocking 4.08 GiB; estimated 84 ms per step and MFU 9.7 %, figures of XLA's TPU cost model, not
 measurements; compiled
 with rng_impl='rbg', the dropout keys before threefry2x32).
 """

@@ -357,3 +357,30 @@ def test_ids_past_the_tokenizer_vocabulary_are_never_generated():
                      DecodeSettings(method="greedy", max_length=4), bos_id=BOS, eos_id=EOS,
                      pad_id=PAD)
   assert np.all(np.asarray(unlimited["sequences"]) == 4)
+
+
+def test_beam_search_keeps_each_devices_cache_rows_on_that_device():
+  """A cache whose batch axis is split over 8 devices stays split through the search: each
+  device expands and reorders only its own sources' beams. Gathering beams over the flat
+  [sources * beams] axis made XLA replicate the expanded cache on every device (12 GiB per chip
+  for the base decode loops on v5e-8, README "Will it fit?")."""
+  b, k, length, width = 64, 4, 64, 256
+  rng = np.random.default_rng(0)
+  embed = jnp.asarray(rng.normal(size=(VOCAB, width)), jnp.float32)
+  out_proj = jnp.asarray(rng.normal(size=(width, VOCAB)), jnp.float32)
+
+  def step_fn(tokens, step, cache):  # writes each row's token into its payload, reads it all
+    payload = jax.lax.dynamic_update_slice(cache["payload"], embed[tokens][:, None], (0, step, 0))
+    return payload.mean(axis=1) @ out_proj, {"payload": payload}
+
+  mesh = make_mesh({"data": 8, "fsdp": 1, "tensor": 1})
+  settings = DecodeSettings(beam_size=k, alpha=0.6, max_length=8)
+  search = jax.jit(lambda c: beam_search(step_fn, c, {"payload": 0}, b, settings, bos_id=BOS,
+                                         eos_id=EOS, pad_id=PAD))
+  with jax.set_mesh(mesh):
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    payload = jax.ShapeDtypeStruct((b, length, width), jnp.float32, sharding=sharding)
+    temporaries = search.lower({"payload": payload}).compile().memory_analysis().temp_size_in_bytes
+  shard = b * k * length * width * 4 / 8  # one device's beams' payload
+  # the loop holds the payload and its reordered copy: 2 shards (a replicated cache: 16)
+  assert temporaries < 3 * shard, (temporaries, shard)

@@ -7,7 +7,8 @@ next-token logits and the updated cache:
 
 Step 0 feeds BOS; step t feeds the t-th generated token. `cache_axes` says, for every cache leaf,
 which axis is the batch (n) axis, or -1 for leaves shared by the batch (e.g. a write index);
-beams are kept by gathering cache rows along that axis. decoding/generate.py adapts the UNIMO model.
+beams are kept by gathering cache rows along that axis, within each source (a source's beams stay
+on the device that holds the source). decoding/generate.py adapts the UNIMO model.
 
 Scoring (GNMT, as UNIMO's fast_decode): a finished hypothesis of `length` generated tokens (EOS
 included; a hypothesis cut at max_length has no EOS) scores sum(log p) / ((5 + length) / 6)^alpha.
@@ -72,10 +73,28 @@ def length_penalty(length, alpha: float):
   return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
-def gather_cache(cache, cache_axes, rows):
-  """Every cache leaf with its batch axis re-indexed by `rows` [n'] (beam reordering/expansion)."""
-  return jax.tree.map(lambda leaf, axis: leaf if axis < 0 else jnp.take(leaf, rows, axis=axis),
+def expand_cache(cache, cache_axes, beams: int):
+  """Every cache leaf with each source row repeated `beams` times along its batch axis ([b] ->
+  [b * beams], a source's beams adjacent). A broadcast, not a gather: the batch axis keeps its
+  sharding, and each device expands only its own sources."""
+  return jax.tree.map(lambda leaf, axis: leaf if axis < 0 else jnp.repeat(leaf, beams, axis),
                       cache, cache_axes)
+
+
+def reorder_beams(cache, cache_axes, parent):
+  """Every cache leaf with each source's beams re-indexed by parent [b, k] (the beam each new
+  beam continues), within the source. The batch axis [b * k] is viewed as [b, k] and gathered
+  along k only, so a source's rows never leave the device that holds them (a gather over the
+  flat batch axis makes XLA's partitioner replicate the whole cache on every device)."""
+  b, k = parent.shape
+
+  def one(leaf, axis):
+    if axis < 0:
+      return leaf
+    split = leaf.reshape(leaf.shape[:axis] + (b, k) + leaf.shape[axis + 1:])  # [..., b, k, ...]
+    index = parent.reshape((1,) * axis + (b, k) + (1,) * (leaf.ndim - axis - 1))
+    return jnp.take_along_axis(split, index, axis=axis + 1, mode="clip").reshape(leaf.shape)
+  return jax.tree.map(one, cache, cache_axes)
 
 
 def repeats_word_trigram(generated, step, candidates, word_starts):
@@ -160,8 +179,7 @@ def beam_search(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSet
     lengths   [batch, beams] generated tokens, EOS included.
   """
   b, k, t_max = batch_size, settings.beam_size, settings.max_length
-  rows = jnp.repeat(jnp.arange(b), k)  # [b*k] source row of every beam
-  cache = gather_cache(cache, cache_axes, rows)
+  cache = expand_cache(cache, cache_axes, k)  # [b * k] rows, a source's beams adjacent
   flat = lambda x: x.reshape((b * k,) + x.shape[2:])
 
   state = {
@@ -210,7 +228,7 @@ def beam_search(step_fn, cache, cache_axes, batch_size: int, settings: DecodeSet
     live_logp, keep = jax.lax.top_k(jnp.where(ends, NEG_INF, top_logp), k)
     live = jnp.take_along_axis(seqs, keep[..., None], axis=1)
     parent = jnp.take_along_axis(beam, keep, axis=1)  # [b, k]
-    cache = gather_cache(cache, cache_axes, (jnp.arange(b)[:, None] * k + parent).reshape(-1))
+    cache = reorder_beams(cache, cache_axes, parent)
     return {"step": step + 1, "last": jnp.take_along_axis(token, keep, axis=1), "live": live,
             "live_logp": live_logp, "done": done, "done_score": done_score,
             "done_length": done_length, "cache": cache}
