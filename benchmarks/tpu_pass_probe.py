@@ -9,9 +9,10 @@ Rows x length default to what one v5e-16 chip holds of base pretraining's image-
 program with its estimated time, bytes accessed, and the MFU its matmul FLOPs would give; each
 compile takes under two minutes on 2 cores.
 
-- layer: unimo_jax.model.transformer.Encoder, 1 layer, base width, bfloat16, full remat (as the
-  base preset), with dropout 0.1; without dropout; with the dropout masks drawn 16 bits per
-  element instead of 32 (a what-if module swap, here only); without remat; without either.
+- layer: unimo_jax.model.transformer.Encoder, 1 layer, base width, bfloat16, full remat, with
+  dropout 0.1; without dropout; with the dropout masks drawn 16 bits per element instead of 32
+  (a what-if module swap, here only); without remat; without either; and with the other remat
+  policies (model.remat 'dots', 'attention', 'dots_attention').
 - attention: softmax(q k^T + mask bias) v as the model computes it (masks.py's bias), against the Pallas TPU flash
   attention kernel (jax.experimental.pallas.ops.tpu), which needs lengths divisible by its
   128-wide blocks and has no attention dropout, so it runs at the length padded to 256.
@@ -76,6 +77,8 @@ def layer_variant(mesh, chip, rows, length, variant):
     config.dropout_rate = config.attention_dropout_rate = 0.0
   if variant.startswith("no remat"):
     config.remat = "none"
+  if variant.startswith("remat "):  # another policy of transformer.REMAT_POLICIES
+    config.remat = variant.split()[1]
   encoder = transformer.Encoder(config, deterministic=False)
   x = struct(mesh, (rows, length, HIDDEN), jnp.bfloat16)
   bias = struct(mesh, (rows, 1, length, length), jnp.float32)
@@ -163,7 +166,8 @@ def lm_head_variant(mesh, chip, rows, length, variant):
 PROBES = {
     "layer": (layer_variant, ("dropout 0.1 (the base preset)", "no dropout",
                               "16-bit dropout draws", "no remat",
-                              "no remat, no dropout")),
+                              "no remat, no dropout", "remat dots", "remat attention",
+                              "remat dots_attention")),
     "attention": (attention_variant, ("xla (the model's)", "pallas flash (length 256)")),
     "lm_head": (lm_head_variant, ("bfloat16 matmul output (the model's)", "float32 matmul output",
                                   "logsumexp - logit",

@@ -42,7 +42,7 @@ def test_every_parameter_has_logical_names_known_to_the_rules():
     assert set(n for n in leaf.names if n is not None) <= known, leaf.names
 
 
-@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+@pytest.mark.parametrize("remat", ["none", "full", "dots", "attention", "dots_attention"])
 def test_scanned_layers_equal_unrolled_layers(remat):
   config = model_config("tiny")
   params = init_params(config, jax.random.key(1))
@@ -163,6 +163,59 @@ def test_dropout_is_active_only_when_not_deterministic():
   c = model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": jax.random.key(1)})
   assert np.abs(np.asarray(a["hidden"] - b["hidden"])).max() > 1e-2
   np.testing.assert_array_equal(a["hidden"], c["hidden"])
+
+
+@pytest.mark.parametrize("remat", ["full", "dots", "attention", "dots_attention"])
+def test_remat_with_dropout_gives_the_gradients_of_no_remat(remat):
+  """A rematerialised layer redraws its dropout masks in the backward pass: they must be the
+  forward's, so the gradients equal those of the layer that stored everything."""
+  config = model_config("tiny")
+  config.dropout_rate = config.attention_dropout_rate = 0.3
+  params = init_params(config, jax.random.key(8))
+  batch = _pair(config)
+
+  def grads(remat_name):
+    c = config.copy_and_resolve_references()
+    c.remat = remat_name
+    loss = lambda p: jnp.sum(Unimo(c).apply({"params": p}, batch, deterministic=False, rngs={
+        "dropout": jax.random.key(3)})["hidden"] ** 2)
+    return jax.grad(loss)(params)
+
+  ref, out = grads("none"), grads(remat)
+  scale = max(float(np.abs(np.asarray(b)).max()) for b in jax.tree.leaves(ref))
+  for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+    assert np.abs(np.asarray(a - b)).max() <= 1e-5 * scale
+
+
+def test_remat_policies_keep_what_they_name():
+  """Bytes one layer keeps for its backward pass (beyond its arguments) under each policy,
+  against what each policy names: 'attention' keeps exactly the softmax output [batch, heads,
+  q, k] in float32, 'dots' the Dense outputs, 'dots_attention' both, 'full' neither."""
+  from jax._src.ad_checkpoint import saved_residuals  # jax 0.10's residual listing (pinned)
+  from unimo_jax.model.transformer import EncoderLayer
+
+  config = model_config("tiny")
+  config.dropout_rate = config.attention_dropout_rate = 0.1
+  b, n, h, heads, mlp = 2, 9, config.hidden_size, config.num_heads, config.mlp_dim
+  x, bias = jnp.ones((b, n, h)), jnp.zeros((b, 1, n, n))
+
+  def kept(remat):
+    layer = EncoderLayer(config, deterministic=False)
+    if remat != "none":
+      from unimo_jax.model.transformer import _remat_policy
+      layer = nn.remat(EncoderLayer, policy=_remat_policy(remat))(config, deterministic=False)
+    params = layer.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, bias, 0)
+    apply = lambda p, x: layer.apply(p, x, bias, 0, rngs={"dropout": jax.random.key(2)})
+    return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a, src in saved_residuals(
+        apply, params, x) if "argument" not in src and "constant" not in src and a.shape)
+
+  weights = 4 * b * heads * n * n  # the float32 softmax output
+  dense_outputs = 4 * b * n * (4 * h + mlp + h)  # query, key, value, output; ffn_fc_0, ffn_fc_1
+  assert kept("full") == 0
+  assert kept("attention") == weights
+  assert kept("dots") == dense_outputs
+  assert kept("dots_attention") == weights + dense_outputs
+  assert kept("none") > weights + dense_outputs
 
 
 def test_bfloat16_compute_stays_close_to_float32():

@@ -60,5 +60,7 @@ def model_config(name: str = "tiny") -> ml_collections.ConfigDict:
   # Compute and memory.
   c.dtype = "float32"  # compute dtype; parameters are always float32
   c.scan_layers = False
-  c.remat = "none"  # 'none' | 'full' | 'dots' (save matmul outputs only)
+  # what a layer keeps for its backward pass: 'none' (everything, no recompute), 'full' (its
+  # input), 'dots' (the Dense outputs), 'attention' (the softmax output), 'dots_attention' (both)
+  c.remat = "none"
   return c
