@@ -9,6 +9,9 @@ plumbing and arithmetic, which do not depend on how hard XLA optimises.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -238,6 +241,36 @@ def test_state_and_mesh_on_abstract_devices(tmp_path):
   assert kernel.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
   assert run.abstract["params"]["encoder"]["layer_0"]["ffn_fc_0"]["kernel"].shape == (64, 256)
   assert not any(tmp_path.iterdir())  # read_data=False writes nothing
+
+
+def test_libtpu_starts_with_the_compiler_stack_setting(monkeypatch):
+  """The fiber stack setting goes into LIBTPU_INIT_ARGS once, beside the user's own flags (and
+  never over their own value of it), and libtpu, which refuses a flag it does not know, starts
+  and compiles with it (in a fresh process: libtpu reads the variable once)."""
+  monkeypatch.setenv("LIBTPU_INIT_ARGS", "--xla_enable_async_all_gather=true")
+  topology.give_libtpu_compiler_stack()
+  topology.give_libtpu_compiler_stack()
+  args = os.environ["LIBTPU_INIT_ARGS"].split()
+  assert args == ["--xla_enable_async_all_gather=true",
+                  f"--fibers_default_thread_stack_size={topology.FIBER_STACK_BYTES}"]
+  monkeypatch.setenv("LIBTPU_INIT_ARGS", "--fibers_default_thread_stack_size=65536")
+  topology.give_libtpu_compiler_stack()
+  assert os.environ["LIBTPU_INIT_ARGS"] == "--fibers_default_thread_stack_size=65536"
+  monkeypatch.delenv("LIBTPU_INIT_ARGS")
+  script = ("import jax, jax.numpy as jnp, numpy as np, os\n"
+            "from jax.sharding import Mesh, NamedSharding, PartitionSpec as P\n"
+            "from unimo_jax.compile import topology\n"
+            "devices = topology.abstract_devices(topology.parse_slice('v5e-1'))\n"
+            "mesh = Mesh(np.array(devices), ('chip',))\n"
+            "x = jax.ShapeDtypeStruct((128, 128), jnp.float32, sharding=NamedSharding(mesh, P()))\n"
+            "jax.jit(lambda a: a @ a).lower(x).compile()\n"
+            "print(os.environ['LIBTPU_INIT_ARGS'])\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "Unknown command line flag" not in result.stderr
+  assert result.stdout.split() == [
+      f"--fibers_default_thread_stack_size={topology.FIBER_STACK_BYTES}"]
 
 
 @pytest.mark.parametrize("config_file,preset,slice_name", [

@@ -58,6 +58,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, XLA) off the console
+  from unimo_jax.compile.topology import give_libtpu_compiler_stack
+  give_libtpu_compiler_stack()  # a TPU run's compiles need it as --mode=compile's do
   from unimo_jax.train import driver  # after flag parsing: keeps --help fast
   modes = {"train": driver.train_and_evaluate, "eval": driver.evaluate,
            "predict": driver.predict, "check": driver.check, "compile": _compile}

@@ -93,6 +93,24 @@ def parse_slice(name: str, num_slices: int = 1) -> Slice:
   return Slice(f"{chip.generation}-{count}", chip, chips, chip_grid(chips, chip.dims), num_slices)
 
 
+# libtpu's compiler emits a program's instructions on fibers whose stacks are sized from the
+# process's stack limit; under the usual 8 MiB `ulimit -s` they are too small for some programs:
+# pretrain:large for v5p-32 overflowed one in the convolution emitter (a segmentation fault
+# 3 minutes into the compile, libtpu 0.0.42.1; it compiled with `ulimit -s unlimited`, and with
+# this setting).
+FIBER_STACK_BYTES = 8 << 20
+
+
+def give_libtpu_compiler_stack() -> None:
+  """Sets libtpu's fibers_default_thread_stack_size to FIBER_STACK_BYTES in LIBTPU_INIT_ARGS
+  unless that variable already names it. libtpu reads it once, when it starts: call this before
+  the first TPU client (a run's or a compile-only one) is made."""
+  args = os.environ.get("LIBTPU_INIT_ARGS", "")
+  if "fibers_default_thread_stack_size" not in args:
+    os.environ["LIBTPU_INIT_ARGS"] = (
+        f"{args} --fibers_default_thread_stack_size={FIBER_STACK_BYTES}".strip())
+
+
 def _quiet_libtpu(slice_: Slice) -> None:
   """The environment a TPU VM's metadata server would give libtpu; without it, libtpu prints
   warnings about TPU_ACCELERATOR_TYPE / TPU_WORKER_HOSTNAMES (and an INVALID_ARGUMENT line) at
@@ -120,6 +138,7 @@ def abstract_devices(slice_: Slice) -> list:
                      "on any machine; no TPU is needed)") from None
   from jax.experimental import topologies
   _quiet_libtpu(slice_)
+  give_libtpu_compiler_stack()
   kwargs = {}
   if slice_.chip.cores_per_name_unit == 2:
     kwargs["chip_config_name"] = "megacore"
