@@ -93,11 +93,10 @@ def parse_slice(name: str, num_slices: int = 1) -> Slice:
   return Slice(f"{chip.generation}-{count}", chip, chips, chip_grid(chips, chip.dims), num_slices)
 
 
-# libtpu's compiler emits a program's instructions on fibers whose stacks are sized from the
-# process's stack limit; under the usual 8 MiB `ulimit -s` they are too small for some programs:
-# pretrain:large for v5p-32 overflowed one in the convolution emitter (a segmentation fault
-# 3 minutes into the compile, libtpu 0.0.42.1; it compiled with `ulimit -s unlimited`, and with
-# this setting).
+# libtpu's compiler emits a program's instructions on fibers with small stacks: under the usual
+# 8 MiB `ulimit -s`, compiling pretrain:large for v5p-32 overflowed one in the convolution
+# emitter (a segmentation fault 3 minutes in, 64 KiB below the fiber's stack top; libtpu
+# 0.0.42.1). It compiles with `ulimit -s unlimited`, or with this setting.
 FIBER_STACK_BYTES = 8 << 20
 
 
