@@ -88,7 +88,8 @@ class EncoderLayer(_Block):
 # What a rematerialised layer keeps for its backward pass (model.remat); the rest is recomputed.
 # One base-width layer pass on a v5e chip (benchmarks/tpu_pass_probe.py, cost-model estimates):
 # 'full' 3.77 ms, 'dots' 3.17, 'attention' 3.02, 'dots_attention' 2.86, 'none' 2.87 ms, keeping
-# 0, 65, 33, 96 and 348 MB of activations per 4,512 tokens.
+# 0, 65, 33, 96 and 348 MB of activations per 4,512 tokens. The whole base step on v5e-16 ranks
+# them otherwise (README "Will it fit?"): the presets keep 'full'.
 _SAVED_ATTENTION = jax.checkpoint_policies.save_only_these_names("attention_weights")
 REMAT_POLICIES = {
     "full": None,  # the layer's input only
