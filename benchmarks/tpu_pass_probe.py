@@ -15,11 +15,18 @@ compile takes under two minutes on 2 cores.
   policies (model.remat 'dots', 'attention', 'dots_attention').
 - attention: softmax(q k^T + mask bias) v as the model computes it (masks.py's bias), against the Pallas TPU flash
   attention kernel (jax.experimental.pallas.ops.tpu), which needs lengths divisible by its
-  128-wide blocks and has no attention dropout, so it runs at the length padded to 256.
+  128-wide blocks and has no attention dropout, so it runs at the length padded to 256. Its
+  figure is not an estimate of the kernel (see pallas_pricing): its forward kernel is priced by
+  the cost it declares, its backward kernels, which declare none, at zero.
 - lm_head: tied logits x E^T + b and the cross-entropy over the 50,265 words for rows x length
   positions, as the model computes them (bfloat16 matmul output, float32 log-softmax); with float32
   matmul output; with the loss written as logsumexp - logit[label]; with the vocabulary padded to a
   multiple of 128 and the padding words masked.
+- pallas_pricing: how the cost model prices a Pallas TPU kernel, here one that doubles a
+  [1024, 1024] float32 array (8 MiB moved): with no `pl.CostEstimate` alone (unpriceable), then
+  followed by an XLA add (one kernel or three: the add's price only, the kernels at zero), and
+  with the true traffic, 1e12 FLOPs or 8 GiB declared: the estimate follows the declaration, so
+  a custom kernel's estimated time is what its author declares, and zero where it declares none.
 """
 
 import argparse
@@ -163,6 +170,31 @@ def lm_head_variant(mesh, chip, rows, length, variant):
   return estimate(step, args, 3 * 2 * positions * HIDDEN * VOCAB, chip)
 
 
+def pallas_pricing_variant(mesh, chip, rows, length, variant):
+  from jax.experimental import pallas as pl
+  declared = {"no cost estimate": None, "no cost estimate, then an add": None,
+              "three undeclared kernels, then an add": None,
+              "8 MiB declared (the truth)": pl.CostEstimate(
+                  flops=0, transcendentals=0, bytes_accessed=8 * 2 ** 20),
+              "1e12 FLOPs declared": pl.CostEstimate(
+                  flops=10 ** 12, transcendentals=0, bytes_accessed=8 * 2 ** 20),
+              "8 GiB declared": pl.CostEstimate(
+                  flops=0, transcendentals=0, bytes_accessed=8 * 2 ** 30)}[variant]
+
+  def double(x_ref, o_ref):
+    o_ref[...] = x_ref[...] * 2.0
+
+  kernels = 3 if variant.startswith("three") else 1
+
+  def step(x):
+    for _ in range(kernels):
+      x = pl.pallas_call(double, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+                         cost_estimate=declared)(x)
+    return x + 1.0 if "add" in variant else x
+
+  return estimate(step, (struct(mesh, (1024, 1024), jnp.float32),), 0, chip)
+
+
 PROBES = {
     "layer": (layer_variant, ("dropout 0.1 (the base preset)", "no dropout",
                               "16-bit dropout draws", "no remat",
@@ -172,6 +204,10 @@ PROBES = {
     "lm_head": (lm_head_variant, ("bfloat16 matmul output (the model's)", "float32 matmul output",
                                   "logsumexp - logit",
                                   "vocabulary padded to 50,304 (masked)")),
+    "pallas_pricing": (pallas_pricing_variant, ("no cost estimate", "no cost estimate, then an add",
+                                                "three undeclared kernels, then an add",
+                                                "8 MiB declared (the truth)",
+                                                "1e12 FLOPs declared", "8 GiB declared")),
 }
 
 
