@@ -36,7 +36,8 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
     c.model.scan_layers = True
     c.model.remat = "full"
   # Mesh: ('data', 'fsdp', 'tensor'); -1 takes the remaining devices. The TPU presets shard
-  # parameters and optimizer state over every chip (fsdp); the tiny one replicates them.
+  # parameters and optimizer state over every chip (fsdp), except pretraining base, which
+  # replicates them (configs/pretrain.py); the tiny one replicates them.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   if preset != "tiny":
     c.mesh.data, c.mesh.fsdp = 1, -1
