@@ -3,7 +3,8 @@
 time and MFU (estimates of XLA's cost model, not measurements), and the compile's wall time and
 peak host memory here.
 
-  python benchmarks/tpu_compile.py [--only=pretrain:base] [--out=benchmarks/results/tpu.json]
+  python benchmarks/tpu_compile.py [--only=pretrain:base] [--target-only | --larger-only]
+      [--out=benchmarks/results/tpu.json]
 
 Each compile runs `python -m unimo_jax.main --mode=compile` in its own process (so its host
 memory is measured alone and freed). Scanned presets compile three programs (the step, and 1 and
@@ -81,6 +82,7 @@ def main():
   parser.add_argument("--only", default="",
                       help="comma-separated config:preset rows to run, e.g. pretrain:base,vqa:base")
   parser.add_argument("--target-only", action="store_true", help="skip the larger slices")
+  parser.add_argument("--larger-only", action="store_true", help="skip the target slices")
   parser.add_argument("--out", default="", help="also write the reports as JSON here")
   args = parser.parse_args()
   print("| preset | slice | fits | GiB per chip | est. step | est. MFU | compile wall | "
@@ -90,7 +92,7 @@ def main():
   for config, preset, target, larger, overrides in ROWS:
     if args.only and f"{config}:{preset}" not in args.only.split(","):
       continue
-    for topology in (target,) if args.target_only else (target, larger):
+    for topology in (target,) * (not args.larger_only) + (larger,) * (not args.target_only):
       report, tail, seconds, rss = compile_row(config, preset, topology,
                                                overrides if topology == larger else ())
       print(row_line(config, preset, topology, report, tail, seconds, rss), flush=True)
