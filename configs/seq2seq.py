@@ -10,9 +10,8 @@
 TSV columns: one or more sources (every column but tgt and knowledge, in order), tgt;
 CoQA: --config.task.dialog=True --config.model.role_type_size=3 --config.model.turn_type_size=16.
 Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-0.54 GiB per chip of 15.75, 97 % free; estimated 19 ms per step and MFU 10.6 %, figures
-of XLA's TPU cost model, not measurements; compiled
-with rng_impl='rbg', the dropout keys before threefry2x32).
+0.45 GiB per chip of 15.75, 97 % free; estimated 18 ms per step and MFU 11.2 %, figures
+of XLA's TPU cost model, not measurements).
 """
 
 from unimo_jax.tasks.config import finetune_config

@@ -4,9 +4,8 @@
       --config.init_from=/tmp/unimo_tiny
 Data: pair shards with the question in caption_ids and 10 annotator answers in 'answers'.
 Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-0.40 GiB per chip of 15.75, 97 % free; estimated 16 ms per step and MFU 9.4 %, figures
-of XLA's TPU cost model, not measurements; compiled
-with rng_impl='rbg', the dropout keys before threefry2x32).
+0.36 GiB per chip of 15.75, 98 % free; estimated 18 ms per step and MFU 8.7 %, figures
+of XLA's TPU cost model, not measurements).
 """
 
 from unimo_jax.tasks.config import finetune_config
