@@ -190,12 +190,21 @@ def test_remat_with_dropout_gives_the_gradients_of_no_remat():
       assert np.abs(np.asarray(a - b)).max() <= 1e-5 * scale, remat
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_an_unknown_remat_policy_is_named_with_the_choices(scan):
+  config = model_config("tiny")
+  config.remat, config.scan_layers = "dot", scan
+  with pytest.raises(ValueError, match=r"model.remat: expected 'none' or one of \['attention', "
+                     r"'dots', 'dots_attention', 'full'\], found 'dot'"):
+    init_params(config, jax.random.key(0))
+
+
 def test_remat_policies_keep_what_they_name():
   """Bytes one layer keeps for its backward pass (beyond its arguments) under each policy,
   against what each policy names: 'attention' keeps exactly the softmax output [batch, heads,
   q, k] in float32, 'dots' the Dense outputs, 'dots_attention' both, 'full' neither."""
   from jax._src.ad_checkpoint import saved_residuals  # jax 0.10's residual listing (pinned)
-  from unimo_jax.model.transformer import EncoderLayer
+  from unimo_jax.model.transformer import EncoderLayer, rematerialised
 
   config = model_config("tiny")
   config.dropout_rate = config.attention_dropout_rate = 0.1
@@ -203,10 +212,7 @@ def test_remat_policies_keep_what_they_name():
   x, bias = jnp.ones((b, n, h)), jnp.zeros((b, 1, n, n))
 
   def kept(remat):
-    layer = EncoderLayer(config, deterministic=False)
-    if remat != "none":
-      from unimo_jax.model.transformer import _remat_policy
-      layer = nn.remat(EncoderLayer, policy=_remat_policy(remat))(config, deterministic=False)
+    layer = rematerialised(EncoderLayer, remat)(config, deterministic=False)
     params = layer.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, bias, 0)
     apply = lambda p, x: layer.apply(p, x, bias, 0, rngs={"dropout": jax.random.key(2)})
     return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a, src in saved_residuals(

@@ -100,11 +100,15 @@ REMAT_POLICIES = {
 }
 
 
-def _remat_policy(name: str):
-  if name not in REMAT_POLICIES:
+def rematerialised(block, remat: str, **kwargs):
+  """`block` (a module class) wrapped by nn.remat with the policy named by model.remat, or
+  unchanged for 'none'; kwargs go to nn.remat."""
+  if remat == "none":
+    return block
+  if remat not in REMAT_POLICIES:
     raise ValueError(f"model.remat: expected 'none' or one of {sorted(REMAT_POLICIES)}, found "
-                     f"{name!r}")
-  return REMAT_POLICIES[name]
+                     f"{remat!r}")
+  return nn.remat(block, policy=REMAT_POLICIES[remat], **kwargs)
 
 
 class _ScannedLayer(_Block):
@@ -127,11 +131,8 @@ class Encoder(_Block):
     cache_index = jnp.int32(0) if cache_index is None else cache_index
     args = self.settings()
     if c.scan_layers:
-      block = _ScannedLayer
-      if c.remat != "none":
-        block = nn.remat(block, prevent_cse=False, policy=_remat_policy(c.remat))
       stack = nn.scan(
-          block,
+          rematerialised(_ScannedLayer, c.remat, prevent_cse=False),
           variable_axes={"params": 0, "cache": 0},
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast),
@@ -140,9 +141,7 @@ class Encoder(_Block):
       )
       x, _ = stack(*args, name="layers")(x, bias, cache_index)
       return x
-    block = EncoderLayer
-    if c.remat != "none":
-      block = nn.remat(block, policy=_remat_policy(c.remat))
+    block = rematerialised(EncoderLayer, c.remat)
     for i in range(c.num_layers):
       x = block(*args, name=f"layer_{i}")(x, bias, cache_index)
     return x
