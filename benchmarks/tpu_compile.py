@@ -81,8 +81,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--only", default="",
                       help="comma-separated config:preset rows to run, e.g. pretrain:base,vqa:base")
-  parser.add_argument("--target-only", action="store_true", help="skip the larger slices")
-  parser.add_argument("--larger-only", action="store_true", help="skip the target slices")
+  slices = parser.add_mutually_exclusive_group()
+  slices.add_argument("--target-only", action="store_true", help="skip the larger slices")
+  slices.add_argument("--larger-only", action="store_true", help="skip the target slices")
   parser.add_argument("--out", default="", help="also write the reports as JSON here")
   args = parser.parse_args()
   print("| preset | slice | fits | GiB per chip | est. step | est. MFU | compile wall | "
