@@ -146,9 +146,11 @@ def test_two_processes_agree_with_one(tmp_path):
     ("--config.model.nonexistent=1", "unknown config field"),
     ("--config.mesh.data=3", "mesh"),
     ("--config.batch.text=6", "batch.text: 6 examples cannot be split evenly"),
+    ("--config.gradient_sum=once --config.mesh.data=2 --config.mesh.fsdp=2",
+     "gradient_sum='once' keeps a whole copy of the parameters on every device"),
 ])
 def test_config_errors_exit_cleanly_and_write_nothing(tmp_path, override, message):
-  result = run_main(main_command(tmp_path / "w", override), env_devices=4, check=False)
+  result = run_main(main_command(tmp_path / "w", *override.split()), env_devices=4, check=False)
   assert result.returncode != 0
   assert message in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "w" / "checkpoints").exists()

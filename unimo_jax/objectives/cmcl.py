@@ -183,7 +183,6 @@ def cmcl_loss_chunked(emb, temperature, *, mesh, batch_axes=BATCH_AXES, chunk_si
   chunk_size: columns per chunk (default: the local batch); must divide the global batch.
   """
   _check(emb)
-  _check_form(positive_form)
   global_batch = emb["image"].shape[0]
   devices = 1
   for axis in batch_axes:
@@ -191,24 +190,40 @@ def cmcl_loss_chunked(emb, temperature, *, mesh, batch_axes=BATCH_AXES, chunk_si
   if global_batch % devices:
     raise ValueError(f"cmcl: global batch {global_batch} is not divisible by the {devices} "
                      f"devices of mesh axes {batch_axes}")
-  chunk_size = chunk_size or global_batch // devices
-  if global_batch % chunk_size:
-    raise ValueError(f"cmcl: chunk_size {chunk_size} must divide the global batch {global_batch}")
   emb = {k: v for k, v in emb.items() if v is not None}
 
   def local(emb, temperature):
-    img = emb["image"].astype(jnp.float32)  # [b, D]
-    txt = emb["text"].astype(jnp.float32)
-    emb = dict(emb, image=img, text=txt)
-    all_txt = jax.lax.all_gather(txt, batch_axes, axis=0, tiled=True)  # [B, D]
-    all_img = jax.lax.all_gather(img, batch_axes, axis=0, tiled=True)
-    b = img.shape[0]
-    row_index = jax.lax.axis_index(batch_axes) * b + jnp.arange(b)
-    stats = _row_statistics(
-        emb, temperature, _chunked_lse_argmax(img, all_txt, temperature, chunk_size),
-        _chunked_lse_argmax(txt, all_img, temperature, chunk_size), row_index, positive_form)
-    stats = jax.lax.psum(stats, batch_axes)
-    return _finalize(stats, global_batch, temperature)
+    return cmcl_loss_local(emb, temperature, batch_axes=batch_axes, chunk_size=chunk_size,
+                           positive_form=positive_form)
 
   fn = jax.shard_map(local, mesh=mesh, in_specs=(P(batch_axes), P()), out_specs=P())
   return fn(emb, temperature)
+
+
+def cmcl_loss_local(emb, temperature, *, batch_axes=BATCH_AXES, chunk_size=None,
+                    positive_form="mean_log"):
+  """The per-device body of `cmcl_loss_chunked`, for code already inside a jax.shard_map over
+  `batch_axes`: `emb` holds this device's rows; the columns are all-gathered over the axes and
+  the row statistics summed over them, so (loss, metrics) are the global batch's, the same on
+  every device. chunk_size: columns per chunk (default: the local batch)."""
+  _check(emb)
+  _check_form(positive_form)
+  emb = {k: v for k, v in emb.items() if v is not None}
+  b = emb["image"].shape[0]
+  global_batch = b * jax.lax.axis_size(batch_axes)
+  chunk_size = chunk_size or b
+  if global_batch % chunk_size:
+    raise ValueError(f"cmcl: chunk_size {chunk_size} must divide the global batch {global_batch}")
+  img = emb["image"].astype(jnp.float32)  # [b, D]
+  txt = emb["text"].astype(jnp.float32)
+  emb = dict(emb, image=img, text=txt)
+  all_txt = jax.lax.all_gather(txt, batch_axes, axis=0, tiled=True)  # [B, D]
+  all_img = jax.lax.all_gather(img, batch_axes, axis=0, tiled=True)
+  row_index = jax.lax.axis_index(batch_axes) * b + jnp.arange(b)
+  stats = _row_statistics(
+      emb, temperature, _chunked_lse_argmax(img, all_txt, temperature, chunk_size),
+      _chunked_lse_argmax(txt, all_img, temperature, chunk_size), row_index, positive_form)
+  stats = jax.lax.psum(stats, batch_axes)
+  # The same value on every device; a temperature computed from each device's own copy of the
+  # parameters (train/data_parallel.py) is typed as varying, and the metric must not be.
+  return _finalize(stats, global_batch, jax.lax.pmean(temperature, batch_axes))

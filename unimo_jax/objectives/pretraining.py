@@ -16,19 +16,19 @@ masks 'extra_text_positive', 'extra_text_valid', 'extra_image_valid' ([batch, ex
 import jax
 
 from unimo_jax.model import Unimo
-from unimo_jax.objectives import (cmcl_loss, cmcl_loss_chunked, mlm_loss, mrm_loss, seq2seq_loss,
-                                  weighted_total)
+from unimo_jax.objectives import (cmcl_loss, cmcl_loss_chunked, cmcl_loss_local, global_means,
+                                  mlm_loss, mrm_loss, seq2seq_loss, weighted_total)
 
-# term -> (mask kind, heads, objective(outputs, batch, config))
+# term -> (mask kind, heads, objective(outputs, batch, config), the metric its means are over)
 _TERMS = {
-    "text_mlm": ("bidirectional", {"lm"}, lambda o, b, c: mlm_loss(o, b)),
+    "text_mlm": ("bidirectional", {"lm"}, lambda o, b, c: mlm_loss(o, b), "tokens"),
     "text_seq2seq": ("seq2seq", {"lm"},
-                     lambda o, b, c: seq2seq_loss(o, b, c.objectives.label_smoothing)),
-    "image_mrm": ("bidirectional", {"region"}, lambda o, b, c: _mrm(o, b, c)),
-    "pair_mlm": ("bidirectional", {"lm"}, lambda o, b, c: mlm_loss(o, b)),
-    "pair_mrm": ("bidirectional", {"region"}, lambda o, b, c: _mrm(o, b, c)),
+                     lambda o, b, c: seq2seq_loss(o, b, c.objectives.label_smoothing), "tokens"),
+    "image_mrm": ("bidirectional", {"region"}, lambda o, b, c: _mrm(o, b, c), "regions"),
+    "pair_mlm": ("bidirectional", {"lm"}, lambda o, b, c: mlm_loss(o, b), "tokens"),
+    "pair_mrm": ("bidirectional", {"region"}, lambda o, b, c: _mrm(o, b, c), "regions"),
     "pair_caption": ("caption", {"lm"},
-                     lambda o, b, c: seq2seq_loss(o, b, c.objectives.label_smoothing)),
+                     lambda o, b, c: seq2seq_loss(o, b, c.objectives.label_smoothing), "tokens"),
 }
 TERMS = tuple(_TERMS) + ("cmcl",)
 # One dropout stream per forward pass of the step.
@@ -52,7 +52,7 @@ def _flatten_extras(sub):
   return {k: v.reshape((-1,) + v.shape[2:]) for k, v in sub.items()}
 
 
-def _cmcl_term(model, params, cmcl, config, mesh, rngs, deterministic):
+def _cmcl_term(model, params, cmcl, config, mesh, rngs, deterministic, batch_axes):
   def embed(sub, key, name):
     out = model.apply(params, _model_inputs(sub), heads={"contrastive"},
                       deterministic=deterministic, rngs=rngs(name))
@@ -70,17 +70,25 @@ def _cmcl_term(model, params, cmcl, config, mesh, rngs, deterministic):
   if "extra_text" in cmcl:
     emb["extra_text_positive"] = cmcl["extra_text_positive"]
   form = config.objectives.get("cmcl_positive_form", "mean_log")
+  if batch_axes is not None:
+    return cmcl_loss_local(emb, temperature, batch_axes=batch_axes,
+                           chunk_size=config.objectives.cmcl_chunk_size or None,
+                           positive_form=form)
   if config.objectives.cmcl_chunk_size and mesh is not None:
     return cmcl_loss_chunked(emb, temperature, mesh=mesh,
                              chunk_size=config.objectives.cmcl_chunk_size, positive_form=form)
   return cmcl_loss(emb, temperature, mesh=mesh, positive_form=form)
 
 
-def pretraining_loss(params, batch, config, *, rng=None, mesh=None, deterministic=True):
+def pretraining_loss(params, batch, config, *, rng=None, mesh=None, deterministic=True,
+                     batch_axes=None):
   """(total, metrics) for one mixed batch; metrics hold '<term>/<metric>' and 'total_loss'.
 
   params: {'params': ...} variables of Unimo(config.model). rng: dropout key (needed when
   deterministic=False). mesh: the device mesh (CMCL logits are then row-sharded).
+  batch_axes: None for the global batch under jax.jit; mesh axis names when called inside a
+  jax.shard_map over them with this device's rows (train/data_parallel.py): every term is then
+  reduced over the axes to the global batch's, the same on every device.
   """
   unknown = sorted(set(batch) - set(TERMS))
   if unknown:
@@ -93,12 +101,15 @@ def pretraining_loss(params, batch, config, *, rng=None, mesh=None, deterministi
     return {"dropout": jax.random.fold_in(rng, _RNG_STREAMS.index(name))}
 
   terms = {}
-  for name, (kind, heads, objective) in _TERMS.items():
+  for name, (kind, heads, objective, count_key) in _TERMS.items():
     if name in batch:
       sub = batch[name]
       outputs = model.apply(params, _model_inputs(sub), mask_kind=kind, heads=heads,
                             deterministic=deterministic, rngs=rngs(name))
       terms[name] = objective(outputs, sub, config)
+      if batch_axes is not None:
+        terms[name] = global_means(*terms[name], count_key, batch_axes)
   if "cmcl" in batch:
-    terms["cmcl"] = _cmcl_term(model, params, batch["cmcl"], config, mesh, rngs, deterministic)
+    terms["cmcl"] = _cmcl_term(model, params, batch["cmcl"], config, mesh, rngs, deterministic,
+                               batch_axes)
   return weighted_total(terms, config.loss_weights)

@@ -42,6 +42,10 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
   if preset != "tiny":
     c.mesh.data, c.mesh.fsdp = 1, -1
   c.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
+  # How a step's gradients are summed over the batch axes: 'partitioner' (XLA's SPMD partitioner
+  # places the sums, pass by pass) or 'once' (each device sums its own passes, then one psum per
+  # parameter; parameters replicated, pretraining only: train/data_parallel.py).
+  c.gradient_sum = "partitioner"
   # Start-up check: parameters + optimizer state per device may exceed an even split over
   # fsdp x tensor by this fraction (biases and LayerNorms stay whole; in the 64-wide tiny model
   # they are a larger share, so it allows more).

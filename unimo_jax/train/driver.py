@@ -32,6 +32,7 @@ from unimo_jax.train.checkpoint import (Checkpointer, CheckpointWriteError, Corr
                                         restore_params, stored_param_keys)
 from unimo_jax.train.checks import check_config, check_init_from_model
 from unimo_jax.train.config import resolve_epochs
+from unimo_jax.train.data_parallel import check_gradient_sum
 from unimo_jax.train.experiment import experiment_class
 from unimo_jax.train.metrics import (DelayedMetrics, MetricWriter, Progress, batch_tokens,
                                      measured_peak_flops)
@@ -85,6 +86,10 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
   kind = experiment_class(config)
   kind.check_mode(mode)
   sizes = check_config(config, len(devices), kind.batch_sizes(config))
+  try:
+    check_gradient_sum(config.get("gradient_sum", "partitioner"), sizes, kind)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   config = config.copy_and_resolve_references()
 
   # ---- mesh, experiment, and the sharded state's layout (checked before any data is read) -------

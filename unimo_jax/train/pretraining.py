@@ -21,6 +21,7 @@ from unimo_jax.train.workdir import ConfigError
 
 class PretrainingExperiment:
   pretrained_key = None  # init_from (e.g. converted RoBERTa) fills the whole tree
+  per_device_loss = True  # loss(..., batch_axes=...) inside a shard_map (gradient_sum='once')
 
   def __init__(self, config, workdir, mesh=None, *, data_paths: dict | None = None,
                tokenizer=None):
@@ -97,9 +98,9 @@ class PretrainingExperiment:
   def boxed_params(self, key):
     return init_boxed_params(self.config.model, key)
 
-  def loss(self, params, batch, rng):
+  def loss(self, params, batch, rng, batch_axes=None):
     return pretraining_loss({"params": params}, batch, self.config, rng=rng, mesh=self.mesh,
-                            deterministic=False)
+                            deterministic=False, batch_axes=batch_axes)
 
   # ---- evaluation ------------------------------------------------------------------------------
   @functools.cached_property

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import optax
 
 from unimo_jax.objectives.pretraining import pretraining_loss
+from unimo_jax.parallel import BATCH_AXES
+from unimo_jax.train.data_parallel import summed_once
 from unimo_jax.train.optimizer import learning_rate_schedule
 from unimo_jax.train.state import dropout_key_impl
 
@@ -23,13 +25,26 @@ def _micro_batches(batch, count):
 
 def pretraining_loss_fn(config, mesh):
   """(params, batch, rng) -> (loss, metrics) of the pretraining objectives, dropout on."""
-  def loss_fn(p, b, key):
-    return pretraining_loss({"params": p}, b, config, rng=key, mesh=mesh, deterministic=False)
+  def loss_fn(p, b, key, batch_axes=None):
+    return pretraining_loss({"params": p}, b, config, rng=key, mesh=mesh, deterministic=False,
+                            batch_axes=batch_axes)
   return loss_fn
 
 
-def loss_and_grads(params, batch, rng, config, loss_fn):
-  """((loss, metrics), grads), averaged over optimizer.accumulation_steps micro-batches."""
+def loss_and_grads(params, batch, rng, config, loss_fn, mesh=None):
+  """((loss, metrics), grads), averaged over optimizer.accumulation_steps micro-batches. With
+  config.gradient_sum 'once' each device runs this on its own rows and the gradients are summed
+  over the batch axes once (train/data_parallel.py); 'partitioner' leaves the sums to XLA."""
+  if config.get("gradient_sum", "partitioner") == "once":
+    if mesh is None:
+      raise ValueError("gradient_sum='once': expected the device mesh, found mesh=None")
+    local_loss = functools.partial(loss_fn, batch_axes=BATCH_AXES)
+    local = functools.partial(_accumulated, config=config, loss_fn=local_loss)
+    return summed_once(local, mesh)(params, batch, rng)
+  return _accumulated(params, batch, rng, config, loss_fn)
+
+
+def _accumulated(params, batch, rng, config, loss_fn):
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   count = int(config.optimizer.accumulation_steps)
   if count <= 1:
@@ -52,7 +67,7 @@ def train_step(state, batch, *, config, tx, mesh=None, loss_fn=None):
   key = jax.random.wrap_key_data(state["rng"], impl=dropout_key_impl(config))
   rng = jax.random.fold_in(key, state["step"])
   loss_fn = loss_fn or pretraining_loss_fn(config, mesh)
-  (loss, metrics), grads = loss_and_grads(state["params"], batch, rng, config, loss_fn)
+  (loss, metrics), grads = loss_and_grads(state["params"], batch, rng, config, loss_fn, mesh)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
