@@ -113,6 +113,16 @@ def test_model_flops_are_the_matmuls_written_out():
       3 * 2 * 8 * 16 * 32)
   scanned = lambda w, x: jax.lax.scan(lambda c, _: (c @ w[:, :16], None), x, None, length=5)[0]
   assert matmul_flops(scanned, w, x) == 5 * 2 * 8 * 16 * 16
+  # a shard_map body sees one device's rows: counted once per device of its manual axes
+  from jax.sharding import PartitionSpec as P
+  from unimo_jax.parallel import make_mesh
+  mesh = make_mesh({"data": 4, "fsdp": 2}, jax.devices()[:8])
+  per_device = jax.shard_map(lambda w, x: x @ w, mesh=mesh, in_specs=(P(), P("data")),
+                             out_specs=P("data"), axis_names={"data"})
+  assert matmul_flops(per_device, w, x) == 2 * 8 * 16 * 32  # 4 devices x 2 rows
+  both = jax.shard_map(lambda w, x: x @ w, mesh=mesh, in_specs=(P(), P(("data", "fsdp"))),
+                       out_specs=P(("data", "fsdp")))
+  assert matmul_flops(both, w, x) == 2 * 8 * 16 * 32  # 8 devices x 1 row
 
 
 def _dropout_program(impl: str):

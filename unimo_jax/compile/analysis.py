@@ -153,9 +153,21 @@ def _sub_jaxprs(value):
       yield from _sub_jaxprs(v)
 
 
+def _repeats(eqn) -> int:
+  """How many times an equation runs its sub-jaxprs: a scan's length; a shard_map's body once
+  per device of the axes it makes manual (the body's shapes are one device's)."""
+  if eqn.primitive.name == "scan":
+    return int(eqn.params["length"])
+  if eqn.primitive.name == "shard_map":
+    mesh = eqn.params["mesh"]
+    return int(np.prod([mesh.shape[a] for a in eqn.params["newly_manual_axes"]], dtype=np.int64))
+  return 1
+
+
 def jaxpr_matmul_flops(jaxpr) -> float:
-  """2 * M * N * K of every dot_general, scans counted `length` times, conditionals by their
-  costliest branch, while loops once (their trip count is not static)."""
+  """2 * M * N * K of every dot_general, scans counted `length` times, shard_map bodies once per
+  device, conditionals by their costliest branch, while loops once (their trip count is not
+  static)."""
   total = 0.0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
@@ -166,7 +178,7 @@ def jaxpr_matmul_flops(jaxpr) -> float:
       total += max(jaxpr_matmul_flops(b.jaxpr) for b in eqn.params["branches"])
       continue
     inner = sum(jaxpr_matmul_flops(j) for v in eqn.params.values() for j in _sub_jaxprs(v))
-    total += inner * (eqn.params["length"] if name == "scan" else 1)
+    total += inner * _repeats(eqn)
   return total
 
 
@@ -176,11 +188,12 @@ def matmul_flops(fn, *args) -> float:
 
 
 def largest_arrays(fn, *args, top: int = 5) -> list:
-  """The `top` largest values fn(*args) computes, from its jaxpr (global shapes): [(bytes,
-  'dtype[shape]', where)] with `where` the model scope and primitive that makes it."""
+  """The `top` largest values fn(*args) computes, from its jaxpr (global shapes, one device's
+  inside a shard_map): [(bytes, 'dtype[shape]', where)] with `where` the model scope and
+  primitive that makes it."""
   found = {}
 
-  def visit(jaxpr):
+  def visit(jaxpr, per_device=False):
     for eqn in jaxpr.eqns:
       for var in eqn.outvars:
         aval = getattr(var, "aval", None)
@@ -188,11 +201,12 @@ def largest_arrays(fn, *args, top: int = 5) -> list:
           continue  # tokens, PRNG keys
         size = int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
         scope = str(eqn.source_info.name_stack) or "top level"
-        key = (f"{aval.dtype}[{','.join(map(str, aval.shape))}]", f"{scope} ({eqn.primitive.name})")
+        where = f"{scope} ({eqn.primitive.name}{', per device' if per_device else ''})"
+        key = (f"{aval.dtype}[{','.join(map(str, aval.shape))}]", where)
         found[key] = max(found.get(key, 0), size)
       for value in eqn.params.values():
         for inner in _sub_jaxprs(value):
-          visit(inner)
+          visit(inner, per_device or eqn.primitive.name == "shard_map")
 
   visit(jax.make_jaxpr(fn)(*args).jaxpr)
   ranked = sorted(((size, shape, where) for (shape, where), size in found.items()), reverse=True)

@@ -119,8 +119,8 @@ def _largest_arrays_text(run, step, state, batch) -> str:
   """The step's largest arrays (global shapes), for an out-of-memory message."""
   devices = int(np.prod([run.mesh.shape[a] for a in BATCH_AXES]))
   rows = analysis.largest_arrays(step, state, batch)
-  lines = [f"largest arrays of the step (global shapes; those led by the batch are split over "
-           f"the {devices} devices of the batch axes):"]
+  lines = [f"largest arrays of the step (global shapes, those led by the batch split over the "
+           f"{devices} devices of the batch axes; 'per device': one device's shape already):"]
   lines += [f"  {size / 2 ** 30:8.2f} GiB  {shape}  {where}" for size, shape, where in rows]
   return "\n".join(lines)
 
