@@ -11,9 +11,11 @@ Any field can be overridden with --config.<field>=<value>; unknown fields are re
 
 Sized for TPU (`--mode=compile`; step time and MFU are estimates of XLA's TPU cost model):
 base on v5e-16 replicates parameters and optimizer state (pure data parallelism, mesh data 16;
-batch 256 texts + 256 images + 512 pairs): 9.79 GiB per chip of 15.75, 38 % free; estimated
-331 ms per step, MFU 27.5 %, against 405 ms and 22.5 % sharded over fsdp 16 (3.21 GiB, 80 %
-free), whose weight gathers this saves. large on v5p-32 (fsdp 16, the same batch) keeps every
+batch 256 texts + 256 images + 512 pairs) and sums each chip's gradients once per step
+(gradient_sum 'once'): 9.13 GiB per chip of 15.75, 42 % free; estimated 271 ms per step, MFU
+33.7 %, against 331 ms and 27.5 % with XLA's per-pass gradient sums (and float32 attention
+probabilities, the model before), and 405 ms and 22.5 % sharded over fsdp 16 (3.21 GiB, 80 %
+free), whose weight gathers data parallelism saves. large on v5p-32 (fsdp 16, the same batch) keeps every
 activation (model.remat 'none'): 39.93 GiB per chip of 95.74, 58 % free; estimated 406 ms per
 step, MFU 33.1 % (with full remat: 4.44 GiB, 514 ms, 26.1 %).
 """
@@ -32,7 +34,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # weight gathers in each pass, an 18 % shorter step by the compile report (docstring)
     c.mesh.data, c.mesh.fsdp = -1, 1
     # each chip sums its ten passes' gradients itself, then one all-reduce per parameter
-    # (train/data_parallel.py), instead of one per pass (docstring)
+    # (train/data_parallel.py), instead of one per pass: 20.5 against 25.2 ms per layer with the
+    # bfloat16 attention probabilities (docstring; README, "Where the base step's time goes")
     c.gradient_sum = "once"
   if c.preset == "large":
     # a v5p chip's 95 GiB hold all 24 layers' activations: no recompute, a 21 % shorter step
