@@ -16,10 +16,9 @@ import jax
 import jax.numpy as jnp
 
 
-def global_means(loss, metrics: dict, count_key: str, batch_axes) -> tuple:
-  """(loss, metrics) of the global batch from one device's: every metric but `count_key` is a
-  mean over that count; the count becomes the global count. `loss` must be metrics['loss']."""
-  del loss  # metrics['loss'] is the same value
+def global_means(metrics: dict, count_key: str, batch_axes) -> tuple:
+  """(loss, metrics) of the global batch from one device's metrics (with 'loss'): every metric
+  but `count_key` is a mean over that count; the count becomes the global count."""
   if count_key not in metrics or "loss" not in metrics:
     raise ValueError(f"global_means: expected metrics with 'loss' and the count {count_key!r}, "
                      f"found {sorted(metrics)}")

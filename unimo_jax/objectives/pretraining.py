@@ -108,7 +108,7 @@ def pretraining_loss(params, batch, config, *, rng=None, mesh=None, deterministi
                             deterministic=deterministic, rngs=rngs(name))
       terms[name] = objective(outputs, sub, config)
       if batch_axes is not None:
-        terms[name] = global_means(*terms[name], count_key, batch_axes)
+        terms[name] = global_means(terms[name][1], count_key, batch_axes)
   if "cmcl" in batch:
     terms["cmcl"] = _cmcl_term(model, params, batch["cmcl"], config, mesh, rngs, deterministic,
                                batch_axes)
