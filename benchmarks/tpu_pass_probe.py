@@ -12,7 +12,9 @@ compile takes under two minutes on 2 cores.
 - layer: unimo_jax.model.transformer.Encoder, 1 layer, base width, bfloat16, full remat, with
   dropout 0.1; without dropout; with the dropout masks drawn 16 bits per element instead of 32
   (a what-if module swap, here only); without remat; without either; and with the other remat
-  policies (model.remat 'dots', 'attention', 'dots_attention').
+  policies (model.remat 'dots', 'attention', 'dots_attention'), and with what-if policies that
+  keep some of the layer's named tensors ('keep query+key+value+context': the
+  `checkpoint_name`s of model/transformer.py, registered for this compile only).
 - attention: softmax(q k^T + mask bias) v as the model computes it (masks.py's bias), against the Pallas TPU flash
   attention kernel (jax.experimental.pallas.ops.tpu), which needs lengths divisible by its
   128-wide blocks and has no attention dropout, so it runs at the length padded to 256. Its
@@ -86,6 +88,11 @@ def layer_variant(mesh, chip, rows, length, variant):
     config.remat = "none"
   if variant.startswith("remat "):  # another policy of transformer.REMAT_POLICIES
     config.remat = variant.split()[1]
+  what_if = variant.startswith("keep ")  # a policy keeping the layer's named tensors listed
+  if what_if:
+    names = variant.split()[1].split("+")
+    transformer.REMAT_POLICIES["what-if"] = jax.checkpoint_policies.save_only_these_names(*names)
+    config.remat = "what-if"
   encoder = transformer.Encoder(config, deterministic=False)
   x = struct(mesh, (rows, length, HIDDEN), jnp.bfloat16)
   bias = struct(mesh, (rows, 1, length, length), jnp.float32)
@@ -111,6 +118,7 @@ def layer_variant(mesh, chip, rows, length, variant):
     return estimate(step, (params, x, bias, key), flops, chip)
   finally:
     transformer.nn.Dropout = original
+    transformer.REMAT_POLICIES.pop("what-if", None)
 
 
 def attention_variant(mesh, chip, rows, length, variant):
@@ -199,7 +207,9 @@ PROBES = {
     "layer": (layer_variant, ("dropout 0.1 (the base preset)", "no dropout",
                               "16-bit dropout draws", "no remat",
                               "no remat, no dropout", "remat dots", "remat attention",
-                              "remat dots_attention")),
+                              "remat dots_attention", "keep query+key", "keep query+key+value",
+                              "keep query+key+value+context", "keep ffn_hidden",
+                              "keep ffn_hidden+attention_weights", "keep ffn_hidden+context")),
     "attention": (attention_variant, ("xla (the model's)", "pallas flash (length 256)")),
     "lm_head": (lm_head_variant, ("bfloat16 matmul output (the model's)", "float32 matmul output",
                                   "logsumexp - logit",

@@ -42,7 +42,7 @@ def test_every_parameter_has_logical_names_known_to_the_rules():
     assert set(n for n in leaf.names if n is not None) <= known, leaf.names
 
 
-@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+@pytest.mark.parametrize("remat", ["none", "full", "dots", "attention"])
 def test_scanned_layers_equal_unrolled_layers(remat):
   config = model_config("tiny")
   params = init_params(config, jax.random.key(1))
@@ -202,9 +202,10 @@ def test_an_unknown_remat_policy_is_named_with_the_choices(scan):
 def test_remat_policies_keep_what_they_name():
   """Bytes one layer keeps for its backward pass (beyond its arguments) under each policy,
   against what each policy names: 'attention' keeps exactly the softmax output [batch, heads,
-  q, k] in float32, 'dots' the Dense outputs, 'dots_attention' both, 'full' neither."""
+  q, k] in float32, 'dots' the Dense outputs, 'dots_attention' both, 'full' neither; and the
+  layer's other checkpoint names mark q, k, v, the context and the FFN's hidden layer."""
   from jax._src.ad_checkpoint import saved_residuals  # jax 0.10's residual listing (pinned)
-  from unimo_jax.model.transformer import EncoderLayer, rematerialised
+  from unimo_jax.model.transformer import REMAT_POLICIES, EncoderLayer, rematerialised
 
   config = model_config("tiny")
   config.dropout_rate = config.attention_dropout_rate = 0.1
@@ -225,6 +226,15 @@ def test_remat_policies_keep_what_they_name():
   assert kept("dots") == dense_outputs
   assert kept("dots_attention") == weights + dense_outputs
   assert kept("none") > weights + dense_outputs
+  # the named tensors a what-if policy can keep (save_only_these_names)
+  names = jax.checkpoint_policies.save_only_these_names
+  REMAT_POLICIES["qkvc"] = names("query", "key", "value", "context")
+  REMAT_POLICIES["ffn"] = names("ffn_hidden")
+  try:
+    assert kept("qkvc") == 4 * b * n * 4 * h  # [batch, length, heads, kv] each
+    assert kept("ffn") == 4 * b * n * mlp  # ffn_fc_0's output, before the GELU
+  finally:
+    REMAT_POLICIES.pop("qkvc"), REMAT_POLICIES.pop("ffn")
 
 
 def test_bfloat16_compute_stays_close_to_float32():
