@@ -16,9 +16,10 @@ batch 256 texts + 256 images + 512 pairs) and sums each chip's gradients once pe
 (model.remat 'attention'): 8.40 GiB per chip of 15.75, 47 % free; estimated 255 ms per step,
 MFU 35.7 %, against 271 ms and 33.7 % with full remat (9.13 GiB), 331 ms and 27.5 % with XLA's
 per-pass gradient sums (and float32 attention probabilities, the model before), and 405 ms and
-22.5 % sharded over fsdp 16 (3.21 GiB, 80 % free), whose weight gathers data parallelism saves. large on v5p-32 (fsdp 16, the same batch) keeps every
-activation (model.remat 'none'): 39.93 GiB per chip of 95.74, 58 % free; estimated 406 ms per
-step, MFU 33.1 % (with full remat: 4.44 GiB, 514 ms, 26.1 %).
+22.5 % sharded over fsdp 16 (3.21 GiB, 80 % free), whose weight gathers data parallelism saves.
+large on v5p-32 (fsdp 16, the same batch) keeps every activation (model.remat 'none'): 39.93
+GiB per chip of 95.74, 58 % free; estimated 406 ms per step, MFU 33.1 % (with full remat: 4.44
+GiB, 514 ms, 26.1 %).
 """
 
 import ml_collections
