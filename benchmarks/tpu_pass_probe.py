@@ -69,6 +69,7 @@ def estimate(fn, args, matmul_flops, chip) -> dict:
 class Dropout16(nn.Module):
   """Dropout keeping x / (1 - rate) where a 16-bit draw >= rate * 2^16 (rate exact to 2e-5)."""
   rate: float
+  mask_name: str = "dropout_mask"
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -109,15 +110,15 @@ def layer_variant(mesh, chip, rows, length, variant):
 
   tokens = rows * length
   flops = 3 * 2 * tokens * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * MLP) + 3 * 4 * tokens * length * HIDDEN
-  # the what-if swaps flax's Dropout class, which the layer looks up when it runs, for this
+  # the what-if swaps the layer's Dropout class (layers.Dropout), which it looks up when it runs, for this
   # compile only
-  original = transformer.nn.Dropout
+  original = transformer.Dropout
   if variant == "16-bit dropout draws":
-    transformer.nn.Dropout = Dropout16
+    transformer.Dropout = Dropout16
   try:
     return estimate(step, (params, x, bias, key), flops, chip)
   finally:
-    transformer.nn.Dropout = original
+    transformer.Dropout = original
     transformer.REMAT_POLICIES.pop("what-if", None)
 
 

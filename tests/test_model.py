@@ -165,6 +165,54 @@ def test_dropout_is_active_only_when_not_deterministic():
   np.testing.assert_array_equal(a["hidden"], c["hidden"])
 
 
+def test_model_dropout_draws_flax_dropouts_masks():
+  """layers.Dropout names its keep-mask for the remat policies; otherwise it must be
+  flax.linen.Dropout: the same module names, keys and masks, so a whole model with dropout gives
+  flax's outputs and gradients exactly (same ops, same order: tolerance 0)."""
+  from unimo_jax.model import transformer
+  config = model_config("tiny")
+  config.dropout_rate, config.attention_dropout_rate = 0.3, 0.2
+  params = init_params(config, jax.random.key(8))
+  batch = _pair(config)
+  hidden = lambda p, **kw: Unimo(config).apply({"params": p}, batch, **kw)["hidden"]
+  weights = jnp.sin(jnp.arange(np.prod(hidden(params).shape))).reshape(hidden(params).shape)
+  loss = lambda p: jnp.sum(weights * hidden(p, deterministic=False, rngs={
+      "dropout": jax.random.key(3)}))
+  ours = jax.value_and_grad(loss)(params)
+  original = transformer.Dropout
+  transformer.Dropout = lambda rate, mask_name=None: nn.Dropout(rate)  # flax's, same call sites
+  try:
+    flax_ = jax.value_and_grad(loss)(params)
+  finally:
+    transformer.Dropout = original
+  assert abs(float(ours[0]) - float(jnp.sum(weights * hidden(params)))) > 1.0  # dropout acts
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(flax_)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_softmax_as_backward_reads_its_returned_probabilities():
+  """layers.softmax_as: the float32 softmax returned in a dtype, whose backward uses the returned
+  p: dx = p * (dy - sum(dy * p)), written out here in float64. In float32 that is the softmax's
+  own VJP (tolerance: float32 rounding); in bfloat16 it must use the rounded p (the exact
+  softmax's VJP differs by about 2^-9 relative, far above the tolerance)."""
+  from unimo_jax.model.layers import softmax_as
+  x = 3 * jax.random.normal(jax.random.key(0), (2, 3, 5, 7))
+  dy = jax.random.normal(jax.random.key(1), x.shape)
+  for dtype in (jnp.float32, jnp.bfloat16):
+    p, vjp = jax.vjp(lambda x: softmax_as(x, dtype), x)
+    (dx,) = vjp(dy.astype(dtype))
+    assert p.dtype == dtype and dx.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(p, np.float32), jax.nn.softmax(x, axis=-1),
+                               rtol=2 ** -8 if dtype == jnp.bfloat16 else 1e-6, atol=1e-7)
+    p64 = np.asarray(p.astype(jnp.float32), np.float64)
+    dy64 = np.asarray(dy.astype(dtype).astype(jnp.float32), np.float64)
+    expected = p64 * (dy64 - (dy64 * p64).sum(-1, keepdims=True))
+    np.testing.assert_allclose(dx, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+  exact = jax.vjp(lambda x: jax.nn.softmax(x, axis=-1), x)[1](dy.astype(jnp.bfloat16).astype(
+      jnp.float32))[0]
+  assert np.abs(np.asarray(exact) - expected).max() > 1e-4 * np.abs(expected).max()
+
+
 def test_remat_with_dropout_gives_the_gradients_of_no_remat():
   """A rematerialised layer redraws its dropout masks in the backward pass: under every policy
   they must be the forward's, so the gradients equal those of the scanned layers that stored

@@ -6,11 +6,13 @@ Logical names used across the model (mapped to mesh axes by one rules table, see
   region_classes, patch, contrastive, layers
 """
 
+from functools import partial
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 # Additive attention bias for blocked pairs. exp(-1e9 - max) underflows to exactly 0 in float32 and
 # bfloat16, so a blocked position has no influence at all (UNIMO used -1e4 with the same effect).
@@ -82,6 +84,51 @@ def layer_norm(config, name: str) -> nn.Module:
 def gelu(x):
   """Exact (erf) GELU, as RoBERTa and Paddle 1.8's default."""
   return nn.gelu(x, approximate=False)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def softmax_as(x, dtype):
+  """softmax(x) over the last axis in float32, returned in `dtype`; its backward pass reads that
+  returned tensor p instead of a float32 copy of the softmax: dx = p * (dy - sum(dy * p)), in
+  float32. So a remat policy that keeps p ('attention_weights') spares the backward pass the
+  scores and the softmax, and no float32 [batch, heads, q, k] residual is kept. With float32
+  `dtype` this is jax.nn.softmax's VJP; with bfloat16 it differs from it by p's rounding."""
+  return jax.nn.softmax(x.astype(jnp.float32), axis=-1).astype(dtype)
+
+
+def _softmax_as_forward(x, dtype):
+  # named 'attention_weights' (output and residual, one tensor): the remat policies that keep it
+  p = checkpoint_name(softmax_as(x, dtype), "attention_weights")
+  return p, (p, jnp.zeros((), x.dtype))
+
+
+def _softmax_as_backward(dtype, residuals, dp):
+  p, x_zero = residuals
+  p32, dp32 = p.astype(jnp.float32), dp.astype(jnp.float32)
+  return ((p32 * (dp32 - jnp.sum(dp32 * p32, axis=-1, keepdims=True))).astype(x_zero.dtype),)
+
+
+softmax_as.defvjp(_softmax_as_forward, _softmax_as_backward)
+
+
+class Dropout(nn.Module):
+  """flax.linen.Dropout's masking, with its keep-mask named `mask_name` (checkpoint_name) for the
+  remat policies: a policy that keeps the mask spares the recomputed forward and the backward
+  pass from drawing it again (with threefry keys, a hash per element). Same class name, so the
+  same module names, keys, draws and masks as flax's (tests/test_model.py checks them equal)."""
+  rate: float
+  mask_name: str = "dropout_mask"
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    if self.rate == 1.0:
+      return jnp.zeros_like(x)
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)  # bool, x's shape
+    mask = checkpoint_name(mask, self.mask_name)
+    return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
 def constrain(x, names: Sequence[str]):

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from unimo_jax.model.layers import compute_dtype, constrain, dense, gelu, layer_norm
+from unimo_jax.model.layers import (Dropout, compute_dtype, constrain, dense, gelu, layer_norm,
+                                   softmax_as)
 
 CACHE_MODES = (None, "prefill", "step")
 
@@ -52,10 +53,11 @@ class SelfAttention(_Block):
     # it in that dtype either way): in bfloat16 the layer's largest tensor, and the dropout on
     # it, move half the bytes (one v5e chip, base layer, 32 x 141 tokens, full remat: estimated
     # 3.34 ms against 3.77 with float32 probabilities; README, "Will it fit?").
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    # named for the remat policies that keep it: recomputing it costs more than the matmuls
-    probs = checkpoint_name(probs, "attention_weights")
-    probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
+    # named 'attention_weights' for the remat policies that keep it (recomputing it costs more
+    # than the matmuls); the softmax's backward reads it, not a float32 copy
+    probs = softmax_as(scores, v.dtype)
+    probs = Dropout(c.attention_dropout_rate, "attention_dropout_mask")(
+        probs, deterministic=self.deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, q, heads, kv]
     out = checkpoint_name(constrain(out, ("batch", "length", "heads", "kv")), "context")
     return dense(c, c.hidden_size, ("heads", "kv", "embed"), "output", contract=2)(out)
@@ -81,7 +83,7 @@ class EncoderLayer(_Block):
   @nn.compact
   def __call__(self, x, bias, cache_index):
     c = self.config
-    dropout = nn.Dropout(c.dropout_rate)
+    dropout = Dropout(c.dropout_rate)  # both uses: keep-masks named 'dropout_mask'
     attn = SelfAttention(*self.settings(), name="attention")(x, bias, cache_index)
     x = layer_norm(c, "post_att_layer_norm")(x + dropout(attn, deterministic=self.deterministic))
     x = constrain(x, ("batch", "length", "embed"))
