@@ -13,13 +13,16 @@ Sized for TPU (`--mode=compile`; step time and MFU are estimates of XLA's TPU co
 base on v5e-16 replicates parameters and optimizer state (pure data parallelism, mesh data 16;
 batch 256 texts + 256 images + 512 pairs) and sums each chip's gradients once per step
 (gradient_sum 'once'), and each layer keeps its attention probabilities for the backward pass
-(model.remat 'attention'): 8.40 GiB per chip of 15.75, 47 % free; estimated 255 ms per step,
-MFU 35.7 %, against 271 ms and 33.7 % with full remat (9.13 GiB), 331 ms and 27.5 % with XLA's
-per-pass gradient sums (and float32 attention probabilities, the model before), and 405 ms and
-22.5 % sharded over fsdp 16 (3.21 GiB, 80 % free), whose weight gathers data parallelism saves.
+(model.remat 'attention', whose kept bfloat16 probabilities the softmax's backward reads):
+8.38 GiB per chip of 15.75, 47 % free; estimated 239 ms per step, MFU 38.2 %, against 255 ms
+and 35.7 % with the float32 softmax recomputed for the backward pass (8.40 GiB), 271 ms and
+33.7 % with full remat (9.13 GiB), 331 ms and 27.5 % with XLA's per-pass gradient sums (and
+float32 attention probabilities, the model before), and 405 ms and 22.5 % sharded over fsdp 16
+(3.21 GiB, 80 % free), whose weight gathers data parallelism saves.
 large on v5p-32 (fsdp 16, the same batch) keeps every activation (model.remat 'none'): 39.93
 GiB per chip of 95.74, 58 % free; estimated 406 ms per step, MFU 33.1 % (with full remat: 4.44
-GiB, 514 ms, 26.1 %).
+GiB, 514 ms, 26.1 %); compiled before the softmax's backward read its bfloat16 output, which
+takes 14 % off a base layer's no-remat pass on one chip.
 """
 
 import ml_collections
@@ -40,7 +43,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # bfloat16 attention probabilities (docstring; README, "Where the base step's time goes")
     c.gradient_sum = "once"
     # each layer keeps its attention probabilities for the backward pass instead of recomputing
-    # the scores and softmax: 19.2 against 20.5 ms per layer and 8.40 against 9.13 GiB per chip
+    # the scores and softmax: 19.2 against 20.5 ms per layer and 8.40 against 9.13 GiB per chip,
+    # and 17.9 ms and 8.38 GiB since the softmax's backward reads them (layers.softmax_as)
     # (docstring; README, "Where the base step's time goes")
     c.model.remat = "attention"
   if c.preset == "large":

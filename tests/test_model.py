@@ -278,11 +278,13 @@ def test_remat_policies_keep_what_they_name():
   names = jax.checkpoint_policies.save_only_these_names
   REMAT_POLICIES["qkvc"] = names("query", "key", "value", "context")
   REMAT_POLICIES["ffn"] = names("ffn_hidden")
+  REMAT_POLICIES["masks"] = names("attention_dropout_mask", "dropout_mask")  # layers.Dropout's
   try:
     assert kept("qkvc") == 4 * b * n * 4 * h  # [batch, length, heads, kv] each
     assert kept("ffn") == 4 * b * n * mlp  # ffn_fc_0's output, before the GELU
+    assert kept("masks") == b * heads * n * n + 2 * b * n * h  # boolean keep-masks, 1 byte each
   finally:
-    REMAT_POLICIES.pop("qkvc"), REMAT_POLICIES.pop("ffn")
+    REMAT_POLICIES.pop("qkvc"), REMAT_POLICIES.pop("ffn"), REMAT_POLICIES.pop("masks")
 
 
 def test_bfloat16_compute_stays_close_to_float32():

@@ -97,11 +97,12 @@ class EncoderLayer(_Block):
 
 # What a rematerialised layer keeps for its backward pass (model.remat); the rest is recomputed.
 # One base-width layer pass on a v5e chip (benchmarks/tpu_pass_probe.py, cost-model estimates):
-# 'full' 3.34 ms, 'dots' 2.69, 'attention' 2.92, 'dots_attention' 2.95, 'none' 2.43 ms, keeping
-# 0, 62, 15, 78 and 330 MB of activations per 4,512 tokens. In the whole base pretraining step
-# on v5e-16 the gains shrink ('attention': 19.2 against 20.5 ms per layer; 'dots' no better in
-# the 1-layer step; README "Will it fit?"): that preset keeps 'attention', which also needs the
-# least memory there; the other TPU presets keep 'full', or 'none' where the chip holds it all.
+# 'full' 2.84 ms, 'dots' 2.52, 'attention' 2.55, 'dots_attention' 2.55, 'none' 2.08 ms, keeping
+# 0, 62, 15, 78 and 317 MB of activations per 4,512 tokens. In the whole base pretraining step
+# on v5e-16 the gains shrink ('attention': 19.2 against 20.5 ms per layer before softmax_as,
+# 17.9 after; 'dots' no better in the 1-layer step; README "Will it fit?"): that preset keeps
+# 'attention', which also needs the least memory there; the other TPU presets keep 'full', or
+# 'none' where the chip holds it all.
 _SAVED_ATTENTION = jax.checkpoint_policies.save_only_these_names("attention_weights")
 REMAT_POLICIES = {
     "full": None,  # the layer's input only
