@@ -92,7 +92,8 @@ def softmax_as(x, dtype):
   returned tensor p instead of a float32 copy of the softmax: dx = p * (dy - sum(dy * p)), in
   float32. So a remat policy that keeps p ('attention_weights') spares the backward pass the
   scores and the softmax, and no float32 [batch, heads, q, k] residual is kept. With float32
-  `dtype` this is jax.nn.softmax's VJP; with bfloat16 it differs from it by p's rounding."""
+  `dtype` this is jax.nn.softmax's VJP; with bfloat16 it differs from it by p's rounding.
+  A custom VJP: reverse-mode differentiation only (nothing here uses forward mode)."""
   return jax.nn.softmax(x.astype(jnp.float32), axis=-1).astype(dtype)
 
 
@@ -114,8 +115,10 @@ softmax_as.defvjp(_softmax_as_forward, _softmax_as_backward)
 class Dropout(nn.Module):
   """flax.linen.Dropout's masking, with its keep-mask named `mask_name` (checkpoint_name) for the
   remat policies: a policy that keeps the mask spares the recomputed forward and the backward
-  pass from drawing it again (with threefry keys, a hash per element). Same class name, so the
-  same module names, keys, draws and masks as flax's (tests/test_model.py checks them equal)."""
+  pass from drawing it again (with threefry keys, a hash per element). No model.remat policy
+  keeps one: XLA's TPU cost model prices the kept masks' bytes above the redraws (README,
+  "What a layer keeps"). Same class name, so the same module names, keys, draws and masks as
+  flax's (tests/test_model.py checks them equal)."""
   rate: float
   mask_name: str = "dropout_mask"
 
