@@ -14,8 +14,8 @@ compile takes under two minutes on 2 cores.
   (a what-if module swap, here only); without remat; without either; and with the other remat
   policies (model.remat 'dots', 'attention', 'dots_attention'), and with what-if policies that
   keep some of the layer's named tensors ('keep query+key+value+context': the
-  `checkpoint_name`s of model/transformer.py and of layers.py's softmax and dropout masks,
-  registered for this compile only).
+  `checkpoint_name`s of model/transformer.py and of layers.py's softmax, registered for this
+  compile only).
 - attention: softmax(q k^T + mask bias) v as the model computes it (masks.py's bias), against the Pallas TPU flash
   attention kernel (jax.experimental.pallas.ops.tpu), which needs lengths divisible by its
   128-wide blocks and has no attention dropout, so it runs at the length padded to 256. Its
@@ -70,7 +70,6 @@ def estimate(fn, args, matmul_flops, chip) -> dict:
 class Dropout16(nn.Module):
   """Dropout keeping x / (1 - rate) where a 16-bit draw >= rate * 2^16 (rate exact to 2e-5)."""
   rate: float
-  mask_name: str = "dropout_mask"
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -111,15 +110,15 @@ def layer_variant(mesh, chip, rows, length, variant):
 
   tokens = rows * length
   flops = 3 * 2 * tokens * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * MLP) + 3 * 4 * tokens * length * HIDDEN
-  # the what-if swaps the layer's Dropout class (layers.Dropout), which it looks up when it
-  # runs, for this compile only
-  original = transformer.Dropout
+  # the what-if swaps flax's Dropout class, which the layer looks up when it runs, for this
+  # compile only
+  original = transformer.nn.Dropout
   if variant == "16-bit dropout draws":
-    transformer.Dropout = Dropout16
+    transformer.nn.Dropout = Dropout16
   try:
     return estimate(step, (params, x, bias, key), flops, chip)
   finally:
-    transformer.Dropout = original
+    transformer.nn.Dropout = original
     transformer.REMAT_POLICIES.pop("what-if", None)
 
 
@@ -211,10 +210,7 @@ PROBES = {
                               "no remat, no dropout", "remat dots", "remat attention",
                               "remat dots_attention", "keep query+key", "keep query+key+value",
                               "keep query+key+value+context", "keep ffn_hidden",
-                              "keep ffn_hidden+attention_weights", "keep ffn_hidden+context",
-                              "keep attention_weights+attention_dropout_mask",
-                              "keep attention_weights+attention_dropout_mask+dropout_mask",
-                              "keep attention_dropout_mask+dropout_mask")),
+                              "keep ffn_hidden+attention_weights", "keep ffn_hidden+context")),
     "attention": (attention_variant, ("xla (the model's)", "pallas flash (length 256)")),
     "lm_head": (lm_head_variant, ("bfloat16 matmul output (the model's)", "float32 matmul output",
                                   "logsumexp - logit",

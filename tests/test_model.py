@@ -165,31 +165,6 @@ def test_dropout_is_active_only_when_not_deterministic():
   np.testing.assert_array_equal(a["hidden"], c["hidden"])
 
 
-def test_model_dropout_draws_flax_dropouts_masks():
-  """layers.Dropout names its keep-mask for the remat policies; otherwise it must be
-  flax.linen.Dropout: the same module names, keys and masks, so a whole model with dropout gives
-  flax's outputs and gradients exactly (same ops, same order: tolerance 0)."""
-  from unimo_jax.model import transformer
-  config = model_config("tiny")
-  config.dropout_rate, config.attention_dropout_rate = 0.3, 0.2
-  params = init_params(config, jax.random.key(8))
-  batch = _pair(config)
-  hidden = lambda p, **kw: Unimo(config).apply({"params": p}, batch, **kw)["hidden"]
-  weights = jnp.sin(jnp.arange(np.prod(hidden(params).shape))).reshape(hidden(params).shape)
-  loss = lambda p: jnp.sum(weights * hidden(p, deterministic=False, rngs={
-      "dropout": jax.random.key(3)}))
-  ours = jax.value_and_grad(loss)(params)
-  original = transformer.Dropout
-  transformer.Dropout = lambda rate, mask_name=None: nn.Dropout(rate)  # flax's, same call sites
-  try:
-    flax_ = jax.value_and_grad(loss)(params)
-  finally:
-    transformer.Dropout = original
-  assert abs(float(ours[0]) - float(jnp.sum(weights * hidden(params)))) > 1.0  # dropout acts
-  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(flax_)):
-    np.testing.assert_array_equal(a, b)
-
-
 def test_softmax_as_backward_reads_its_returned_probabilities():
   """layers.softmax_as: the float32 softmax returned in a dtype, whose backward uses the returned
   p: dx = p * (dy - sum(dy * p)), written out here in float64. In float32 that is the softmax's
@@ -278,13 +253,11 @@ def test_remat_policies_keep_what_they_name():
   names = jax.checkpoint_policies.save_only_these_names
   REMAT_POLICIES["qkvc"] = names("query", "key", "value", "context")
   REMAT_POLICIES["ffn"] = names("ffn_hidden")
-  REMAT_POLICIES["masks"] = names("attention_dropout_mask", "dropout_mask")  # layers.Dropout's
   try:
     assert kept("qkvc") == 4 * b * n * 4 * h  # [batch, length, heads, kv] each
     assert kept("ffn") == 4 * b * n * mlp  # ffn_fc_0's output, before the GELU
-    assert kept("masks") == b * heads * n * n + 2 * b * n * h  # boolean keep-masks, 1 byte each
   finally:
-    REMAT_POLICIES.pop("qkvc"), REMAT_POLICIES.pop("ffn"), REMAT_POLICIES.pop("masks")
+    REMAT_POLICIES.pop("qkvc"), REMAT_POLICIES.pop("ffn")
 
 
 def test_bfloat16_compute_stays_close_to_float32():

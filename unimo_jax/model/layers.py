@@ -112,28 +112,6 @@ def _softmax_as_backward(dtype, residuals, dp):
 softmax_as.defvjp(_softmax_as_forward, _softmax_as_backward)
 
 
-class Dropout(nn.Module):
-  """flax.linen.Dropout's masking, with its keep-mask named `mask_name` (checkpoint_name) for the
-  remat policies: a policy that keeps the mask spares the recomputed forward and the backward
-  pass from drawing it again (with threefry keys, a hash per element). No model.remat policy
-  keeps one: XLA's TPU cost model prices the kept masks' bytes above the redraws (README,
-  "What a layer keeps"). Same class name, so the same module names, keys, draws and masks as
-  flax's (tests/test_model.py checks them equal)."""
-  rate: float
-  mask_name: str = "dropout_mask"
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool):
-    if deterministic or self.rate == 0.0:
-      return x
-    if self.rate == 1.0:
-      return jnp.zeros_like(x)
-    keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)  # bool, x's shape
-    mask = checkpoint_name(mask, self.mask_name)
-    return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
-
-
 def constrain(x, names: Sequence[str]):
   """Annotates an activation with logical axis names (a no-op outside a mesh + rules context)."""
   return nn.with_logical_constraint(x, tuple(names))

@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from unimo_jax.model.layers import (Dropout, compute_dtype, constrain, dense, gelu, layer_norm,
-                                   softmax_as)
+from unimo_jax.model.layers import compute_dtype, constrain, dense, gelu, layer_norm, softmax_as
 
 CACHE_MODES = (None, "prefill", "step")
 
@@ -56,8 +55,7 @@ class SelfAttention(_Block):
     # named 'attention_weights' for the remat policies that keep it (recomputing it costs more
     # than the matmuls); the softmax's backward reads it, not a float32 copy
     probs = softmax_as(scores, v.dtype)
-    probs = Dropout(c.attention_dropout_rate, "attention_dropout_mask")(
-        probs, deterministic=self.deterministic)
+    probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, q, heads, kv]
     out = checkpoint_name(constrain(out, ("batch", "length", "heads", "kv")), "context")
     return dense(c, c.hidden_size, ("heads", "kv", "embed"), "output", contract=2)(out)
@@ -83,7 +81,7 @@ class EncoderLayer(_Block):
   @nn.compact
   def __call__(self, x, bias, cache_index):
     c = self.config
-    dropout = Dropout(c.dropout_rate)  # both uses: keep-masks named 'dropout_mask'
+    dropout = nn.Dropout(c.dropout_rate)
     attn = SelfAttention(*self.settings(), name="attention")(x, bias, cache_index)
     x = layer_norm(c, "post_att_layer_norm")(x + dropout(attn, deterministic=self.deterministic))
     x = constrain(x, ("batch", "length", "embed"))
