@@ -19,10 +19,10 @@ and 35.7 % with the float32 softmax recomputed for the backward pass (8.40 GiB),
 33.7 % with full remat (9.13 GiB), 331 ms and 27.5 % with XLA's per-pass gradient sums (and
 float32 attention probabilities, the model before), and 405 ms and 22.5 % sharded over fsdp 16
 (3.21 GiB, 80 % free), whose weight gathers data parallelism saves.
-large on v5p-32 (fsdp 16, the same batch) keeps every activation (model.remat 'none'): 39.93
-GiB per chip of 95.74, 58 % free; estimated 406 ms per step, MFU 33.1 % (with full remat: 4.44
-GiB, 514 ms, 26.1 %); compiled before the softmax's backward read its bfloat16 output, which
-takes 14 % off a base layer's no-remat pass on one chip.
+large on v5p-32 (fsdp 16, the same batch) keeps every activation (model.remat 'none'): 38.46
+GiB per chip of 95.74, 60 % free; estimated 367 ms per step, MFU 36.6 % (406 ms and 33.1 %, 39.93
+GiB, before the attention probabilities were kept in bfloat16 and read by the softmax's
+backward; with full remat, compiled before those: 4.44 GiB, 514 ms, 26.1 %).
 """
 
 import ml_collections
