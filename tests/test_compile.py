@@ -108,11 +108,14 @@ def test_model_flops_are_the_matmuls_written_out():
   from unimo_jax.compile.analysis import matmul_flops
   x, w = jax.ShapeDtypeStruct((8, 16), np.float32), jax.ShapeDtypeStruct((16, 32), np.float32)
   loss = lambda w, x: (x @ w).sum()
-  assert matmul_flops(jax.grad(loss), w, x) == 2 * 8 * 16 * 32 * 2  # forward, dL/dw
+  # dL/dw = x^T @ ones needs no forward product: without the loss value, grad is one matmul
+  assert matmul_flops(jax.grad(loss), w, x) == 2 * 8 * 16 * 32
   assert matmul_flops(lambda w, x: jax.value_and_grad(loss, argnums=(0, 1))(w, x), w, x) == (
       3 * 2 * 8 * 16 * 32)
   scanned = lambda w, x: jax.lax.scan(lambda c, _: (c @ w[:, :16], None), x, None, length=5)[0]
   assert matmul_flops(scanned, w, x) == 5 * 2 * 8 * 16 * 16
+  # a product no output reads is not counted (XLA drops it too)
+  assert matmul_flops(lambda w, x: (x @ w, x.sum())[1], w, x) == 0
   # a shard_map body sees one device's rows: counted once per device of its manual axes
   from jax.sharding import PartitionSpec as P
   from unimo_jax.parallel import make_mesh

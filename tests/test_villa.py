@@ -99,6 +99,32 @@ def test_villa_rounds_equal_the_hand_computation(max_norm):
                                  atol=1e-4)
 
 
+
+def _dot_count(jaxpr) -> int:
+  from unimo_jax.compile.analysis import _sub_jaxprs
+  return sum(1 if e.primitive.name == "dot_general" else
+             sum(_dot_count(j) for v in e.params.values() for j in _sub_jaxprs(v))
+             for e in jaxpr.eqns)
+
+
+def test_villa_step_computes_no_dead_matmuls():
+  """The perturbations' gradients are taken for the first steps - 1 rounds only: the update after
+  the last round would be dead code, which XLA drops, and a jaxpr FLOP count (the compile report's
+  model FLOPs) would count. Per round the toy's parameter gradient runs 3 forward branches (2
+  matmuls each) and 3 backward (2 each); each perturbation's gradient is 1 matmul."""
+  from jax.interpreters import partial_eval as pe
+  rng = np.random.default_rng(0)
+  params = {"wt": jnp.zeros((H, C)), "wr": jnp.zeros((F, C))}
+  inputs = toy_inputs(rng)
+  masks = dict(text_mask=jnp.ones((B, N), bool), region_mask=jnp.ones((B, R + 1), bool))
+  for steps in (1, 3):
+    s = VillaSettings(steps=steps, init_mag=0.0)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda p: villa_loss(
+        toy_branch, p, inputs, jax.random.key(0), s, hidden_size=H, feature_dim=F,
+        **masks)[0]))(params).jaxpr
+    live, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
+    assert _dot_count(jaxpr) == _dot_count(live) == steps * 12 + (steps - 1) * 2
+
 def test_projections():
   s_unimo = VillaSettings(lr=1.0, max_norm=0.5, projection="unimo")
   s_delta = VillaSettings(lr=1.0, max_norm=0.5, projection="delta")

@@ -8,7 +8,9 @@ that scanned layers need (cost_analysis counts a while-loop body once).
 import re
 
 import jax
+import jax.extend
 import numpy as np
+from jax.interpreters import partial_eval as pe
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
@@ -183,8 +185,12 @@ def jaxpr_matmul_flops(jaxpr) -> float:
 
 
 def matmul_flops(fn, *args) -> float:
-  """The matmul FLOPs of fn(*args), from its jaxpr (args may be ShapeDtypeStructs)."""
-  return jaxpr_matmul_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+  """The matmul FLOPs of fn(*args), from its jaxpr (args may be ShapeDtypeStructs) with the
+  equations no output needs removed first, as XLA removes them (e.g. the perturbation update
+  after VILLA's last round, whose gradient nothing reads)."""
+  jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+  live, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
+  return jaxpr_matmul_flops(live)
 
 
 def largest_arrays(fn, *args, top: int = 5) -> list:

@@ -145,16 +145,20 @@ def villa_loss(branch, params, inputs, rng, settings: VillaSettings, *, text_mas
         loss, logits, weights = branch(params, dict(inputs, **{name: d}),
                                        jax.random.fold_in(key, b + 1))
         return loss, (logits, weights)
-      (loss, (logits, weights)), grad = jax.value_and_grad(perturbed, has_aux=True)(
-          jax.lax.stop_gradient(delta))
+      if k == settings.steps - 1:  # nothing reads the update after the last round
+        loss, (logits, weights) = perturbed(jax.lax.stop_gradient(delta))
+      else:
+        (loss, (logits, weights)), grad = jax.value_and_grad(perturbed, has_aux=True)(
+            jax.lax.stop_gradient(delta))
       round_loss = round_loss + loss / settings.steps
       if settings.clean_branch:
         kl = symmetric_kl(clean_logits, logits, weights)
         round_loss = round_loss + settings.kl_weight * kl
         metrics[f"{name}_kl"] = kl
       metrics[f"{name}_loss"] = loss
-      grad = grad * masks[name].astype(grad.dtype)[..., None]
-      deltas[name] = jax.lax.stop_gradient(ascent_step(delta, grad, settings))
+      if k < settings.steps - 1:
+        grad = grad * masks[name].astype(grad.dtype)[..., None]
+        deltas[name] = jax.lax.stop_gradient(ascent_step(delta, grad, settings))
     total = total + round_loss
   if settings.clean_branch:
     metrics["clean_loss"] = clean_loss
