@@ -6,10 +6,8 @@ Data: pair shards with the statement in caption_ids and 'label' 0/1/2 (see task.
 `python -m unimo_jax.data snli-ve` writes them from UNIMO's release).
 The base / large presets are UNIMO's SNLI-VE recipe (tasks/recipes.py: batch 192, VILLA).
 Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-10.69 GiB per chip of 15.75, 32 % free; estimated 254 ms per step and MFU 52.8 %, figures
-of XLA's TPU cost model, not measurements; the MFU overstates: the step's model FLOPs, counted
-on its jaxpr, exceed XLA's own count, by which the chips run at 50.2 % of their peak; README,
-"Will it fit?").
+10.69 GiB per chip of 15.75, 32 % free; estimated 254 ms per step and MFU 50.4 %, figures
+of XLA's TPU cost model, not measurements; README, "Will it fit?").
 """
 
 from unimo_jax.tasks.config import finetune_config
