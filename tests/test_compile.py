@@ -20,7 +20,7 @@ import pytest
 
 from test_pretrain_loss import load_config
 from train_helpers import config_from_file, main_command, run_main, set_fields
-from unimo_jax.compile import aot, topology
+from unimo_jax.compile import analysis, aot, topology
 from unimo_jax.parallel import (DEFAULT_LOGICAL_AXIS_RULES, make_mesh, rules_from_config,
                                 sharding_excess)
 
@@ -171,6 +171,31 @@ def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
       unrolled["cost"]["estimated_seconds"], rel=0.05)
   assert estimate["cost"]["flops"] == pytest.approx(unrolled["cost"]["flops"], rel=0.05)
   assert scanned["model_flops"] == pytest.approx(unrolled["model_flops"], rel=1e-6)
+  # the report checks the per-layer increment against the chip's peak
+  slice_ = topology.parse_slice("v5e-4")
+  report = aot.summarize(slice_, scanned, estimate, {})
+  increment = report["train_step"]["per_layer_increment"]
+  assert 0 < increment["fraction_of_peak"] <= 1 and increment["plausible"]
+  assert increment["fraction_of_peak"] == pytest.approx(
+      increment["flops"] / increment["seconds"] / slice_.chip.peak_bf16_flops)
+  assert "WARNING" not in aot.format_report(report)
+  report["train_step"]["per_layer_increment"] = analysis.per_layer_increment(
+      increment["seconds"], 2 * increment["seconds"] * slice_.chip.peak_bf16_flops,
+      slice_.chip.peak_bf16_flops)
+  assert "WARNING: the per-layer increment runs faster than the chip's peak" in (
+      aot.format_report(report))
+
+
+def test_per_layer_increment_against_the_chips_peak():
+  """caption:base's 1- and 2-layer v5e-8 compiles (estimates at two commits): one more layer
+  adding 1.293e12 FLOPs per chip in 4.21 ms would run at 156 % of a v5e chip's 197 TFLOP/s."""
+  from unimo_jax.compile.analysis import per_layer_increment
+  peak = 197e12
+  old = per_layer_increment(4.21e-3, 1.293e12, peak)
+  assert old["fraction_of_peak"] == pytest.approx(1.293e12 / 4.21e-3 / peak) and not old["plausible"]
+  new = per_layer_increment(8.0e-3, 1.357e12, peak)
+  assert new["fraction_of_peak"] == pytest.approx(0.861, abs=1e-3) and new["plausible"]
+  assert not per_layer_increment(-1e-3, 1e12, peak)["plausible"]  # a layer that saves time
 
 
 def compile_command(workdir, *flags):

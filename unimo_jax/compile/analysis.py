@@ -135,6 +135,17 @@ def extrapolate(one: dict, two: dict, layers: int) -> dict:
   return one + (layers - 1) * (two - one)
 
 
+def per_layer_increment(seconds: float, flops: float, peak_flops: float) -> dict:
+  """What one more layer adds to a step (the 2-layer compile's estimated seconds and FLOPs per
+  chip less the 1-layer compile's), and the rate that implies against the chip's peak. A rate
+  above 1 is physically impossible: the cost model's estimates of the two programs then do not
+  follow their work (seen on the VILLA steps, whose 12-layer estimate multiplies that error by
+  11), and the extrapolated step time is optimistic."""
+  rate = flops / (seconds * peak_flops) if seconds > 0 else float("inf")
+  return {"seconds": seconds, "flops": flops, "fraction_of_peak": rate,
+          "plausible": bool(rate <= 1.0)}
+
+
 # ---- the model's FLOPs ------------------------------------------------------------------------
 
 def _dot_flops(eqn) -> float:

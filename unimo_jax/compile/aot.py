@@ -153,6 +153,9 @@ def per_step_estimate(config, workdir, devices, program: dict, effort: float = 0
               for n in (1, 2))
   layers = int(config.model.num_layers)
   return {"method": "per-layer extrapolation from 1 and 2 unrolled layers",
+          "per_layer": {"seconds": two["cost"]["estimated_seconds"]
+                        - one["cost"]["estimated_seconds"],
+                        "flops": two["cost"]["flops"] - one["cost"]["flops"]},
           "cost": analysis.extrapolate(one["cost"], two["cost"], layers),
           "collectives": analysis.extrapolate(one["collectives"], two["collectives"], layers),
           "variant_compile_seconds": one["compile_seconds"] + two["compile_seconds"]}
@@ -214,6 +217,9 @@ def summarize(slice_, train: dict, estimate: dict, evals: dict) -> dict:
                         for name, r in evals.items()},
   }
   step = out["train_step"]
+  if "per_layer" in estimate:
+    step["per_layer_increment"] = analysis.per_layer_increment(
+        estimate["per_layer"]["seconds"], estimate["per_layer"]["flops"], chip.peak_bf16_flops)
   if timed:
     step["estimated_examples_per_second"] = train["examples"] / seconds
     step["estimated_token_slots_per_second"] = train["tokens"] / seconds
@@ -256,6 +262,15 @@ def format_report(report: dict) -> str:
                  f"({step['estimate_method']}), {step['estimated_examples_per_second']:.0f} "
                  f"examples/s, {step['estimated_token_slots_per_second']:.3g} token slots/s, "
                  f"estimated MFU {100 * step['estimated_mfu']:.1f} % (XLA's TPU cost model)")
+  increment = step.get("per_layer_increment")
+  if increment:
+    lines.append(f"per layer (2-layer minus 1-layer compile): {1e3 * increment['seconds']:.2f} "
+                 f"ms, {increment['flops']:.3e} FLOPs per chip, "
+                 f"{100 * increment['fraction_of_peak']:.0f} % of the chip's peak")
+    if not increment["plausible"]:
+      lines.append("WARNING: the per-layer increment runs faster than the chip's peak: the cost "
+                   "model's estimates of the 1- and 2-layer programs do not follow their work, "
+                   "so the step time above is optimistic and the MFU overstated")
   for name, r in report["eval_programs"].items():
     est = (f", estimated {1e3 * r['estimated_seconds']:.1f} ms" if r["estimated_seconds"]
            else "")
