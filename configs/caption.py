@@ -8,8 +8,9 @@
 Modes: --mode=train (default), eval, predict.
 The base / large presets are UNIMO's COCO recipe (tasks/recipes.py: batch 64, object tags, VILLA).
 Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-10.43 GiB per chip of 15.75, 34 % free, the decode loop over 128 images x 5 beams 4.88 GiB;
-estimated 208 ms per step and MFU 42.5 %, figures of XLA's TPU cost model, not measurements).
+9.95 GiB per chip of 15.75, 37 % free, the decode loop over 128 images x 5 beams 4.88 GiB;
+estimated 157 ms per step and MFU 53.9 %, figures of XLA's TPU cost model, not measurements,
+and optimistic: README, "Will it fit?").
 """
 
 from unimo_jax.tasks.config import finetune_config
