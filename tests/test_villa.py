@@ -99,7 +99,6 @@ def test_villa_rounds_equal_the_hand_computation(max_norm):
                                  atol=1e-4)
 
 
-
 def _dot_count(jaxpr) -> int:
   from unimo_jax.compile.analysis import _sub_jaxprs
   return sum(1 if e.primitive.name == "dot_general" else
@@ -124,6 +123,7 @@ def test_villa_step_computes_no_dead_matmuls():
         **masks)[0]))(params).jaxpr
     live, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
     assert _dot_count(jaxpr) == _dot_count(live) == steps * 12 + (steps - 1) * 2
+
 
 def test_projections():
   s_unimo = VillaSettings(lr=1.0, max_norm=0.5, projection="unimo")
