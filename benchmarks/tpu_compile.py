@@ -72,9 +72,12 @@ def row_line(config, preset, topology, report, tail, seconds, rss):
   mem = step["memory_per_chip"]
   est = step.get("estimated_step_seconds")
   mfu = step.get("estimated_mfu")
+  increment = step.get("per_layer_increment") or {"plausible": True}
+  warning = ("" if increment["plausible"] else
+             f" (optimistic: one more layer at {100 * increment['fraction_of_peak']:.0f} % of peak)")
   return (f"| {config}:{preset} | {topology} | {'yes' if step['fits'] else 'no'} | "
           f"{mem['total'] / 2 ** 30:.2f} ({100 * mem['headroom']:.0f} % free) | "
-          f"{'' if est is None else f'{1e3 * est:.0f} ms'} | "
+          f"{'' if est is None else f'{1e3 * est:.0f} ms'}{warning} | "
           f"{'' if mfu is None else f'{100 * mfu:.1f} %'} | {seconds:.0f} s | "
           f"{rss / 2 ** 30:.1f} GiB |")
 
