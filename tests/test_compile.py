@@ -189,7 +189,7 @@ def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
 def test_per_layer_increment_against_the_chips_peak():
   """caption:base's 1- and 2-layer v5e-8 compiles (estimates at two commits): one more layer
   adding 1.293e12 FLOPs per chip in 4.21 ms would run at 156 % of a v5e chip's 197 TFLOP/s."""
-  from unimo_jax.compile.analysis import per_layer_increment
+  per_layer_increment = analysis.per_layer_increment
   peak = 197e12
   old = per_layer_increment(4.21e-3, 1.293e12, peak)
   assert old["fraction_of_peak"] == pytest.approx(1.293e12 / 4.21e-3 / peak) and not old["plausible"]

@@ -136,6 +136,7 @@ def villa_loss(branch, params, inputs, rng, settings: VillaSettings, *, text_mas
   metrics = {}
   for k in range(settings.steps):
     key = jax.random.fold_in(rng, k)
+    last = k == settings.steps - 1  # nothing reads the update after the last round
     round_loss = 0.0
     if settings.clean_branch:
       clean_loss, clean_logits, weights = branch(params, inputs, jax.random.fold_in(key, 0))
@@ -145,7 +146,7 @@ def villa_loss(branch, params, inputs, rng, settings: VillaSettings, *, text_mas
         loss, logits, weights = branch(params, dict(inputs, **{name: d}),
                                        jax.random.fold_in(key, b + 1))
         return loss, (logits, weights)
-      if k == settings.steps - 1:  # nothing reads the update after the last round
+      if last:
         loss, (logits, weights) = perturbed(jax.lax.stop_gradient(delta))
       else:
         (loss, (logits, weights)), grad = jax.value_and_grad(perturbed, has_aux=True)(
@@ -156,7 +157,7 @@ def villa_loss(branch, params, inputs, rng, settings: VillaSettings, *, text_mas
         round_loss = round_loss + settings.kl_weight * kl
         metrics[f"{name}_kl"] = kl
       metrics[f"{name}_loss"] = loss
-      if k < settings.steps - 1:
+      if not last:
         grad = grad * masks[name].astype(grad.dtype)[..., None]
         deltas[name] = jax.lax.stop_gradient(ascent_step(delta, grad, settings))
     total = total + round_loss
