@@ -4,11 +4,12 @@ time and MFU (estimates of XLA's cost model, not measurements), and the compile'
 peak host memory here.
 
   python benchmarks/tpu_compile.py [--only=pretrain:base] [--target-only | --larger-only]
-      [--out=benchmarks/results/tpu.json]
+      [--compile_layers=1,2,3] [--out=benchmarks/results/tpu.json]
 
 Each compile runs `python -m unimo_jax.main --mode=compile` in its own process (so its host
 memory is measured alone and freed). Scanned presets compile three programs (the step, and 1 and
-2 unrolled layers for the per-layer estimate), so a row takes minutes on 2 cores.
+2 unrolled layers for the per-layer estimate, or the counts --compile_layers names), so a row
+takes minutes on 2 cores.
 """
 
 import argparse
@@ -75,6 +76,9 @@ def row_line(config, preset, topology, report, tail, seconds, rss):
   increment = step.get("per_layer_increment") or {"plausible": True}
   warning = ("" if increment["plausible"] else
              f" (optimistic: one more layer at {100 * increment['fraction_of_peak']:.0f} % of peak)")
+  if not increment.get("linear", True):
+    warning += (f" (uncertain: the unrolled compiles lie up to "
+                f"{100 * increment['line_residual']:.0f} % off the per-layer line)")
   return (f"| {config}:{preset} | {topology} | {'yes' if step['fits'] else 'no'} | "
           f"{mem['total'] / 2 ** 30:.2f} ({100 * mem['headroom']:.0f} % free) | "
           f"{'' if est is None else f'{1e3 * est:.0f} ms'}{warning} | "
@@ -89,6 +93,8 @@ def main():
   slices = parser.add_mutually_exclusive_group()
   slices.add_argument("--target-only", action="store_true", help="skip the larger slices")
   slices.add_argument("--larger-only", action="store_true", help="skip the target slices")
+  parser.add_argument("--compile_layers", default="1,2",
+                      help="unrolled layer counts for the scanned presets' per-layer estimate")
   parser.add_argument("--out", default="", help="also write the reports as JSON here")
   args = parser.parse_args()
   print("| preset | slice | fits | GiB per chip | est. step | est. MFU | compile wall | "
@@ -99,8 +105,9 @@ def main():
     if args.only and f"{config}:{preset}" not in args.only.split(","):
       continue
     for topology in (target,) * (not args.larger_only) + (larger,) * (not args.target_only):
-      report, tail, seconds, rss = compile_row(config, preset, topology,
-                                               overrides if topology == larger else ())
+      report, tail, seconds, rss = compile_row(
+          config, preset, topology, (f"--compile_layers={args.compile_layers}",
+                                     *(overrides if topology == larger else ())))
       print(row_line(config, preset, topology, report, tail, seconds, rss), flush=True)
       results.append({"config": config, "preset": preset, "topology": topology,
                       "report": report, "wall_seconds": seconds, "peak_rss_bytes": rss,

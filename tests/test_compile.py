@@ -170,6 +170,14 @@ def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
   assert estimate["cost"]["estimated_seconds"] == pytest.approx(
       unrolled["cost"]["estimated_seconds"], rel=0.05)
   assert estimate["cost"]["flops"] == pytest.approx(unrolled["cost"]["flops"], rel=0.05)
+  # fitted over 1, 2 and 3 layers: as close, and the three estimates lie on the line
+  fitted = aot.per_step_estimate(config, tmp_path, devices, scanned, effort=FAST,
+                                 layer_counts=(3, 1, 2))
+  assert fitted["method"] == "per-layer fit over 1, 2, 3 unrolled layers"
+  assert fitted["cost"]["estimated_seconds"] == pytest.approx(
+      unrolled["cost"]["estimated_seconds"], rel=0.05)
+  assert fitted["cost"]["flops"] == pytest.approx(unrolled["cost"]["flops"], rel=0.05)
+  assert fitted["per_layer"]["line_residual"] < analysis.LINE_TOLERANCE
   assert scanned["model_flops"] == pytest.approx(unrolled["model_flops"], rel=1e-6)
   # the report checks the per-layer increment against the chip's peak
   slice_ = topology.parse_slice("v5e-4")
@@ -196,6 +204,33 @@ def test_per_layer_increment_against_the_chips_peak():
   new = per_layer_increment(8.0e-3, 1.357e12, peak)
   assert new["fraction_of_peak"] == pytest.approx(0.861, abs=1e-3) and new["plausible"]
   assert not per_layer_increment(-1e-3, 1e12, peak)["plausible"]  # a layer that saves time
+
+
+def test_the_per_layer_line_is_the_least_squares_fit():
+  """extrapolate / per_layer_slope / line_residual against numpy's polyfit, on nested figures."""
+  points = {1: {"t": 68.5, "c": {"n": 10.0}}, 2: {"t": 76.5, "c": {"n": 14.0}},
+            3: {"t": 90.0, "c": {"n": 18.0}}}
+  slope, intercept = np.polyfit([1, 2, 3], [68.5, 76.5, 90.0], 1)
+  out = analysis.extrapolate(points, 12)
+  assert out["t"] == pytest.approx(intercept + 12 * slope, rel=1e-12)
+  assert out["c"]["n"] == pytest.approx(10.0 + 11 * 4.0, rel=1e-12)
+  times = {n: p["t"] for n, p in points.items()}
+  assert analysis.per_layer_slope(times) == pytest.approx(10.75, rel=1e-12)
+  fitted = {n: intercept + slope * n for n in (1, 2, 3)}
+  assert analysis.line_residual(times) == pytest.approx(
+      max(abs(times[n] - fitted[n]) / times[n] for n in (1, 2, 3)), rel=1e-9)
+  # two counts: the line through both, read at L (x1 + (L - 1) * (x2 - x1)); no residual
+  two = {1: times[1], 2: times[2]}
+  assert analysis.extrapolate(two, 12) == pytest.approx(68.5 + 11 * 8.0, rel=1e-12)
+  assert analysis.line_residual(two) == pytest.approx(0.0, abs=1e-12)
+  increment = analysis.per_layer_increment(10.75e-3, 1e12, 197e12, residual=0.06)
+  assert increment["plausible"] and not increment["linear"]
+
+
+@pytest.mark.parametrize("counts", [("1",), ("1", "1"), ("0", "1"), ("1", "13"), ("1", "x")])
+def test_per_layer_fit_needs_two_layer_counts_within_the_model(counts):
+  with pytest.raises(aot.ConfigError, match="--compile_layers expects"):
+    aot.layer_counts_checked(counts, 12)
 
 
 def compile_command(workdir, *flags):
@@ -225,6 +260,14 @@ def test_the_command_writes_the_report(tmp_path):
   assert report["eval_programs"]["eval_step"]["batch"] == 64  # eval_batch, over 4 devices
   assert report["train_step"]["random_bits_per_chip"] == 0  # threefry keys draw no rbg bits
   assert "estimated MFU" in result.stdout and "WARNING: could not determine" not in result.stderr
+
+
+def test_bad_layer_counts_stop_the_command_before_compiling(tmp_path):
+  result = compile_command(tmp_path, "--topology=v5e-4", "--config.model.scan_layers=True",
+                           "--compile_layers=2")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "--compile_layers expects at least two distinct layer counts" in result.stderr
+  assert "Traceback" not in result.stderr and "compiling for" not in result.stdout
 
 
 # ---- the start-up sharding check (CPU mesh) ---------------------------------------------------

@@ -7,8 +7,8 @@ Every config (configs/pretrain.py and each task's configs/<task>.py) runs throug
   eval     evaluate the latest checkpoint (or config.init_from when there is none)
   predict  write predictions (task configs; data.predict_dir, default the eval split)
   check    one sharded forward pass of the pretraining loss on a random batch
-  compile  compile the config's programs for a TPU slice (--topology=v5e-16 [--num_slices=N])
-           on any machine and report per-chip memory, FLOPs, collectives and estimated MFU
+  compile  compile the config's programs for a TPU slice (--topology=v5e-16 [--num_slices=N]
+           [--compile_effort=E] [--compile_layers=1,2,3]) on any machine and report per-chip memory, FLOPs, collectives and estimated MFU
            (unimo_jax/compile/aot.py)
 """
 
@@ -52,6 +52,9 @@ _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "--mode=compile: slices join
 _EFFORT = flags.DEFINE_float("compile_effort", 0.0, "--mode=compile: XLA's "
                              "exec_time_optimization_effort in [-1, 1]; 0 compiles what a run "
                              "compiles, -1 a less optimised program several times faster.")
+_LAYERS = flags.DEFINE_list("compile_layers", ["1", "2"], "--mode=compile, scanned layers: the "
+                            "unrolled layer counts whose estimates the per-layer line is fitted "
+                            "on (three or more also report how far they lie off it).")
 
 
 def main(argv):
@@ -99,7 +102,8 @@ def _process_label(config) -> str:
 
 def _compile(config, workdir):
   from unimo_jax.compile.aot import compile_for_tpu
-  compile_for_tpu(config, workdir, _TOPOLOGY.value, _NUM_SLICES.value, _EFFORT.value)
+  compile_for_tpu(config, workdir, _TOPOLOGY.value, _NUM_SLICES.value, _EFFORT.value,
+                  _LAYERS.value)
 
 
 def _unknown_field(error):

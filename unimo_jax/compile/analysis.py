@@ -127,23 +127,54 @@ def program_report(compiled) -> dict:
           "collectives": collectives(text)}
 
 
-def extrapolate(one: dict, two: dict, layers: int) -> dict:
-  """A per-step figure of an L-layer model from the same model with 1 and 2 layers: every
-  number x becomes x1 + (L - 1) * (x2 - x1) (nested dicts alike)."""
-  if isinstance(one, dict):
-    return {k: extrapolate(one[k], two[k], layers) for k in one}
-  return one + (layers - 1) * (two - one)
+def _line(counts, values) -> tuple[float, float]:
+  """(intercept, slope) of the least-squares line through (counts[i], values[i])."""
+  n, x = np.asarray(counts, np.float64), np.asarray(values, np.float64)
+  slope = np.sum((n - n.mean()) * (x - x.mean())) / np.sum((n - n.mean()) ** 2)
+  return float(x.mean() - slope * n.mean()), float(slope)
 
 
-def per_layer_increment(seconds: float, flops: float, peak_flops: float) -> dict:
-  """What one more layer adds to a step (the 2-layer compile's estimated seconds and FLOPs per
-  chip less the 1-layer compile's), and the rate that implies against the chip's peak. A rate
-  above 1 is physically impossible: the cost model's estimates of the two programs then do not
-  follow their work (seen on the VILLA steps, whose 12-layer estimate multiplies that error by
-  11), and the extrapolated step time is optimistic."""
+def extrapolate(points: dict, layers: int) -> dict:
+  """A per-step figure of an L-layer model from the same model compiled with a few layer counts
+  ({count: figures}): every number becomes the least-squares line through its values at those
+  counts, read at L (nested dicts alike). With counts 1 and 2 that is x1 + (L - 1) * (x2 - x1)."""
+  counts = sorted(points)
+  first = points[counts[0]]
+  if isinstance(first, dict):
+    return {k: extrapolate({n: points[n][k] for n in counts}, layers) for k in first}
+  intercept, slope = _line(counts, [points[n] for n in counts])
+  return intercept + slope * layers
+
+
+def per_layer_slope(points: dict) -> float:
+  """What one more layer adds to a number ({count: value}): the slope of its least-squares line."""
+  counts = sorted(points)
+  return _line(counts, [points[n] for n in counts])[1]
+
+
+def line_residual(points: dict) -> float:
+  """How far values ({count: value}) lie from their least-squares line: the largest deviation as
+  a fraction of the value (0 for two counts, which a line always passes through)."""
+  counts = sorted(points)
+  intercept, slope = _line(counts, [points[n] for n in counts])
+  return max(abs(points[n] - intercept - slope * n) / (abs(points[n]) or 1.0) for n in counts)
+
+
+LINE_TOLERANCE = 0.05  # the per-layer estimate's tested accuracy (scanned against unrolled)
+
+
+def per_layer_increment(seconds: float, flops: float, peak_flops: float,
+                        residual: float = 0.0) -> dict:
+  """What one more layer adds to a step (the per-layer slope of the unrolled compiles' estimated
+  seconds and FLOPs per chip), and the rate that implies against the chip's peak. A rate above 1
+  is physically impossible: the cost model's estimates of the programs then do not follow their
+  work (seen on the VILLA steps, whose 12-layer estimate multiplies that error by 11), and the
+  extrapolated step time is optimistic. residual: line_residual of the estimated seconds; with
+  three or more layer counts, above LINE_TOLERANCE the estimates do not lie on a line."""
   rate = flops / (seconds * peak_flops) if seconds > 0 else float("inf")
   return {"seconds": seconds, "flops": flops, "fraction_of_peak": rate,
-          "plausible": bool(rate <= 1.0)}
+          "plausible": bool(rate <= 1.0), "line_residual": residual,
+          "linear": bool(residual <= LINE_TOLERANCE)}
 
 
 # ---- the model's FLOPs ------------------------------------------------------------------------

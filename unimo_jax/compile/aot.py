@@ -9,8 +9,8 @@ TPU cost model's estimated step time with the MFU it implies (an estimate, not a
 
 With scanned layers the cost model sees a while loop (it counts the body once and its time
 estimate is not usable), so FLOPs, bytes, collectives and time come from the same config
-compiled with 1 and 2 unrolled layers and extrapolated per layer; memory is the scanned
-program's own.
+compiled with 1 and 2 unrolled layers (or the counts --compile_layers names) and extrapolated
+along the least-squares line per layer; memory is the scanned program's own.
 """
 
 import functools
@@ -144,21 +144,45 @@ def _layer_variant(config, layers: int):
   return variant
 
 
-def per_step_estimate(config, workdir, devices, program: dict, effort: float = 0.0) -> dict:
+def layer_counts_checked(counts, num_layers: int) -> tuple:
+  """The unrolled layer counts a scanned step's estimate is fitted on: at least two distinct
+  counts from 1 to the model's num_layers."""
+  try:
+    counts = tuple(sorted({int(n) for n in counts}))
+  except (TypeError, ValueError):
+    raise ConfigError(f"--compile_layers expects layer counts like 1,2 or 1,2,3; found "
+                      f"{list(counts)}") from None
+  if len(counts) < 2 or counts[0] < 1 or counts[-1] > num_layers:
+    raise ConfigError(f"--compile_layers expects at least two distinct layer counts from 1 to "
+                      f"the model's {num_layers} layers; found {list(counts)}")
+  return counts
+
+
+def per_step_estimate(config, workdir, devices, program: dict, effort: float = 0.0,
+                      layer_counts=(1, 2)) -> dict:
   """FLOPs, bytes, collectives and estimated seconds of one step: the program's own when its
-  layers are unrolled, else extrapolated per layer from 1- and 2-layer unrolled compiles."""
+  layers are unrolled, else the least-squares line per layer through the same config compiled
+  with `layer_counts` unrolled layers (1 and 2 by default), read at the model's depth."""
   if not config.model.scan_layers:
     return {"method": "direct", "cost": program["cost"], "collectives": program["collectives"]}
-  one, two = (train_step_program(_layer_variant(config, n), workdir, devices, effort=effort)
-              for n in (1, 2))
   layers = int(config.model.num_layers)
-  return {"method": "per-layer extrapolation from 1 and 2 unrolled layers",
-          "per_layer": {"seconds": two["cost"]["estimated_seconds"]
-                        - one["cost"]["estimated_seconds"],
-                        "flops": two["cost"]["flops"] - one["cost"]["flops"]},
-          "cost": analysis.extrapolate(one["cost"], two["cost"], layers),
-          "collectives": analysis.extrapolate(one["collectives"], two["collectives"], layers),
-          "variant_compile_seconds": one["compile_seconds"] + two["compile_seconds"]}
+  counts = layer_counts_checked(layer_counts, layers)
+  programs = {}
+  for n in counts:
+    print(f"compiling the step with {n} unrolled layer(s) for the per-layer estimate ...",
+          flush=True)
+    programs[n] = train_step_program(_layer_variant(config, n), workdir, devices, effort=effort)
+  seconds = {n: p["cost"]["estimated_seconds"] for n, p in programs.items()}
+  return {"method": f"per-layer fit over {', '.join(map(str, counts))} unrolled layers",
+          "per_layer": {"seconds": analysis.per_layer_slope(seconds),
+                        "flops": analysis.per_layer_slope(
+                            {n: p["cost"]["flops"] for n, p in programs.items()}),
+                        "line_residual": analysis.line_residual(seconds),
+                        "estimated_seconds": seconds},
+          "cost": analysis.extrapolate({n: p["cost"] for n, p in programs.items()}, layers),
+          "collectives": analysis.extrapolate(
+              {n: p["collectives"] for n, p in programs.items()}, layers),
+          "variant_compile_seconds": sum(p["compile_seconds"] for p in programs.values())}
 
 
 def eval_program_reports(config, workdir, devices, effort: float = 0.0, run=None) -> dict:
@@ -218,8 +242,11 @@ def summarize(slice_, train: dict, estimate: dict, evals: dict) -> dict:
   }
   step = out["train_step"]
   if "per_layer" in estimate:
-    step["per_layer_increment"] = analysis.per_layer_increment(
-        estimate["per_layer"]["seconds"], estimate["per_layer"]["flops"], chip.peak_bf16_flops)
+    per_layer = estimate["per_layer"]
+    step["per_layer_increment"] = dict(
+        analysis.per_layer_increment(per_layer["seconds"], per_layer["flops"],
+                                     chip.peak_bf16_flops, per_layer["line_residual"]),
+        estimated_seconds_by_layers={str(n): s for n, s in per_layer["estimated_seconds"].items()})
   if timed:
     step["estimated_examples_per_second"] = train["examples"] / seconds
     step["estimated_token_slots_per_second"] = train["tokens"] / seconds
@@ -264,13 +291,22 @@ def format_report(report: dict) -> str:
                  f"estimated MFU {100 * step['estimated_mfu']:.1f} % (XLA's TPU cost model)")
   increment = step.get("per_layer_increment")
   if increment:
-    lines.append(f"per layer (2-layer minus 1-layer compile): {1e3 * increment['seconds']:.2f} "
-                 f"ms, {increment['flops']:.3e} FLOPs per chip, "
-                 f"{100 * increment['fraction_of_peak']:.0f} % of the chip's peak")
+    by_layers = increment.get("estimated_seconds_by_layers", {})
+    lines.append(f"per layer (slope over {len(by_layers) or 2} unrolled compiles: "
+                 + ", ".join(f"{n} layer(s) {1e3 * s:.1f} ms" for n, s in by_layers.items())
+                 + f"): {1e3 * increment['seconds']:.2f} ms, {increment['flops']:.3e} FLOPs per "
+                 f"chip, {100 * increment['fraction_of_peak']:.0f} % of the chip's peak"
+                 + (f"; off the line by up to {100 * increment['line_residual']:.1f} %"
+                    if len(by_layers) > 2 else ""))
     if not increment["plausible"]:
       lines.append("WARNING: the per-layer increment runs faster than the chip's peak: the cost "
-                   "model's estimates of the 1- and 2-layer programs do not follow their work, "
-                   "so the step time above is optimistic and the MFU overstated")
+                   "model's estimates of the unrolled programs do not follow their work, so the "
+                   "step time above is optimistic and the MFU overstated")
+    if not increment.get("linear", True):
+      lines.append(f"WARNING: the unrolled compiles' estimates lie up to "
+                   f"{100 * increment['line_residual']:.1f} % off a straight line in the layer "
+                   f"count (tolerance {100 * analysis.LINE_TOLERANCE:.0f} %): the per-layer "
+                   "extrapolation is uncertain")
   for name, r in report["eval_programs"].items():
     est = (f", estimated {1e3 * r['estimated_seconds']:.1f} ms" if r["estimated_seconds"]
            else "")
@@ -280,11 +316,14 @@ def format_report(report: dict) -> str:
 
 
 def compile_for_tpu(config, workdir, topology_name: str, num_slices: int = 1,
-                    effort: float = 0.0) -> dict:
+                    effort: float = 0.0, layer_counts=(1, 2)) -> dict:
   """Compiles the config's programs for a TPU slice; writes <workdir>/compile_report.json and
   prints the table. DoesNotFit (exit 2) when a program needs more HBM than a chip has.
   effort: XLA's exec_time_optimization_effort in [-1, 1]; 0 compiles what a run compiles, -1
-  compiles several times faster a less optimised program (quick what-if checks)."""
+  compiles several times faster a less optimised program (quick what-if checks).
+  layer_counts: the unrolled layer counts a scanned step's per-layer estimate is fitted on."""
+  if config.model.scan_layers:
+    layer_counts = layer_counts_checked(layer_counts, int(config.model.num_layers))
   try:
     slice_ = topology.parse_slice(topology_name, num_slices)
   except ValueError as e:
@@ -294,7 +333,7 @@ def compile_for_tpu(config, workdir, topology_name: str, num_slices: int = 1,
         f"abstract devices ...", flush=True)
   run = compile_run(config, workdir, devices, verbose=True)  # shared by the step and evals
   train = train_step_program(config, workdir, devices, effort=effort, run=run)
-  estimate = per_step_estimate(config, workdir, devices, train, effort)
+  estimate = per_step_estimate(config, workdir, devices, train, effort, layer_counts)
   evals = eval_program_reports(config, workdir, devices, effort, run=run)
   report = summarize(slice_, train, estimate, evals)
   report["compile_effort"] = float(effort)
