@@ -178,6 +178,10 @@ def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
       unrolled["cost"]["estimated_seconds"], rel=0.05)
   assert fitted["cost"]["flops"] == pytest.approx(unrolled["cost"]["flops"], rel=0.05)
   assert fitted["per_layer"]["line_residual"] < analysis.LINE_TOLERANCE
+  by_layers = fitted["collectives_by_layers"]
+  assert sorted(by_layers) == ["1", "2", "3"]
+  assert fitted["collectives"]["all-reduce"]["count"] == pytest.approx(analysis.extrapolate(
+      {int(n): c["all-reduce"]["count"] for n, c in by_layers.items()}, 4))
   assert scanned["model_flops"] == pytest.approx(unrolled["model_flops"], rel=1e-6)
   # the report checks the per-layer increment against the chip's peak
   slice_ = topology.parse_slice("v5e-4")

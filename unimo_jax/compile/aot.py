@@ -182,6 +182,7 @@ def per_step_estimate(config, workdir, devices, program: dict, effort: float = 0
           "cost": analysis.extrapolate({n: p["cost"] for n, p in programs.items()}, layers),
           "collectives": analysis.extrapolate(
               {n: p["collectives"] for n, p in programs.items()}, layers),
+          "collectives_by_layers": {str(n): p["collectives"] for n, p in programs.items()},
           "variant_compile_seconds": sum(p["compile_seconds"] for p in programs.values())}
 
 
@@ -226,6 +227,8 @@ def summarize(slice_, train: dict, estimate: dict, evals: dict) -> dict:
           "bytes_accessed_per_chip": estimate["cost"]["bytes_accessed"],
           "random_bits_per_chip": estimate["cost"]["random_bits_bytes"],
           "collectives": estimate["collectives"], "estimate_method": estimate["method"],
+          # the unrolled compiles' own counts, when the figures above are extrapolated from them
+          "collectives_by_layers": estimate.get("collectives_by_layers"),
           "estimated_step_seconds": seconds if timed else None,
           "examples_per_step": train["examples"], "token_slots_per_step": train["tokens"],
           "compile_seconds": train["compile_seconds"],
