@@ -55,6 +55,17 @@ def test_metric_writer_keeps_every_row_of_resumed_runs_on_a_remote_workdir(tmp_p
   assert read_metric_rows(tmp_path / "local") == [{"step": 1, "split": "train", "loss": 2.0}]
 
 
+def test_a_row_still_being_written_is_not_read(tmp_path):
+  """A reader that polls metrics.jsonl while a run appends can see a row's first bytes only: that
+  partial row is left out (json would fail on it), and read once it is complete."""
+  row = '{"step": 2, "split": "train", "loss": 1.5}'
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "split": "train", "loss": 2.0}\n' + row[:25])
+  assert read_metric_rows(tmp_path) == [{"step": 1, "split": "train", "loss": 2.0}]
+  path.write_text(path.read_text() + row[25:] + "\n")
+  assert [r["step"] for r in read_metric_rows(tmp_path)] == [1, 2]
+
+
 def test_remote_bytes_per_log_step_stay_constant(tmp_path, monkeypatch):
   """Written bytes per log step, counted at the mocked gs:// backend's open(), over a 200-step
   run that sends at every step: the same at step 200 as at step 1 (the old whole-file rewrite

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from test_train import _free_port
+from test_train import _free_port, _losses
 from train_helpers import ROOT, main_command, run_main, small_run_overrides
 from unimo_jax.parallel import make_mesh
 from unimo_jax.train import digest
@@ -117,11 +117,6 @@ def test_train_state_checkpoint_records_and_checks_digests(tmp_path):
 
 
 # ---- the command line: preemption, corruption, a full workdir, a lost process -------------------
-
-def _losses(workdir):
-  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return {r["step"]: r["total_loss"] for r in rows if r["split"] == "train"}
-
 
 def _params(workdir, step):
   manager = Checkpointer(workdir / "checkpoints", every=1, keep=1).manager

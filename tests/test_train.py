@@ -19,6 +19,7 @@ from test_pretrain_loss import load_config
 from train_helpers import ROOT, main_command, run_main, small_run_overrides
 from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
 from unimo_jax.data.random_batch import random_pretraining_batch
+from unimo_jax.train.metrics import read_metric_rows
 from unimo_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from unimo_jax.train.state import create_state, state_shardings
 from unimo_jax.train.step import jit_train_step
@@ -157,8 +158,8 @@ def test_config_errors_exit_cleanly_and_write_nothing(tmp_path, override, messag
 
 
 def _losses(workdir):
-  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return {r["step"]: r["total_loss"] for r in rows if r["split"] == "train"}
+  """{step: training loss} of the rows a run has written so far (it may still be writing)."""
+  return {r["step"]: r["total_loss"] for r in read_metric_rows(workdir) if r["split"] == "train"}
 
 
 @pytest.mark.slow

@@ -88,17 +88,23 @@ def _part_number(path) -> int:
   return int(stem) if stem.isdigit() else -1
 
 
+def complete_lines(text: str) -> list:
+  """The newline-terminated lines of a JSON-lines file: a last line without its newline is a row
+  the writer has not finished (a run writing while this reads) and is left out."""
+  return text.split("\n")[:-1]
+
+
 def read_metric_rows(workdir) -> list:
   """Every metric row of a workdir, oldest first: metrics.jsonl, then (remote workdirs) the
-  parts under metrics/ in their order."""
+  parts under metrics/ in their order. Safe to call while a run writes: only complete rows."""
   workdir = as_path(workdir)
   lines = []
   if (workdir / "metrics.jsonl").exists():
-    lines += (workdir / "metrics.jsonl").read_text().splitlines()
+    lines += complete_lines((workdir / "metrics.jsonl").read_text())
   parts = workdir / REMOTE_PARTS
   if parts.exists():
     for part in sorted(parts.glob("part-*.jsonl"), key=_part_number):
-      lines += part.read_text().splitlines()
+      lines += complete_lines(part.read_text())
   return [json.loads(line) for line in lines if line.strip()]
 
 
