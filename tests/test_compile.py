@@ -256,9 +256,15 @@ def test_a_config_that_does_not_fit_exits_non_zero_naming_the_overflow(tmp_path)
 def test_the_command_writes_the_report(tmp_path):
   result = compile_command(tmp_path, "--topology=v5e-4", "--config=configs/glue.py:tiny",
                            "--config.mesh.data=1", "--config.mesh.fsdp=4",
-                           "--config.batch_size=16")
+                           "--config.batch_size=16", "--config.model.scan_layers=True")
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((tmp_path / "compile_report.json").read_text())
+  # the scanned step's per-layer estimate: each unrolled compile printed as it finishes
+  assert report["train_step"]["estimate_method"] == "per-layer fit over 1, 2 unrolled layers"
+  for n in ("1", "2"):
+    seconds = report["train_step"]["per_layer_increment"]["estimated_seconds_by_layers"][n]
+    assert f"  {n} layer(s): estimated {1e3 * seconds:.2f} ms" in result.stdout
+  assert sorted(report["train_step"]["collectives_by_layers"]) == ["1", "2"]
   assert report["libtpu_topology"] == "v5e:2x2" and report["mesh"]["fsdp"] == 4
   assert report["train_step"]["examples_per_step"] == 16
   assert report["eval_programs"]["eval_step"]["batch"] == 64  # eval_batch, over 4 devices

@@ -172,6 +172,10 @@ def per_step_estimate(config, workdir, devices, program: dict, effort: float = 0
     print(f"compiling the step with {n} unrolled layer(s) for the per-layer estimate ...",
           flush=True)
     programs[n] = train_step_program(_layer_variant(config, n), workdir, devices, effort=effort)
+    cost = programs[n]["cost"]
+    print(f"  {n} layer(s): estimated {1e3 * cost['estimated_seconds']:.2f} ms, "
+          f"{cost['flops']:.3e} FLOPs per chip (compiled in "
+          f"{programs[n]['compile_seconds']:.0f} s)", flush=True)
   seconds = {n: p["cost"]["estimated_seconds"] for n, p in programs.items()}
   return {"method": f"per-layer fit over {', '.join(map(str, counts))} unrolled layers",
           "per_layer": {"seconds": analysis.per_layer_slope(seconds),
