@@ -191,9 +191,9 @@ def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
   assert increment["fraction_of_peak"] == pytest.approx(
       increment["flops"] / increment["seconds"] / slice_.chip.peak_bf16_flops)
   assert "WARNING" not in aot.format_report(report)
-  report["train_step"]["per_layer_increment"] = analysis.per_layer_increment(
+  report["train_step"]["per_layer_increment"] = dict(increment, **analysis.per_layer_increment(
       increment["seconds"], 2 * increment["seconds"] * slice_.chip.peak_bf16_flops,
-      slice_.chip.peak_bf16_flops)
+      slice_.chip.peak_bf16_flops))
   assert "WARNING: the per-layer increment runs faster than the chip's peak" in (
       aot.format_report(report))
 

@@ -8,8 +8,8 @@ Every config (configs/pretrain.py and each task's configs/<task>.py) runs throug
   predict  write predictions (task configs; data.predict_dir, default the eval split)
   check    one sharded forward pass of the pretraining loss on a random batch
   compile  compile the config's programs for a TPU slice (--topology=v5e-16 [--num_slices=N]
-           [--compile_effort=E] [--compile_layers=1,2,3]) on any machine and report per-chip memory, FLOPs, collectives and estimated MFU
-           (unimo_jax/compile/aot.py)
+           [--compile_effort=E] [--compile_layers=1,2,3]) on any machine and report per-chip
+           memory, FLOPs, collectives and estimated MFU (unimo_jax/compile/aot.py)
 """
 
 import os

@@ -298,8 +298,8 @@ def format_report(report: dict) -> str:
                  f"estimated MFU {100 * step['estimated_mfu']:.1f} % (XLA's TPU cost model)")
   increment = step.get("per_layer_increment")
   if increment:
-    by_layers = increment.get("estimated_seconds_by_layers", {})
-    lines.append(f"per layer (slope over {len(by_layers) or 2} unrolled compiles: "
+    by_layers = increment["estimated_seconds_by_layers"]
+    lines.append(f"per layer (slope over {len(by_layers)} unrolled compiles: "
                  + ", ".join(f"{n} layer(s) {1e3 * s:.1f} ms" for n, s in by_layers.items())
                  + f"): {1e3 * increment['seconds']:.2f} ms, {increment['flops']:.3e} FLOPs per "
                  f"chip, {100 * increment['fraction_of_peak']:.0f} % of the chip's peak"
@@ -309,7 +309,7 @@ def format_report(report: dict) -> str:
       lines.append("WARNING: the per-layer increment runs faster than the chip's peak: the cost "
                    "model's estimates of the unrolled programs do not follow their work, so the "
                    "step time above is optimistic and the MFU overstated")
-    if not increment.get("linear", True):
+    if not increment["linear"]:
       lines.append(f"WARNING: the unrolled compiles' estimates lie up to "
                    f"{100 * increment['line_residual']:.1f} % off a straight line in the layer "
                    f"count (tolerance {100 * analysis.LINE_TOLERANCE:.0f} %): the per-layer "
