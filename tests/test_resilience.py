@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from test_train import _free_port, _losses
-from train_helpers import ROOT, main_command, run_main, small_run_overrides
+from test_train import _free_port
+from train_helpers import ROOT, main_command, run_main, small_run_overrides, training_losses
 from unimo_jax.parallel import make_mesh
 from unimo_jax.train import digest
 from unimo_jax.train.checkpoint import (Checkpointer, CorruptCheckpoint, read_params,
@@ -146,8 +146,7 @@ def test_sigterm_saves_that_step_and_the_resumed_run_equals_an_uninterrupted_one
   workdir = tmp_path / "stopped"
   proc = subprocess.Popen(main_command(workdir, *args), cwd=ROOT, env=_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  _wait_for(lambda: (workdir / "metrics.jsonl").exists()
-            and max(_losses(workdir), default=0) >= stop_at, [proc])
+  _wait_for(lambda: max(training_losses(workdir), default=0) >= stop_at, [proc])
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-3000:]
@@ -157,7 +156,7 @@ def test_sigterm_saves_that_step_and_the_resumed_run_equals_an_uninterrupted_one
   assert not (workdir / "eval_metrics.json").exists()  # stopped, not finished
   resumed = run_main(main_command(workdir, *args))
   assert f"resumed from step {saved} " in resumed.stdout
-  straight, losses = _losses(tmp_path / "straight"), _losses(workdir)
+  straight, losses = training_losses(tmp_path / "straight"), training_losses(workdir)
   assert all(losses[s] == straight[s] for s in range(1, steps + 1))  # bit-identical
   for a, b in zip(jax.tree.leaves(_params(workdir, steps)),
                   jax.tree.leaves(_params(tmp_path / "straight", steps))):
@@ -260,8 +259,7 @@ def test_two_processes_preempted_together_then_one_lost_then_the_coordinator_los
             for i in range(2)]
 
   procs = start(steps=400)  # both generate the synthetic scenes: the first rename wins
-  _wait_for(lambda: (workdir / "metrics.jsonl").exists() and max(_losses(workdir), default=0) >= 3,
-            procs)
+  _wait_for(lambda: max(training_losses(workdir), default=0) >= 3, procs)
   procs[1].send_signal(signal.SIGTERM)
   outputs = [p.communicate(timeout=180) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]

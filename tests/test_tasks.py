@@ -11,10 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from train_helpers import config_from_file, set_fields
+from train_helpers import config_from_file, set_fields, training_losses
 from unimo_jax.data.records import DataError, ShardSource, write_examples
 from unimo_jax.tasks.registry import make_task
 from unimo_jax.train import driver
+from unimo_jax.train.metrics import read_metric_rows
 from unimo_jax.train.workdir import ConfigError
 
 TASK_STEPS = 30
@@ -48,8 +49,7 @@ def task_config(name, scenes, **overrides):
 
 
 def losses(workdir):
-  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
-  return [r["total_loss"] for r in rows if r["split"] == "train"]
+  return list(training_losses(workdir).values())
 
 
 def predictions(workdir):
@@ -88,7 +88,7 @@ def test_task_trains_and_evaluates(name, scenes, tmp_path):
   assert len(rows) > 0
   # The one driver's metrics: throughput and MFU on every logged step, and the paths resolved
   # for the run written beside the config, which keeps the fields as given.
-  train_rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if '"train"' in l]
+  train_rows = [r for r in read_metric_rows(tmp_path) if r["split"] == "train"]
   assert all(r["mfu"] > 0 and r["examples_per_second"] > 0 and r["tokens_per_second"] > 0
              for r in train_rows)
   paths = json.loads((tmp_path / "data_paths.json").read_text())
@@ -136,8 +136,7 @@ def test_villa_fine_tunes_train(name, scenes, tmp_path):
       "task.adversarial.type": "villa", "task.adversarial.steps": 2, "steps": 16,
       "optimizer.learning_rate": LEARNING_RATE.get(name, 2e-3)})
   driver.train_and_evaluate(config, tmp_path)
-  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  train = [r for r in rows if r["split"] == "train"]
+  train = [r for r in read_metric_rows(tmp_path) if r["split"] == "train"]
   assert np.mean([r["total_loss"] for r in train[-3:]]) < np.mean(
       [r["total_loss"] for r in train[:3]])
   last = train[-1]
@@ -251,8 +250,7 @@ def test_epochs_set_the_run_length_from_the_training_set(scenes, tmp_path):
   written = json.loads((tmp_path / "run" / "config.json").read_text())
   assert written["steps"] == steps != config.steps
   assert written["optimizer"]["warmup_steps"] == int(steps * 0.25)
-  rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
-  assert max(r["step"] for r in rows if r["split"] == "train") == steps
+  assert max(training_losses(tmp_path / "run")) == steps
 
 
 def test_diverging_fine_tune_stops_with_a_message_and_keeps_the_last_good_checkpoint(

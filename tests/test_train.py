@@ -16,10 +16,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from test_pretrain_loss import load_config
-from train_helpers import ROOT, main_command, run_main, small_run_overrides
+from train_helpers import ROOT, main_command, run_main, small_run_overrides, training_losses
 from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
 from unimo_jax.data.random_batch import random_pretraining_batch
-from unimo_jax.train.metrics import read_metric_rows
 from unimo_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from unimo_jax.train.state import create_state, state_shardings
 from unimo_jax.train.step import jit_train_step
@@ -157,11 +156,6 @@ def test_config_errors_exit_cleanly_and_write_nothing(tmp_path, override, messag
   assert not (tmp_path / "w" / "checkpoints").exists()
 
 
-def _losses(workdir):
-  """{step: training loss} of the rows a run has written so far (it may still be writing)."""
-  return {r["step"]: r["total_loss"] for r in read_metric_rows(workdir) if r["split"] == "train"}
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
   data = tmp_path / "data"
@@ -179,10 +173,11 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-  killed_losses = _losses(tmp_path / "killed")
+  killed_losses = training_losses(tmp_path / "killed")
   assert max(killed_losses) < steps
   run_main(main_command(tmp_path / "killed", *args))  # resumes from the step-12 checkpoint
-  straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "killed")
+  straight = training_losses(tmp_path / "straight")
+  resumed = training_losses(tmp_path / "killed")
   for s in range(1, steps + 1):
     assert resumed[s] == straight[s], (s, resumed[s], straight[s])  # bit-identical
   from unimo_jax.train.checkpoint import Checkpointer

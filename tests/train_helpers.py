@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+from unimo_jax.train.metrics import read_metric_rows
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -47,3 +49,8 @@ def set_fields(config, fields):
       node = node[p]
     node[leaf] = value
   return config
+
+
+def training_losses(workdir):
+  """{step: training loss} of the rows a run has written so far (it may still be writing)."""
+  return {r["step"]: r["total_loss"] for r in read_metric_rows(workdir) if r["split"] == "train"}
