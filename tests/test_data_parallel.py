@@ -1,18 +1,23 @@
 """gradient_sum='once' (train/data_parallel.py): the per-device step gives the partitioner's loss,
 metrics and gradients, sends each gradient over the network once, draws dropout per device, and
-is refused where it cannot run."""
+is refused where it cannot run; 'scatter' trains like 'once' with each gradient reduce-scattered
+and the optimizer moments sliced over the devices."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from test_pretrain_loss import load_config
+from train_helpers import sharded_training
 from unimo_jax.compile.analysis import collectives
 from unimo_jax.data.random_batch import random_pretraining_batch
 from unimo_jax.model import init_params
 from unimo_jax.parallel import BATCH_AXES, batch_sharding, make_mesh
-from unimo_jax.train.data_parallel import check_gradient_sum, summed_once
+from unimo_jax.train.checkpoint import Checkpointer
+from unimo_jax.train.data_parallel import (check_gradient_sum, scattered_dimension,
+                                           scattered_spec, summed_once)
 from unimo_jax.train.step import loss_and_grads, pretraining_loss_fn
 
 DEVICES = 8
@@ -132,5 +137,80 @@ def test_once_is_refused_where_it_cannot_run():
     check_gradient_sum("once", dict(sizes, fsdp=2), PretrainingExperiment)
   with pytest.raises(ValueError, match=r"written for the global batch only"):
     check_gradient_sum("once", sizes, task_class("glue"))
-  with pytest.raises(ValueError, match=r"expected one of \('partitioner', 'once'\), found 'twice'"):
+  with pytest.raises(ValueError, match=r"'scatter' keeps a whole copy .* found fsdp=2"):
+    check_gradient_sum("scatter", dict(sizes, fsdp=2), PretrainingExperiment)
+  with pytest.raises(ValueError, match=r"expected one of \('partitioner', 'once', 'scatter'\), "
+                                       r"found 'twice'"):
     check_gradient_sum("twice", sizes, PretrainingExperiment)
+
+
+def test_scattered_dimension_is_the_largest_divisible_one():
+  assert scattered_dimension((768, 3072), 16) == 1
+  assert scattered_dimension((3072, 768), 16) == 0
+  assert scattered_dimension((50265, 768), 16) == 1  # the word table: the hidden axis
+  assert scattered_dimension((64, 64), 8) == 0  # the first of equals
+  assert scattered_dimension((50265,), 16) == -1  # nothing divisible: summed whole
+  assert scattered_dimension((), 8) == -1
+  assert scattered_dimension((768,), 1) == -1  # one device: nothing to slice
+  assert scattered_spec((768, 3072), 16) == P(None, BATCH_AXES)
+  assert scattered_spec((50265,), 16) == P()
+
+
+def _steps(config, mesh, gradient_sum, batch, steps=2, checkpoints=None):
+  """(state on the host after `steps` train steps, the state's shardings, the step's HLO). With
+  a Checkpointer, also the state after step 1 saved, restored, and stepped on to `steps`."""
+  c = config.copy_and_resolve_references()
+  c.gradient_sum = gradient_sum
+  with sharded_training(c, mesh, batch) as (state, step, placed, shardings):
+    text = step.lower(state, placed).compile().as_text()
+    for done in range(1, steps + 1):
+      state, _ = step(state, placed)
+      if checkpoints is not None and done == 1:
+        checkpoints.save(done, state, {}, force=True)
+        checkpoints.wait()
+        resumed, _ = checkpoints.restore(jax.eval_shape(lambda: state), shardings)
+    if checkpoints is not None:
+      for _ in range(2, steps + 1):
+        resumed, _ = step(resumed, placed)
+      return jax.device_get((state, resumed)), shardings, text
+  return jax.device_get(state), shardings, text
+
+
+def test_scatter_trains_like_once_with_the_moments_sliced(config, mesh, tmp_path):
+  c = config.copy_and_resolve_references()
+  c.model.vocab_size = 508  # the output bias [508]: no dimension divisible by 8, summed whole
+  c.optimizer.warmup_steps, c.optimizer.learning_rate = 1, 1e-3
+  batch = random_pretraining_batch(c, seed=7)
+  once, _, once_text = _steps(c, mesh, "once", batch, steps=3)
+  checkpoints = Checkpointer(tmp_path / "ckpt", every=1, keep=1)
+  (scatter, resumed), shardings, scatter_text = _steps(c, mesh, "scatter", batch, steps=3,
+                                                       checkpoints=checkpoints)
+  checkpoints.close()
+  # resumed from step 1's checkpoint (its moments saved and restored in slices): the same state
+  for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(scatter)):
+    np.testing.assert_array_equal(got, want)
+  # float32 sums of the same gradients in another grouping, through three Adam steps
+  for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(scatter),
+                               jax.tree.leaves(once)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+  # the moments live in slices: a kernel's on the batch devices, the output bias's whole
+  adam = shardings["opt_state"][1][0]
+  kernel = once["params"]["encoder"]["layer_0"]["ffn_fc_0"]["kernel"]  # [64, 256]
+  assert adam.mu["encoder"]["layer_0"]["ffn_fc_0"]["kernel"].shard_shape(kernel.shape) == (
+      64, 256 // DEVICES)
+  assert adam.nu["lm_head"]["mask_lm_out_bias"].spec == P()
+  assert all(s.is_fully_replicated for s in jax.tree.leaves(shardings["params"]))
+  # The network: under 'once' one all-reduce of the gradients; under 'scatter' a reduce-scatter
+  # (each device receives an eighth) and an all-gather of the updated parameters (every
+  # device's eighth), the all-reduces left carrying the whole output bias, the loss and metric
+  # sums and the global norms. (Both have CMCL's small gathers and reduce-scatters.)
+  grad_bytes = sum(x.size * 4 for x in jax.tree.leaves(once["params"]))
+  sent = {name: collectives(text) for name, text in (("once", once_text),
+                                                     ("scatter", scatter_text))}
+  assert sent["once"]["all-reduce"]["bytes"] > 0.95 * grad_bytes
+  assert sent["once"]["reduce-scatter"]["bytes"] < 0.01 * grad_bytes
+  assert 0.95 < sent["scatter"]["reduce-scatter"]["bytes"] / (grad_bytes / DEVICES) < 1.1
+  assert sent["scatter"]["all-gather"]["bytes"] > 0.95 * grad_bytes
+  assert sent["scatter"]["all-reduce"]["bytes"] < 0.01 * grad_bytes
+

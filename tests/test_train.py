@@ -16,25 +16,18 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from test_pretrain_loss import load_config
-from train_helpers import ROOT, main_command, run_main, small_run_overrides, training_losses
-from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
+from train_helpers import (ROOT, main_command, run_main, sharded_training,
+                           small_run_overrides, training_losses)
+from unimo_jax.parallel import make_mesh, rules_from_config
 from unimo_jax.data.random_batch import random_pretraining_batch
 from unimo_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
-from unimo_jax.train.state import create_state, state_shardings
-from unimo_jax.train.step import jit_train_step
+from unimo_jax.train.state import state_shardings
 
 
 def _train(config, mesh_shape, steps=3, devices=None):
   mesh = make_mesh(mesh_shape, devices=devices)
-  rules = rules_from_config(config.logical_axis_rules)
-  tx = make_optimizer(config)
   batch = random_pretraining_batch(config, seed=3)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    _, shardings = state_shardings(config, tx, mesh, rules)
-    state = create_state(config, tx, shardings)
-    batch_shardings = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x)), batch)
-    step = jit_train_step(config, tx, mesh, shardings, batch_shardings)
-    sharded_batch = jax.tree.map(jax.device_put, batch, batch_shardings)
+  with sharded_training(config, mesh, batch) as (state, step, sharded_batch, _):
     losses = []
     for _ in range(steps):
       state, metrics = step(state, sharded_batch)

@@ -1,5 +1,6 @@
 """Shared pieces of the training tests."""
 
+import contextlib
 import importlib.util
 import os
 import pathlib
@@ -54,3 +55,24 @@ def set_fields(config, fields):
 def training_losses(workdir):
   """{step: training loss} of the rows a run has written so far (it may still be writing)."""
   return {r["step"]: r["total_loss"] for r in read_metric_rows(workdir) if r["split"] == "train"}
+
+
+@contextlib.contextmanager
+def sharded_training(config, mesh, batch):
+  """Inside the mesh and the config's logical-axis rules (where the step is traced): (a fresh
+  sharded state, the jitted train step, the batch placed on the mesh, the state's shardings)."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from unimo_jax.parallel import batch_sharding, rules_from_config
+  from unimo_jax.train.optimizer import make_optimizer
+  from unimo_jax.train.state import create_state, state_shardings
+  from unimo_jax.train.step import jit_train_step
+  rules = rules_from_config(config.logical_axis_rules)
+  tx = make_optimizer(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    _, shardings = state_shardings(config, tx, mesh, rules)
+    state = create_state(config, tx, shardings)
+    batch_shardings = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x)), batch)
+    step = jit_train_step(config, tx, mesh, shardings, batch_shardings)
+    yield state, step, jax.tree.map(jax.device_put, batch, batch_shardings), shardings

@@ -44,7 +44,9 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
   c.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
   # How a step's gradients are summed over the batch axes: 'partitioner' (XLA's SPMD partitioner
   # places the sums, pass by pass) or 'once' (each device sums its own passes, then one psum per
-  # parameter; parameters replicated, pretraining only: train/data_parallel.py).
+  # parameter; parameters replicated, pretraining only: train/data_parallel.py) or 'scatter'
+  # (the same sums as one reduce-scatter per parameter, the optimizer moments sliced over the
+  # batch devices and each slice of the parameters updated on one device, then all-gathered).
   c.gradient_sum = "partitioner"
   # Start-up check: parameters + optimizer state per device may exceed an even split over
   # fsdp x tensor by this fraction (biases and LayerNorms stay whole; in the 64-wide tiny model

@@ -50,7 +50,8 @@ class Experiment(Protocol):
     """(loss, metrics with 'total_loss') of one global batch, dropout on; inside the jitted
     step. An experiment whose class sets `per_device_loss = True` also takes
     `batch_axes=(mesh axes)`: called inside a jax.shard_map over them with this device's rows,
-    it returns the global batch's loss and metrics (gradient_sum='once', train/data_parallel.py)."""
+    it returns the global batch's loss and metrics (gradient_sum='once' or 'scatter',
+    train/data_parallel.py)."""
 
   def train_batches(self) -> BatchIterator: ...
 

@@ -21,7 +21,7 @@ from unimo_jax.train.workdir import ConfigError
 
 class PretrainingExperiment:
   pretrained_key = None  # init_from (e.g. converted RoBERTa) fills the whole tree
-  per_device_loss = True  # loss(..., batch_axes=...) inside a shard_map (gradient_sum='once')
+  per_device_loss = True  # loss(..., batch_axes=...) in a shard_map (gradient_sum once, scatter)
 
   def __init__(self, config, workdir, mesh=None, *, data_paths: dict | None = None,
                tokenizer=None):

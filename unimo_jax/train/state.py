@@ -11,6 +11,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from unimo_jax.model.params import init_boxed_params
+from unimo_jax.train.data_parallel import batch_devices, scattered_spec
 
 
 def _params_fn(config, boxed_params_fn):
@@ -31,17 +32,30 @@ def _init_state(config, tx, boxed_params_fn):
           "rng": jax.random.key_data(jax.random.fold_in(dropout_key, 1))}
 
 
+def moment_shardings(config, mesh, abstract_params, param_shardings):
+  """The sharding of each parameter's optimizer moments: the parameter's own, or under
+  gradient_sum='scatter' the slice of the batch devices its summed gradient arrives in
+  (train/data_parallel.py)."""
+  if config.get("gradient_sum", "partitioner") != "scatter":
+    return param_shardings
+  devices = batch_devices(mesh)
+  return jax.tree.map(lambda p: NamedSharding(mesh, scattered_spec(p.shape, devices)),
+                      abstract_params)
+
+
 def state_shardings(config, tx, mesh, rules, boxed_params_fn=None):
   """(abstract state, NamedSharding tree): params by the logical rules, optimizer moments like
-  their parameters, scalars replicated. boxed_params_fn(key) -> params with logical partitioning
-  metadata (default: the pretraining model's). Nothing is allocated."""
+  their parameters (or sliced over the batch devices, gradient_sum='scatter'), scalars
+  replicated. boxed_params_fn(key) -> params with logical partitioning metadata (default: the
+  pretraining model's). Nothing is allocated."""
   params_fn = _params_fn(config, boxed_params_fn)
   boxed = jax.eval_shape(lambda: params_fn(jax.random.key(config.seed)))
   param_shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
   abstract = jax.eval_shape(lambda: _init_state(config, tx, params_fn))
   replicated = NamedSharding(mesh, P())
   opt_shardings = optax.tree_map_params(
-      tx, lambda _, sharding: sharding, abstract["opt_state"], param_shardings,
+      tx, lambda _, sharding: sharding, abstract["opt_state"],
+      moment_shardings(config, mesh, abstract["params"], param_shardings),
       transform_non_params=lambda _: replicated)
   shardings = {"params": param_shardings, "opt_state": opt_shardings, "step": replicated,
                "rng": replicated}

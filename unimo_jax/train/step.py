@@ -8,7 +8,7 @@ import optax
 
 from unimo_jax.objectives.pretraining import pretraining_loss
 from unimo_jax.parallel import BATCH_AXES
-from unimo_jax.train.data_parallel import summed_once
+from unimo_jax.train.data_parallel import PER_DEVICE_SUMS, summed_once
 from unimo_jax.train.optimizer import learning_rate_schedule
 from unimo_jax.train.state import dropout_key_impl
 
@@ -33,14 +33,16 @@ def pretraining_loss_fn(config, mesh):
 
 def loss_and_grads(params, batch, rng, config, loss_fn, mesh=None):
   """((loss, metrics), grads), averaged over optimizer.accumulation_steps micro-batches. With
-  config.gradient_sum 'once' each device runs this on its own rows and the gradients are summed
-  over the batch axes once (train/data_parallel.py); 'partitioner' leaves the sums to XLA."""
-  if config.get("gradient_sum", "partitioner") == "once":
+  config.gradient_sum 'once' or 'scatter' each device runs this on its own rows and the gradients
+  are summed over the batch axes once, whole or sliced (train/data_parallel.py); 'partitioner'
+  leaves the sums to XLA."""
+  gradient_sum = config.get("gradient_sum", "partitioner")
+  if gradient_sum in PER_DEVICE_SUMS:
     if mesh is None:
-      raise ValueError("gradient_sum='once': expected the device mesh, found mesh=None")
+      raise ValueError(f"gradient_sum={gradient_sum!r}: expected the device mesh, found mesh=None")
     local_loss = functools.partial(loss_fn, batch_axes=BATCH_AXES)
     local = functools.partial(_accumulated, config=config, loss_fn=local_loss)
-    return summed_once(local, mesh)(params, batch, rng)
+    return summed_once(local, mesh, scatter=gradient_sum == "scatter")(params, batch, rng)
   return _accumulated(params, batch, rng, config, loss_fn)
 
 
