@@ -8,9 +8,9 @@
 Modes: --mode=train (default), eval, predict.
 The base / large presets are UNIMO's COCO recipe (tasks/recipes.py: batch 64, object tags, VILLA).
 Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-9.95 GiB per chip of 15.75, 37 % free, the decode loop over 128 images x 5 beams 4.88 GiB;
-estimated 157 ms per step and MFU 53.9 %, figures of XLA's TPU cost model, not measurements,
-and optimistic: README, "Will it fit?").
+7.99 GiB per chip of 15.75, 49 % free, the decode loop over 128 images x 5 beams 4.88 GiB;
+estimated 167 ms per step and MFU 50.4 % (per-layer fit over 1, 2, 3 unrolled layers), figures
+of XLA's TPU cost model, not measurements, and optimistic: README, "Will it fit?").
 """
 
 from unimo_jax.tasks.config import finetune_config
