@@ -11,8 +11,9 @@ Any field can be overridden with --config.<field>=<value>; unknown fields are re
 
 Sized for TPU (`--mode=compile`; step time and MFU are estimates of XLA's TPU cost model):
 base on v5e-16 replicates parameters and optimizer state (pure data parallelism, mesh data 16;
-batch 256 texts + 256 images + 512 pairs) and sums each chip's gradients once per step
-(gradient_sum 'once'), and each layer keeps its attention probabilities for the backward pass
+batch 256 texts + 256 images + 512 pairs), sums each chip's gradients once per step with a
+reduce-scatter, each chip then updating its sixteenth of the parameters with its sixteenth of
+Adam's moments (gradient_sum 'scatter'), and each layer keeps its attention probabilities for the backward pass
 (model.remat 'attention', whose kept bfloat16 probabilities the softmax's backward reads):
 8.38 GiB per chip of 15.75, 47 % free; estimated 239 ms per step, MFU 38.2 %, against 255 ms
 and 35.7 % with the float32 softmax recomputed for the backward pass (8.40 GiB), 271 ms and
@@ -40,10 +41,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # 0.49 GiB of float32 parameters and 0.98 of Adam moments fit every v5e chip whole: no
     # weight gathers in each pass, an 18 % shorter step by the compile report (docstring)
     c.mesh.data, c.mesh.fsdp = -1, 1
-    # each chip sums its ten passes' gradients itself, then one all-reduce per parameter
-    # (train/data_parallel.py), instead of one per pass: 20.5 against 25.2 ms per layer with the
-    # bfloat16 attention probabilities (docstring; README, "Where the base step's time goes")
-    c.gradient_sum = "once"
+    # each chip sums its ten passes' gradients itself, then the chips sum them once per parameter
+    # (train/data_parallel.py), instead of once per pass: 20.5 against 25.2 ms per layer with the
+    # bfloat16 attention probabilities; summed by a reduce-scatter, each chip keeping Adam's
+    # moments for its sixteenth and updating that sixteenth of the parameters ('scatter'), the
+    # 1-layer step is 40.0 against 41.8 ms (the replicated update alone: 8.5 ms per step)
+    # (docstring; README, "Where the base step's time goes")
+    c.gradient_sum = "scatter"
     # each layer keeps its attention probabilities for the backward pass instead of recomputing
     # the scores and softmax: 19.2 against 20.5 ms per layer and 8.40 against 9.13 GiB per chip,
     # and 17.9 ms and 8.38 GiB since the softmax's backward reads them (layers.softmax_as)
