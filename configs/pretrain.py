@@ -10,16 +10,18 @@ Presets: tiny (CPU, the built-in synthetic scenes), base and large (UNIMO / RoBE
 Any field can be overridden with --config.<field>=<value>; unknown fields are rejected.
 
 Sized for TPU (`--mode=compile`; step time and MFU are estimates of XLA's TPU cost model):
-base on v5e-16 replicates parameters and optimizer state (pure data parallelism, mesh data 16;
-batch 256 texts + 256 images + 512 pairs), sums each chip's gradients once per step with a
-reduce-scatter, each chip then updating its sixteenth of the parameters with its sixteenth of
-Adam's moments (gradient_sum 'scatter'), and each layer keeps its attention probabilities for the backward pass
-(model.remat 'attention', whose kept bfloat16 probabilities the softmax's backward reads):
-8.38 GiB per chip of 15.75, 47 % free; estimated 239 ms per step, MFU 38.2 %, against 255 ms
-and 35.7 % with the float32 softmax recomputed for the backward pass (8.40 GiB), 271 ms and
-33.7 % with full remat (9.13 GiB), 331 ms and 27.5 % with XLA's per-pass gradient sums (and
-float32 attention probabilities, the model before), and 405 ms and 22.5 % sharded over fsdp 16
-(3.21 GiB, 80 % free), whose weight gathers data parallelism saves.
+base on v5e-16 replicates the parameters (pure data parallelism, mesh data 16;
+batch 256 texts + 256 images + 512 pairs), sums each chip's gradients once per step, each chip
+then updating its sixteenth of the parameters with its sixteenth of Adam's moments before the
+parameters are all-gathered (gradient_sum 'scatter'), and each layer keeps its attention
+probabilities for the backward pass (model.remat 'attention', whose kept bfloat16
+probabilities the softmax's backward reads): 8.41 GiB per chip of 15.75, 47 % free; estimated
+236 ms per step, MFU 38.7 %, against 239 ms and 38.2 % with every chip updating all the
+parameters (gradient_sum 'once', 8.38 GiB), 255 ms and 35.7 % with the float32 softmax
+recomputed for the backward pass (8.40 GiB), 271 ms and 33.7 % with full remat (9.13 GiB),
+331 ms and 27.5 % with XLA's per-pass gradient sums (and float32 attention probabilities, the
+model before), and 405 ms and 22.5 % sharded over fsdp 16 (3.21 GiB, 80 % free), whose weight
+gathers data parallelism saves.
 large on v5p-32 (fsdp 16, the same batch) keeps every activation (model.remat 'none'): 38.46
 GiB per chip of 95.74, 60 % free; estimated 367 ms per step, MFU 36.6 % (406 ms and 33.1 %, 39.93
 GiB, before the attention probabilities were kept in bfloat16 and read by the softmax's
@@ -38,14 +40,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c = common_config("configs/pretrain.py", arg)  # preset, seed, model, mesh, rules, distributed
   small = c.preset == "tiny"
   if c.preset == "base":
-    # 0.49 GiB of float32 parameters and 0.98 of Adam moments fit every v5e chip whole: no
-    # weight gathers in each pass, an 18 % shorter step by the compile report (docstring)
+    # 0.49 GiB of float32 parameters fit every v5e chip whole: no weight gathers in each pass,
+    # an 18 % shorter step by the compile report (docstring)
     c.mesh.data, c.mesh.fsdp = -1, 1
     # each chip sums its ten passes' gradients itself, then the chips sum them once per parameter
     # (train/data_parallel.py), instead of once per pass: 20.5 against 25.2 ms per layer with the
-    # bfloat16 attention probabilities; summed by a reduce-scatter, each chip keeping Adam's
-    # moments for its sixteenth and updating that sixteenth of the parameters ('scatter'), the
-    # 1-layer step is 40.0 against 41.8 ms (the replicated update alone: 8.5 ms per step)
+    # bfloat16 attention probabilities; each chip then keeping Adam's moments for a sixteenth of
+    # the parameters and updating that sixteenth ('scatter', ZeRO's first stage), the
+    # step is 236 against 239 ms (1 and 2 layers: 40.0 and 57.8 against 41.8 and 59.8 ms; the
+    # whole update on every chip alone: 8.5 ms per step)
     # (docstring; README, "Where the base step's time goes")
     c.gradient_sum = "scatter"
     # each layer keeps its attention probabilities for the backward pass instead of recomputing

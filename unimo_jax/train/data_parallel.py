@@ -22,11 +22,13 @@ number of batch devices (a run resumes on the same mesh).
 receives the sum of one slice of every parameter's gradient, along the dimension
 `scattered_dimension` picks, and the optimizer's moments live sliced the same way
 (train/state.py), so each device updates its slice of the parameters, which the step then
-all-gathers (the parameters stay replicated). The network moves the same bytes as the one
-all-reduce (a reduce-scatter and an all-gather are its two halves), while the optimizer update,
-which reads and writes the parameters, the gradients and both moments, and the moments' HBM
-shrink by the number of batch devices. Parameters with no dimension divisible by that number
-(e.g. the 50,265-word output bias) are summed and updated whole, as under 'once'.
+all-gathers (the parameters stay replicated). The optimizer update, which reads and writes the
+parameters, the gradients and both moments, and the moments' HBM shrink by the number of batch
+devices; the network carries the all-gather of the parameters besides the sum (a reduce-scatter
+is half an all-reduce, but libtpu 0.0.42.1 compiles it for a v5e slice as an all-reduce of the
+whole gradient followed by a slice: README, "Where the base step's time goes"). Parameters with
+no dimension divisible by that number (e.g. the 50,265-word output bias) are summed and
+updated whole, as under 'once'.
 """
 
 import flax.linen as nn
