@@ -50,13 +50,12 @@ def check_gradient_sum(gradient_sum: str, mesh_sizes: dict, experiment_kind) -> 
     return
   if mesh_sizes["fsdp"] != 1 or mesh_sizes["tensor"] != 1:
     raise ValueError(f"gradient_sum={gradient_sum!r} keeps a whole copy of the parameters on "
-                     "every device: "
-                     f"expected mesh fsdp=1 and tensor=1, found fsdp={mesh_sizes['fsdp']} and "
+                     f"every device: expected mesh fsdp=1 and tensor=1, found "
+                     f"fsdp={mesh_sizes['fsdp']} and "
                      f"tensor={mesh_sizes['tensor']} (use gradient_sum='partitioner')")
   if not getattr(experiment_kind, "per_device_loss", False):
     raise ValueError(f"gradient_sum={gradient_sum!r}: {experiment_kind.__name__}'s loss is "
-                     "written for the "
-                     "global batch only (use gradient_sum='partitioner')")
+                     "written for the global batch only (use gradient_sum='partitioner')")
 
 
 def batch_devices(mesh, batch_axes=BATCH_AXES) -> int:
