@@ -71,12 +71,14 @@ def scattered_dimension(shape, devices: int) -> int:
   return -max(divisible)[1] if devices > 1 and divisible else -1
 
 
+def _spec_along(dim: int, ndim: int, batch_axes) -> P:
+  """P() for dim -1; otherwise the `ndim`-dimensional spec splitting `dim` over the batch axes."""
+  return P(*[batch_axes if d == dim else None for d in range(ndim)]) if dim >= 0 else P()
+
+
 def scattered_spec(shape, devices: int, batch_axes=BATCH_AXES) -> P:
   """The PartitionSpec of a parameter's gradient and moments under 'scatter'; P() when whole."""
-  dim = scattered_dimension(shape, devices)
-  if dim < 0:
-    return P()
-  return P(*[batch_axes if d == dim else None for d in range(len(shape))])
+  return _spec_along(scattered_dimension(shape, devices), len(shape), batch_axes)
 
 
 def summed_once(grad_fn, mesh, batch_axes=BATCH_AXES, scatter: bool = False):
@@ -108,8 +110,7 @@ def summed_once(grad_fn, mesh, batch_axes=BATCH_AXES, scatter: bool = False):
         (loss, metrics), grads = grad_fn(own, batch, rng)
       return (loss, metrics), jax.tree.map(sum_over_devices, grads, dims)
 
-    grad_specs = jax.tree.map(
-        lambda p: scattered_spec(p.shape, devices, batch_axes) if scatter else P(), params)
+    grad_specs = jax.tree.map(lambda p, dim: _spec_along(dim, p.ndim, batch_axes), params, dims)
     fn = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(batch_axes), P()),
                        out_specs=((P(), P()), grad_specs))
     return fn(params, batch, rng)
