@@ -7,7 +7,15 @@ import pathlib
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import numpy as np
+
+from unimo_jax.parallel import batch_sharding, rules_from_config
 from unimo_jax.train.metrics import read_metric_rows
+from unimo_jax.train.optimizer import make_optimizer
+from unimo_jax.train.state import create_state, state_shardings
+from unimo_jax.train.step import jit_train_step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -61,13 +69,6 @@ def training_losses(workdir):
 def sharded_training(config, mesh, batch):
   """Inside the mesh and the config's logical-axis rules (where the step is traced): (a fresh
   sharded state, the jitted train step, the batch placed on the mesh, the state's shardings)."""
-  import flax.linen as nn
-  import jax
-  import numpy as np
-  from unimo_jax.parallel import batch_sharding, rules_from_config
-  from unimo_jax.train.optimizer import make_optimizer
-  from unimo_jax.train.state import create_state, state_shardings
-  from unimo_jax.train.step import jit_train_step
   rules = rules_from_config(config.logical_axis_rules)
   tx = make_optimizer(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
