@@ -1,8 +1,10 @@
 """Where one chip's time goes in a base-width pass: the TPU cost model's estimates (not
-measurements) for one encoder layer, its attention and the LM head, each forward + backward on a
-single abstract v5e chip (libtpu's compile-only client; no TPU, no collectives).
+measurements) for one encoder layer, its attention, the LM head and the region heads, each
+forward + backward on a single abstract v5e chip (libtpu's compile-only client; no TPU, no
+collectives).
 
-  python benchmarks/tpu_pass_probe.py [--rows 32 --length 141] [--only layer,attention,lm_head] [--variant TEXT]
+  python benchmarks/tpu_pass_probe.py [--rows 32 --length 141]
+      [--only layer,attention,lm_head,region_heads,pallas_pricing] [--variant TEXT]
 
 Rows x length default to what one v5e-16 chip holds of base pretraining's image-caption pairs
 (512 pairs / 16 chips, 101 region slots + 40 caption tokens). Each line is a variant of the same
@@ -25,6 +27,11 @@ compile takes under two minutes on 2 cores.
   positions, as the model computes them (bfloat16 matmul output, float32 log-softmax); with float32
   matmul output; with the loss written as logsumexp - logit[label]; with the vocabulary padded to a
   multiple of 128 and the padding words masked.
+- region_heads: masked-region prediction (model/heads.py's RegionHeads, then
+  objectives/regions.py's regression + KL loss) over `--rows` images of 100 regions, as the model
+  computes them (every region, the loss masked to the masked ones); with the 1,601 classes padded
+  to 1,664 (a multiple of 128; padding logits at -1e9, soft labels 0); and on the masked regions
+  only, gathered first (15 of 100 per image, what the anchors alone give: a lower bound).
 - pallas_pricing: how the cost model prices a Pallas TPU kernel, here one that doubles a
   [1024, 1024] float32 array (8 MiB moved): with no `pl.CostEstimate` alone (unpriceable), then
   followed by an XLA add (one kernel or three: the add's price only, the kernels at zero), and
@@ -44,8 +51,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from unimo_jax.compile import analysis, topology
 from unimo_jax.model import transformer
+from unimo_jax.model.heads import RegionHeads
 from unimo_jax.model.masks import allowed_attention, attention_bias
 from unimo_jax.model.presets import model_config
+from unimo_jax.objectives.regions import mrm_loss
 
 HIDDEN, MLP, HEADS, VOCAB = 768, 3072, 12, 50265
 
@@ -179,6 +188,36 @@ def lm_head_variant(mesh, chip, rows, length, variant):
   return estimate(step, args, 3 * 2 * positions * HIDDEN * VOCAB, chip)
 
 
+def region_heads_variant(mesh, chip, rows, length, variant):
+  config = model_config("base")
+  config.dtype = "bfloat16"
+  regions = 15 if variant.startswith("masked") else 100
+  real = config.num_region_classes  # 1,601
+  classes = -(-real // 128) * 128 if variant.startswith("classes padded") else real
+  config.num_region_classes = classes
+  heads = RegionHeads(config)
+  x = struct(mesh, (rows, regions, HIDDEN), jnp.bfloat16)
+  params = jax.eval_shape(lambda: nn.unbox(heads.init(jax.random.key(0),
+                                                      jnp.zeros(x.shape, x.dtype))))
+  params = jax.tree.map(lambda a: struct(mesh, a.shape, a.dtype), params)
+  per_region = {"mrm_mask": (), "region_target_features": (config.region_feature_dim,),
+                "region_soft_labels": (classes,)}
+  batch = {k: struct(mesh, (rows, regions) + tail, jnp.float32) for k, tail in per_region.items()}
+
+  def loss(p, x, batch):
+    features, logits = heads.apply(p, x)
+    if classes != real:  # the padding classes are never predicted
+      logits = jnp.where(jnp.arange(classes) < real, logits, -1e9)
+    outputs = {"region_feature_pred": features, "region_class_logits": logits}
+    return mrm_loss(outputs, batch)[0]
+
+  def step(p, x, batch):
+    return jax.grad(loss, argnums=(0, 1))(p, x, batch)
+
+  width = HIDDEN + config.region_feature_dim + real  # the heads' output features per region
+  return estimate(step, (params, x, batch), 3 * 2 * rows * regions * HIDDEN * width, chip)
+
+
 def pallas_pricing_variant(mesh, chip, rows, length, variant):
   from jax.experimental import pallas as pl
   declared = {"no cost estimate": None, "no cost estimate, then an add": None,
@@ -215,6 +254,9 @@ PROBES = {
     "lm_head": (lm_head_variant, ("bfloat16 matmul output (the model's)", "float32 matmul output",
                                   "logsumexp - logit",
                                   "vocabulary padded to 50,304 (masked)")),
+    "region_heads": (region_heads_variant, ("all regions (the model's)",
+                                            "classes padded to 1,664 (masked)",
+                                            "masked regions only (15 of 100, gathered)")),
     "pallas_pricing": (pallas_pricing_variant, ("no cost estimate", "no cost estimate, then an add",
                                                 "three undeclared kernels, then an add",
                                                 "8 MiB declared (the truth)",
