@@ -4,10 +4,12 @@ that follows, each compiled alone for the slice on this machine (libtpu's compil
 
   python benchmarks/tpu_update_probe.py [--config=configs/pretrain.py:base] [--topology=v5e-16]
 
-- sum: one all-reduce of every parameter's float32 gradient over all chips (`jax.shard_map` +
-  psum, as `gradient_sum='once'` does after the passes; libtpu compiles 'scatter''s
-  reduce-scatter for v5e as the same all-reduce: README, "Where the base step's time goes"),
-  against the same in bfloat16.
+- sum: every parameter's float32 gradient summed over all chips in a `jax.shard_map`: psummed
+  whole (as `gradient_sum='once'` does after the passes), reduce-scattered along the dimension
+  'scatter' slices (`train/data_parallel.py::scattered_dimension`) or along the first divisible
+  one (libtpu compiles each reduce-scatter as an all-reduce and a slice; a slice of the minor
+  dimension, the one on the TPU's lanes, costs a transposing copy as well), and psummed whole in
+  bfloat16.
 - update: `tx.update` + `optax.apply_updates` on the run's own train state and shardings
   (`driver.start`, as `--mode=compile` sets them up; the gradients arrive sharded like the
   optimizer's moments), with the step's logged gradient and parameter norms, without the
@@ -30,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from unimo_jax.compile import analysis, topology
 from unimo_jax.compile.aot import compile_run
+from unimo_jax.train.data_parallel import scattered_dimension
 from unimo_jax.train.state import moment_shardings
 
 
@@ -53,19 +56,42 @@ def figures(compiled) -> dict:
           "collectives": {kind: c for kind, c in counts.items() if c["count"]}}
 
 
-def gradient_sum_estimate(shapes, dtype, devices) -> dict:
-  """Psumming one [*shape] gradient per chip over all `devices`, for every shape."""
+def first_divisible_dimension(shape, devices: int) -> int:
+  """The alternative slicing rule: the first (most major) dimension divisible by `devices`."""
+  return next((d for d, size in enumerate(shape) if size % devices == 0), -1)
+
+
+SLICING_RULES = {
+    "whole": lambda shape, devices: -1,
+    "scattered_dimension (the shipped rule: the largest divisible)": scattered_dimension,
+    "the first divisible dimension": first_divisible_dimension}
+
+
+def gradient_sum_estimate(shapes, dtype, devices, rule: str = "whole") -> dict:
+  """Summing one [*shape] gradient per chip over all `devices`, for every shape: psummed whole,
+  or reduce-scattered (psum_scatter, as 'scatter' does) along the dimension `rule` picks."""
   mesh = Mesh(np.array(devices), ("chips",))
   per_chip = [jax.ShapeDtypeStruct((mesh.size,) + s, dtype,
                                    sharding=NamedSharding(mesh, P("chips"))) for s in shapes]
+  dims = [SLICING_RULES[rule](s, mesh.size) for s in shapes]
 
-  def summed(*grads):  # each chip's [1, *shape] slice is its own gradient
-    return jax.shard_map(lambda *g: [jax.lax.psum(x[0], "chips") for x in g], mesh=mesh,
-                         in_specs=P("chips"), out_specs=P(), check_vma=False)(*grads)
+  def one_sum(g, dim):  # g: this chip's [1, *shape] gradient
+    if dim < 0:
+      return jax.lax.psum(g[0], "chips")
+    return jax.lax.psum_scatter(g[0], "chips", scatter_dimension=dim, tiled=True)
+
+  specs = [P(*["chips" if d == dim else None for d in range(len(s))])
+           for s, dim in zip(shapes, dims)]
+
+  def summed(*grads):
+    return jax.shard_map(lambda *g: [one_sum(x, d) for x, d in zip(g, dims)], mesh=mesh,
+                         in_specs=P("chips"), out_specs=specs, check_vma=False)(*grads)
 
   gradient_bytes = sum(np.prod(s) for s in shapes) * jnp.dtype(dtype).itemsize
-  return {"program": f"sum, {jnp.dtype(dtype).name}",
+  minor = sum(0 <= dim == len(s) - 1 for s, dim in zip(shapes, dims))
+  return {"program": f"sum, {jnp.dtype(dtype).name}, sliced: {rule}",
           "gradient_MiB": round(gradient_bytes / 2 ** 20, 1),
+          "arrays_sliced_along_their_minor_dimension": int(minor),
           **figures(jax.jit(summed).lower(*per_chip).compile())}
 
 
@@ -107,11 +133,13 @@ def main(argv=None):
   with tempfile.TemporaryDirectory() as workdir:
     run = compile_run(config, workdir, devices)
   shapes = [x.shape for x in jax.tree.leaves(run.abstract["params"])]
+  millions = sum(np.prod(s) for s in shapes) / 1e6
   print(f"{args.config} on {args.topology} (mesh {dict(run.mesh.shape)}, gradient_sum "
-        f"{config.get('gradient_sum', 'partitioner')!r}): {sum(np.prod(s) for s in shapes) / 1e6:.1f}"
-        f" M parameters in {len(shapes)} arrays; estimates of XLA's TPU cost model", flush=True)
-  for dtype in (jnp.float32, jnp.bfloat16):
-    print(json.dumps(gradient_sum_estimate(shapes, dtype, devices)), flush=True)
+        f"{config.get('gradient_sum', 'partitioner')!r}): {millions:.1f} M parameters in "
+        f"{len(shapes)} arrays; estimates of XLA's TPU cost model", flush=True)
+  for rule in SLICING_RULES:
+    print(json.dumps(gradient_sum_estimate(shapes, jnp.float32, devices, rule)), flush=True)
+  print(json.dumps(gradient_sum_estimate(shapes, jnp.bfloat16, devices)), flush=True)
   for param_norm in ("whole", "none", "slices"):
     print(json.dumps(update_estimate(run, param_norm)), flush=True)
 
