@@ -18,7 +18,6 @@ Seconds per compile.
 """
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import sys
@@ -32,20 +31,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from unimo_jax.compile import analysis, topology
 from unimo_jax.compile.aot import compile_run
-from unimo_jax.train.data_parallel import scattered_dimension
+from unimo_jax.train.config import config_from_path
+from unimo_jax.train.data_parallel import scattered_dimension, spec_along, summed_along
 from unimo_jax.train.state import moment_shardings
 
 
 def loaded_config(arg: str):
-  """'configs/pretrain.py:base' -> that file's get_config('base')."""
+  """'configs/pretrain.py:base' -> that file's config at that preset."""
   path, _, preset = arg.rpartition(":")
   if not path or not pathlib.Path(path).is_file():
     raise SystemExit(f"--config: expected <config file>:<preset>, e.g. configs/pretrain.py:base, "
                      f"found {arg!r}")
-  spec = importlib.util.spec_from_file_location("benchmarked_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return config_from_path(path, preset)
 
 
 def figures(compiled) -> dict:
@@ -75,17 +72,11 @@ def gradient_sum_estimate(shapes, dtype, devices, rule: str = "whole") -> dict:
                                    sharding=NamedSharding(mesh, P("chips"))) for s in shapes]
   dims = [SLICING_RULES[rule](s, mesh.size) for s in shapes]
 
-  def one_sum(g, dim):  # g: this chip's [1, *shape] gradient
-    if dim < 0:
-      return jax.lax.psum(g[0], "chips")
-    return jax.lax.psum_scatter(g[0], "chips", scatter_dimension=dim, tiled=True)
+  specs = [spec_along(dim, len(s), "chips") for s, dim in zip(shapes, dims)]
 
-  specs = [P(*["chips" if d == dim else None for d in range(len(s))])
-           for s, dim in zip(shapes, dims)]
-
-  def summed(*grads):
-    return jax.shard_map(lambda *g: [one_sum(x, d) for x, d in zip(g, dims)], mesh=mesh,
-                         in_specs=P("chips"), out_specs=specs, check_vma=False)(*grads)
+  def summed(*grads):  # each chip's [1, *shape] slice is its own gradient, summed as the step does
+    return jax.shard_map(lambda *g: [summed_along(x[0], d, "chips") for x, d in zip(g, dims)],
+                         mesh=mesh, in_specs=P("chips"), out_specs=specs, check_vma=False)(*grads)
 
   gradient_bytes = sum(np.prod(s) for s in shapes) * jnp.dtype(dtype).itemsize
   minor = sum(0 <= dim == len(s) - 1 for s, dim in zip(shapes, dims))

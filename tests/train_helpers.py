@@ -1,7 +1,6 @@
 """Shared pieces of the training tests."""
 
 import contextlib
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -12,6 +11,7 @@ import jax
 import numpy as np
 
 from unimo_jax.parallel import batch_sharding, rules_from_config
+from unimo_jax.train.config import config_from_path
 from unimo_jax.train.metrics import read_metric_rows
 from unimo_jax.train.optimizer import make_optimizer
 from unimo_jax.train.state import create_state, state_shardings
@@ -43,10 +43,7 @@ def run_main(args, env_devices=1, check=True, **kwargs):
 
 def config_from_file(name, preset):
   """configs/<name>.py:<preset> as the command line would load it."""
-  spec = importlib.util.spec_from_file_location(f"config_{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return config_from_path(ROOT / "configs" / f"{name}.py", preset)
 
 
 def set_fields(config, fields):

@@ -15,10 +15,11 @@ Conventions:
   `python -m unimo_jax.convert paddle` and pass it as init_from).
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
+
+from unimo_jax.train.config import config_from_path
 
 SIZES = ("base", "large")
 
@@ -237,11 +238,7 @@ def recipe_config(dataset: str, arg: str, config_dir) -> ml_collections.ConfigDi
   if arg not in SIZES:
     raise ValueError(f"configs/{dataset}.py: expected a preset from {SIZES}, found {arg!r}")
   task = RECIPES[dataset]["task"]
-  path = pathlib.Path(config_dir) / f"{task}.py"
-  spec = importlib.util.spec_from_file_location(f"unimo_task_config_{task}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = config_from_path(pathlib.Path(config_dir) / f"{task}.py", arg)
   if "recipe" not in config:
     apply_recipe(config, dataset)
   return config

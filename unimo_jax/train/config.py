@@ -2,11 +2,23 @@
 logical-axis rules, multi-process settings, the synthetic-scenes data fields, the optimizer and
 the training loop's schedule (steps, checkpoints, logging, evaluation)."""
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
 from unimo_jax.data.examples import data_config
 from unimo_jax.model.presets import PRESETS, model_config
 from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES
+
+
+def config_from_path(path, preset: str) -> ml_collections.ConfigDict:
+  """The config file at `path` (configs/<name>.py) at `preset`: its get_config(preset)."""
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f"unimo_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
 
 
 def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:

@@ -71,14 +71,22 @@ def scattered_dimension(shape, devices: int) -> int:
   return -max(divisible)[1] if devices > 1 and divisible else -1
 
 
-def _spec_along(dim: int, ndim: int, batch_axes) -> P:
+def spec_along(dim: int, ndim: int, batch_axes) -> P:
   """P() for dim -1; otherwise the `ndim`-dimensional spec splitting `dim` over the batch axes."""
   return P(*[batch_axes if d == dim else None for d in range(ndim)]) if dim >= 0 else P()
 
 
 def scattered_spec(shape, devices: int, batch_axes=BATCH_AXES) -> P:
   """The PartitionSpec of a parameter's gradient and moments under 'scatter'; P() when whole."""
-  return _spec_along(scattered_dimension(shape, devices), len(shape), batch_axes)
+  return spec_along(scattered_dimension(shape, devices), len(shape), batch_axes)
+
+
+def summed_along(grad, dim: int, batch_axes):
+  """Inside a jax.shard_map over `batch_axes`: this device's `grad` summed over the axes, whole
+  (one psum) for dim -1, else reduce-scattered along `dim` (this device's slice of the sum)."""
+  if dim < 0:
+    return jax.lax.psum(grad, batch_axes)
+  return jax.lax.psum_scatter(grad, batch_axes, scatter_dimension=dim, tiled=True)
 
 
 def summed_once(grad_fn, mesh, batch_axes=BATCH_AXES, scatter: bool = False):
@@ -98,19 +106,15 @@ def summed_once(grad_fn, mesh, batch_axes=BATCH_AXES, scatter: bool = False):
     dims = jax.tree.map(lambda p: scattered_dimension(p.shape, devices) if scatter else -1,
                         params)
 
-    def sum_over_devices(g, dim):
-      if dim < 0:
-        return jax.lax.psum(g, batch_axes)
-      return jax.lax.psum_scatter(g, batch_axes, scatter_dimension=dim, tiled=True)
-
     def per_device(params, batch, rng):
       rng = jax.random.fold_in(rng, jax.lax.axis_index(batch_axes))
       own = jax.lax.pcast(params, batch_axes, to="varying")  # this device's copy
       with nn.logical_axis_rules(()):  # every array here is this device's: nothing to constrain
         (loss, metrics), grads = grad_fn(own, batch, rng)
-      return (loss, metrics), jax.tree.map(sum_over_devices, grads, dims)
+      return (loss, metrics), jax.tree.map(
+          lambda g, dim: summed_along(g, dim, batch_axes), grads, dims)
 
-    grad_specs = jax.tree.map(lambda p, dim: _spec_along(dim, p.ndim, batch_axes), params, dims)
+    grad_specs = jax.tree.map(lambda p, dim: spec_along(dim, p.ndim, batch_axes), params, dims)
     fn = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(batch_axes), P()),
                        out_specs=((P(), P()), grad_specs))
     return fn(params, batch, rng)
