@@ -68,6 +68,14 @@ def struct(mesh, shape, dtype):
   return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P()))
 
 
+def module_params(mesh, module, *inputs):
+  """The module's parameters initialised on `inputs` (structs), as structs on the mesh."""
+  rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  params = jax.eval_shape(lambda: nn.unbox(module.init(
+      rngs, *[jnp.zeros(x.shape, x.dtype) for x in inputs])))
+  return jax.tree.map(lambda a: struct(mesh, a.shape, a.dtype), params)
+
+
 def estimate(fn, args, matmul_flops, chip) -> dict:
   compiled = jax.jit(fn).lower(*args).compile()
   cost = analysis.cost(compiled)
@@ -106,10 +114,7 @@ def layer_variant(mesh, chip, rows, length, variant):
   encoder = transformer.Encoder(config, deterministic=False)
   x = struct(mesh, (rows, length, HIDDEN), jnp.bfloat16)
   bias = struct(mesh, (rows, 1, length, length), jnp.float32)
-  params = jax.eval_shape(lambda: nn.unbox(encoder.init(
-      {"params": jax.random.key(0), "dropout": jax.random.key(1)},
-      jnp.zeros(x.shape, x.dtype), jnp.zeros(bias.shape, bias.dtype))))
-  params = jax.tree.map(lambda a: struct(mesh, a.shape, a.dtype), params)
+  params = module_params(mesh, encoder, x, bias)
   key = struct(mesh, (), jax.random.key(0).dtype)
 
   def step(params, x, bias, key):
@@ -197,9 +202,7 @@ def region_heads_variant(mesh, chip, rows, length, variant):
   config.num_region_classes = classes
   heads = RegionHeads(config)
   x = struct(mesh, (rows, regions, HIDDEN), jnp.bfloat16)
-  params = jax.eval_shape(lambda: nn.unbox(heads.init(jax.random.key(0),
-                                                      jnp.zeros(x.shape, x.dtype))))
-  params = jax.tree.map(lambda a: struct(mesh, a.shape, a.dtype), params)
+  params = module_params(mesh, heads, x)
   per_region = {"mrm_mask": (), "region_target_features": (config.region_feature_dim,),
                 "region_soft_labels": (classes,)}
   batch = {k: struct(mesh, (rows, regions) + tail, jnp.float32) for k, tail in per_region.items()}
