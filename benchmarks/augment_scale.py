@@ -44,7 +44,7 @@ def made_up_words(count, rng):
 
 def coco_like_captions(count, seed=0):
   rng = np.random.default_rng(seed)
-  from unimo_jax.data.augment import _KIND_SEEDS  # colour, size, count, relation words first,
+  from unimo_jax.data.formats.augment import _KIND_SEEDS  # colour, size, count, relation words first,
   seeds = sorted({w for words in _KIND_SEEDS.values() for w in words})  # so rewrites find some
   vocab = np.array(seeds + made_up_words(20_000 - len(seeds), rng))
   ranks = np.arange(1, len(vocab) + 1)
@@ -62,7 +62,7 @@ def coco_like_captions(count, seed=0):
 
 
 def write_pairs(out, captions, tokenizer):
-  from unimo_jax.data.records import ShardWriter
+  from unimo_jax.data.formats.records import ShardWriter
   rng = np.random.default_rng(1)
   with ShardWriter(out, "pair", region_feature_dim=4, records_per_shard=50_000) as w:
     for start in range(0, len(captions), 10_000):
@@ -90,7 +90,7 @@ def dense_reference(captions, k):
 
 
 def compare(count, k=2):
-  from unimo_jax.data.augment import tfidf_neighbours
+  from unimo_jax.data.formats.augment import tfidf_neighbours
   captions = coco_like_captions(count, seed=3)
   start = time.perf_counter()
   dense = dense_reference(captions, k)
@@ -108,8 +108,8 @@ def compare(count, k=2):
 def exact_sample(pairs, sample, k=2, seed=0):
   """Share of `sample` random pairs whose first k hard negatives are their exact neighbours."""
   from sklearn.feature_extraction.text import TfidfVectorizer
-  from unimo_jax.data.records import ShardSource
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.data.formats.records import ShardSource
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   source, out = ShardSource(pairs), ShardSource(pairs.parent / "augmented")
   captions = [source[i]["caption"] for i in range(len(source))]
   images = np.array([int(source[i]["image_id"]) for i in range(len(source))])
@@ -137,7 +137,7 @@ def main():
   parser.add_argument("--workdir", help="default: a temporary directory")
   args = parser.parse_args()
   sys.path.insert(0, str(ROOT))
-  from unimo_jax.data.tokenizers import SentencePieceTokenizer, load_tokenizer
+  from unimo_jax.data.formats.tokenizers import SentencePieceTokenizer, load_tokenizer
   if args.compare:
     compare(args.compare)
   with tempfile.TemporaryDirectory() as tmp:

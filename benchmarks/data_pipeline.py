@@ -35,7 +35,7 @@ def image_record(rng, i):
 
 
 def write_data(root, records):
-  from unimo_jax.data.records import write_examples
+  from unimo_jax.data.formats.records import write_examples
   rng = np.random.default_rng(0)
   ids = lambda n: rng.integers(4, 50000, n).astype(np.int32)
   write_examples(root / "text", "text", ({"input_ids": ids(126)} for _ in range(records * 10)))
@@ -48,8 +48,8 @@ def write_data(root, records):
 
 
 def pipeline_rate(root, stream, batch, seconds):
-  from unimo_jax.data.examples import data_config
-  from unimo_jax.data.pipeline import make_pretraining_iterator
+  from unimo_jax.data.pipeline.examples import data_config
+  from unimo_jax.data.pipeline.streams import make_pretraining_iterator
   cfg = data_config()
   cfg.text_dir, cfg.image_dir, cfg.pair_dir = (str(root / k) for k in ("text", "image", "pair"))
   cfg.max_text_length, cfg.max_caption_length, cfg.max_regions = 128, 40, REGIONS
@@ -70,7 +70,7 @@ def step_rate(stream, batch):
   """Examples/s of the base preset's forward+backward on one batch of this stream's shape."""
   from model_step import jax_step, time_steps
   from unimo_jax.model import model_config
-  from unimo_jax.data.random_batch import random_regions, random_text
+  from unimo_jax.data.synthetic.random_batch import random_regions, random_text
   config = model_config("base")
   rng = np.random.default_rng(0)
   inputs = {

@@ -24,7 +24,7 @@ from timing import median_seconds
 from unimo_jax.model import Unimo
 from unimo_jax.model.params import init_params
 from unimo_jax.model.presets import model_config
-from unimo_jax.data.random_batch import random_regions
+from unimo_jax.data.synthetic.random_batch import random_regions
 
 
 def main():

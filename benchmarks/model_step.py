@@ -87,7 +87,7 @@ def main():
 
   import jax
   from unimo_jax.model import model_config
-  from unimo_jax.data.random_batch import random_regions, random_text
+  from unimo_jax.data.synthetic.random_batch import random_regions, random_text
   config = model_config(args.preset)
   config.dropout_rate = config.attention_dropout_rate = 0.0
   rng = np.random.default_rng(0)

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unimo_jax.data import examples, synthetic
+from unimo_jax.data.pipeline import examples
+from unimo_jax.data.synthetic import scenes as synthetic
 from unimo_jax.model import Unimo
 from unimo_jax.model.presets import model_config
 from unimo_jax.objectives import cmcl_loss

@@ -22,7 +22,7 @@ from timing import median_seconds
 from unimo_jax.model import Unimo
 from unimo_jax.model.params import init_params
 from unimo_jax.model.presets import model_config
-from unimo_jax.data.random_batch import random_regions, random_text
+from unimo_jax.data.synthetic.random_batch import random_regions, random_text
 from unimo_jax.tasks.heads import MatchHead
 
 

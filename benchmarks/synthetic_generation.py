@@ -8,7 +8,7 @@ import statistics
 import tempfile
 import time
 
-from unimo_jax.data.synthetic_dataset import write_synthetic
+from unimo_jax.data.synthetic.scene_dataset import write_synthetic
 
 
 def main():

@@ -74,8 +74,8 @@ def main():
   tfds_s = timed(["tfds", "unimo_bottom_up/regions", "--manual-dir", str(manual),
                   "--data-dir", str(work / "tfds")])
 
-  from unimo_jax.data.examples import data_config
-  from unimo_jax.data.tfds_source import open_records
+  from unimo_jax.data.pipeline.examples import data_config
+  from unimo_jax.data.formats.tfds_source import open_records
   cfg = data_config()
   cfg.tfds_data_dir = str(work / "tfds")
   shards = open_records(str(work / "shards"), "image", cfg)

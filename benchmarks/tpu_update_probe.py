@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from unimo_jax.compile import analysis, topology
 from unimo_jax.compile.aot import compile_run
-from unimo_jax.train.config import config_from_path
+from unimo_jax.train.config_parts import config_from_path
 from unimo_jax.train.data_parallel import scattered_dimension, spec_along, summed_along
 from unimo_jax.train.state import moment_shardings
 

@@ -31,10 +31,10 @@ def main():
   import flax.linen as nn
   import jax
   from data_pipeline import SPECIAL, VOCAB, write_data
-  from unimo_jax.data.examples import data_config
-  from unimo_jax.data.pipeline import make_pretraining_iterator, to_global_arrays
+  from unimo_jax.data.pipeline.examples import data_config
+  from unimo_jax.data.pipeline.streams import make_pretraining_iterator, to_global_arrays
   from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config
-  from unimo_jax.train.metrics import measured_peak_flops
+  from unimo_jax.train.metric_log import measured_peak_flops
   from unimo_jax.train.optimizer import make_optimizer
   from unimo_jax.train.state import create_state, state_shardings
   from unimo_jax.train.step import jit_train_step

@@ -47,7 +47,7 @@ def main():
   import jax
   from timing import median_seconds
   from train_helpers import config_from_file
-  from unimo_jax.data.tokenizers import ShapeOnlyTokenizer
+  from unimo_jax.data.formats.tokenizers import ShapeOnlyTokenizer
   from unimo_jax.model.params import strip_boxes
   from unimo_jax.tasks.registry import make_task
 

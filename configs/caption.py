@@ -7,13 +7,11 @@
       --config.data.tokenizer=unimo_dict
 Modes: --mode=train (default), eval, predict.
 The base / large presets are UNIMO's COCO recipe (tasks/recipes.py: batch 64, object tags, VILLA).
-Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-7.99 GiB per chip of 15.75, 49 % free, the decode loop over 128 images x 5 beams 4.88 GiB;
-estimated 167 ms per step and MFU 50.4 % (per-layer fit over 1, 2, 3 unrolled layers), figures
-of XLA's TPU cost model, not measurements, and optimistic: README, "Will it fit?").
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-8, 7.99 GiB per chip,
+~167 ms per step, MFU 50.4 % (optimistic for VILLA steps).
 """
 
-from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.finetune_config import finetune_config
 from unimo_jax.tasks.recipes import apply_recipe
 
 

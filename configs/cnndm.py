@@ -6,10 +6,8 @@
 TSV columns: src, tgt; beam search with word-level trigram blocking.
 Every hyper-parameter is the original script's (unimo_jax/tasks/recipes.py, with the source of
 each value); `config.recipe` names the script and the released checkpoint it starts from.
-Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-0.74 GiB per chip of 15.75, 95 % free, the decode loop over 40 articles x 5 beams with trigram
-blocking 4.08 GiB; estimated 37 ms per step and MFU 22.0 %, figures of XLA's TPU cost model, not
-measurements).
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-8, 0.74 GiB per chip,
+~37 ms per step, MFU 22.0 %.
 """
 
 import pathlib

@@ -7,13 +7,11 @@
       --config.data.tokenizer=unimo_dict --config.task.labels="(0, 1)"
 Regression (STS-B): --config.task.labels="()". MNLI: labels contradiction,entailment,neutral.
 TSV columns: text_a, [text_b], label.
-Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-0.46 GiB per chip of 15.75, 97 % free; estimated 24 ms per step and MFU 24.2 %, figures
-of XLA's TPU cost model, not measurements). Full remat (the default) is the fastest policy at
-its 512 slots: 'none' 25.2 ms, 'dots' 25.7, 'attention' 27.2.
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-8, 0.46 GiB per chip,
+~24 ms per step, MFU 24.2 %.
 """
 
-from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.finetune_config import finetune_config
 
 
 def get_config(arg: str = "tiny"):

@@ -9,30 +9,14 @@ Presets: tiny (CPU, the built-in synthetic scenes), base and large (UNIMO / RoBE
 
 Any field can be overridden with --config.<field>=<value>; unknown fields are rejected.
 
-Sized for TPU (`--mode=compile`; step time and MFU are estimates of XLA's TPU cost model):
-base on v5e-16 replicates the parameters (pure data parallelism, mesh data 16;
-batch 256 texts + 256 images + 512 pairs), sums each chip's gradients once per step, each chip
-then updating its sixteenth of the parameters with its sixteenth of Adam's moments before the
-parameters are all-gathered (gradient_sum 'scatter'), and each layer keeps its attention
-probabilities for the backward pass (model.remat 'attention', whose kept bfloat16
-probabilities the softmax's backward reads): 8.41 GiB per chip of 15.75, 47 % free; estimated
-236 ms per step, MFU 38.7 %, against 239 ms and 38.2 % with every chip updating all the
-parameters (gradient_sum 'once', 8.38 GiB), 255 ms and 35.7 % with the float32 softmax
-recomputed for the backward pass (8.40 GiB), 271 ms and 33.7 % with full remat (9.13 GiB),
-331 ms and 27.5 % with XLA's per-pass gradient sums (and float32 attention probabilities, the
-model before), and 405 ms and 22.5 % sharded over fsdp 16 (3.21 GiB, 80 % free), whose weight
-gathers data parallelism saves.
-large on v5p-32 (fsdp 16, the same batch) keeps every activation (model.remat 'none'): 38.46
-GiB per chip of 95.74, 60 % free; estimated 367 ms per step, MFU 36.6 % (406 ms and 33.1 %, 39.93
-GiB, before the attention probabilities were kept in bfloat16 and read by the softmax's
-backward; with full remat, compiled before those: 4.44 GiB, 514 ms, 26.1 %). On v5p-64 add
---config.mesh.data=2 (data 2 x fsdp 16; fsdp 32 leaves the replicated biases 3 % over an even
-split, past the start-up sharding check): 25.98 GiB per chip, estimated 197 ms, MFU 34.0 %.
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-16, 8.41 GiB per chip,
+~236 ms per step, MFU 38.7 %; large on v5p-32, 38.46 GiB per chip, ~367 ms, MFU 36.6 %
+(on v5p-64 add --config.mesh.data=2).
 """
 
 import ml_collections
 
-from unimo_jax.train.config import (common_config, loop_config, optimizer_config,
+from unimo_jax.train.config_parts import (common_config, loop_config, optimizer_config,
                                     synthetic_data_config)
 
 
@@ -40,25 +24,18 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c = common_config("configs/pretrain.py", arg)  # preset, seed, model, mesh, rules, distributed
   small = c.preset == "tiny"
   if c.preset == "base":
-    # 0.49 GiB of float32 parameters fit every v5e chip whole: no weight gathers in each pass,
-    # an 18 % shorter step by the compile report (docstring)
+    # The float32 parameters fit every v5e chip whole, so no pass gathers weights: data
+    # parallelism is the shorter step (docs/notes/base_step_time.md has the compiles).
     c.mesh.data, c.mesh.fsdp = -1, 1
-    # each chip sums its ten passes' gradients itself, then the chips sum them once per parameter
-    # (train/data_parallel.py), instead of once per pass: 20.5 against 25.2 ms per layer with the
-    # bfloat16 attention probabilities; each chip then keeping Adam's moments for a sixteenth of
-    # the parameters and updating that sixteenth ('scatter', ZeRO's first stage), the
-    # step is 236 against 239 ms (1 and 2 layers: 40.0 and 57.8 against 41.8 and 59.8 ms; the
-    # whole update on every chip alone: 8.5 ms per step)
-    # (docstring; README, "Where the base step's time goes")
+    # Each chip sums its passes' gradients itself, then the chips reduce-scatter them once per
+    # parameter, and each chip updates its slice with its slice of Adam's moments (ZeRO stage 1,
+    # train/data_parallel.py): one sum per step instead of one per pass, and a sliced update.
     c.gradient_sum = "scatter"
-    # each layer keeps its attention probabilities for the backward pass instead of recomputing
-    # the scores and softmax: 19.2 against 20.5 ms per layer and 8.40 against 9.13 GiB per chip,
-    # and 17.9 ms and 8.38 GiB since the softmax's backward reads them (layers.softmax_as)
-    # (docstring; README, "Where the base step's time goes")
+    # Keeping the attention probabilities spares recomputing the scores and the softmax in the
+    # backward pass, and XLA then schedules it with fewer live buffers.
     c.model.remat = "attention"
   if c.preset == "large":
-    # a v5p chip's 95 GiB hold all 24 layers' activations: no recompute, a 21 % shorter step
-    # by the compile report (docstring)
+    # a v5p chip's HBM holds all 24 layers' activations: nothing to recompute
     c.model.remat = "none"
 
   # Global examples per step in each stream (text -> MLM + seq2seq, image -> MRM,
@@ -89,7 +66,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.objectives.cmcl_chunk_size = 0  # 0: one [local, global] logits block; >0: chunked shard_map
   # How a row with several positives (paraphrases, retrieved texts/images) is scored:
   # 'mean_log' averages -log softmax over them; 'log_sum' is the paper's -log(sum of positives /
-  # sum of all). README "CMCL positives" gives the measured reason for the default.
+  # sum of all); docs/notes/cmcl_positive_forms.md has the measured reason for the default.
   c.objectives.cmcl_positive_form = "mean_log"
 
   # Optimiser (UNIMO: AdamW b2 0.98, eps 1e-6, clip 1.0, linear warmup + linear decay).

@@ -7,13 +7,11 @@
 Modes: --mode=train (default), eval, predict.
 The base / large presets are UNIMO's Flickr30k recipe (tasks/recipes.py: batch 32, 10 + 10
 negatives from the training set, lr 5e-6 x0.1 at epochs 24 and 32).
-Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`) and
-keeps every activation for the backward pass (model.remat 'none'): 11.32 GiB per chip of 15.75,
-28 % free; estimated 152 ms per step and MFU 22.0 %, against 1.54 GiB, 261 ms and 12.8 % with
-full remat (figures of XLA's TPU cost model, not measurements).
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-8, 11.32 GiB per chip,
+~152 ms per step, MFU 22.0 %.
 """
 
-from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.finetune_config import finetune_config
 from unimo_jax.tasks.recipes import apply_recipe
 
 
@@ -41,6 +39,6 @@ def get_config(arg: str = "tiny"):
   if c.preset == "base":
     # 704 pair rows per step (each of the 32 texts with its image and 10 others, each image
     # with its text and 10 others: 88 per v5e-8 chip): a chip holds their 12 layers'
-    # activations, and not recomputing them takes 42 % off the step (docstring)
+    # activations, so none are recomputed (docs/tpu_sizing.md)
     c.model.remat = "none"
   return c

@@ -9,13 +9,11 @@
       --config.decode.min_length=20 --config.decode.trigram_blocking=True
 TSV columns: one or more sources (every column but tgt and knowledge, in order), tgt;
 CoQA: --config.task.dialog=True --config.model.role_type_size=3 --config.model.turn_type_size=16.
-Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-0.45 GiB per chip of 15.75, 97 % free; estimated 17 ms per step and MFU 11.7 %, figures
-of XLA's TPU cost model, not measurements). Full remat (the default): 'none' gains 2 % here but
-costs CNN/DM's recipe, which shares this file, 6 % (39.4 against 37 ms; 'attention' 39.0).
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-8, 0.45 GiB per chip,
+~17 ms per step, MFU 11.7 %.
 """
 
-from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.finetune_config import finetune_config
 
 
 def get_config(arg: str = "tiny"):

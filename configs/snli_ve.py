@@ -5,12 +5,11 @@
 Data: pair shards with the statement in caption_ids and 'label' 0/1/2 (see task.label_names;
 `python -m unimo_jax.data snli-ve` writes them from UNIMO's release).
 The base / large presets are UNIMO's SNLI-VE recipe (tasks/recipes.py: batch 192, VILLA).
-Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`:
-10.69 GiB per chip of 15.75, 32 % free; estimated 254 ms per step and MFU 50.4 %, figures
-of XLA's TPU cost model, not measurements; README, "Will it fit?").
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-8, 10.69 GiB per chip,
+~254 ms per step, MFU 50.4 % (optimistic for VILLA steps).
 """
 
-from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.finetune_config import finetune_config
 from unimo_jax.tasks.recipes import apply_recipe
 
 

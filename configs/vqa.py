@@ -3,13 +3,11 @@
   python -m unimo_jax.main --config=configs/vqa.py:tiny --workdir=/tmp/vqa \\
       --config.init_from=/tmp/unimo_tiny
 Data: pair shards with the question in caption_ids and 10 annotator answers in 'answers'.
-Sized for TPU: the base preset fine-tunes on v5e-8 (`--mode=compile --topology=v5e-8`) and
-keeps every activation for the backward pass (model.remat 'none'): 0.82 GiB per chip of 15.75,
-95 % free; estimated 15.2 ms per step and MFU 10.0 %, against 0.37 GiB, 16 ms and 9.4 % with
-full remat (figures of XLA's TPU cost model, not measurements).
+TPU (XLA cost-model estimates, docs/tpu_sizing.md): base on v5e-8, 0.82 GiB per chip,
+~15 ms per step, MFU 10.0 %.
 """
 
-from unimo_jax.tasks.config import finetune_config
+from unimo_jax.tasks.finetune_config import finetune_config
 
 
 def get_config(arg: str = "tiny"):

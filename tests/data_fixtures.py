@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from unimo_jax.data.records import write_examples
+from unimo_jax.data.formats.records import write_examples
 
 SPECIAL = {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": 4}
 VOCAB = 64
@@ -42,7 +42,7 @@ def write_datasets(root, n_text=40, n_image=24, n_pair=32, seed=0):
 
 
 def small_data_config(root):
-  from unimo_jax.data.examples import data_config
+  from unimo_jax.data.pipeline.examples import data_config
   cfg = data_config()
   cfg.text_dir, cfg.image_dir, cfg.pair_dir = (str(root / k) for k in ("text", "image", "pair"))
   cfg.max_text_length, cfg.max_caption_length, cfg.max_regions = 16, 12, 4

@@ -20,17 +20,17 @@ else:
 import flax.linen as nn  # noqa: E402
 import numpy as np  # noqa: E402
 
-from test_pretrain_loss import load_config  # noqa: E402
-from unimo_jax.data.pipeline import to_global_arrays  # noqa: E402
+from train_helpers import pretrain_config  # noqa: E402
+from unimo_jax.data.pipeline.streams import to_global_arrays  # noqa: E402
 from unimo_jax.parallel import batch_sharding, make_mesh, rules_from_config  # noqa: E402
-from unimo_jax.data.random_batch import random_pretraining_batch  # noqa: E402
+from unimo_jax.data.synthetic.random_batch import random_pretraining_batch  # noqa: E402
 from unimo_jax.train.optimizer import make_optimizer  # noqa: E402
 from unimo_jax.train.state import create_state, state_shardings  # noqa: E402
 from unimo_jax.train.step import jit_train_step  # noqa: E402
 
 
 def main():
-  config = load_config("tiny", batch=8)
+  config = pretrain_config("tiny", batch=8)
   config.optimizer.warmup_steps = 1
   mesh = make_mesh({"data": -1})
   rules = rules_from_config(config.logical_axis_rules)

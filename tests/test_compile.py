@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from test_pretrain_loss import load_config
+from train_helpers import pretrain_config
 from train_helpers import config_from_file, main_command, run_main, set_fields
 from unimo_jax.compile import analysis, aot, topology
 from unimo_jax.parallel import (DEFAULT_LOGICAL_AXIS_RULES, make_mesh, rules_from_config,
@@ -73,7 +73,7 @@ def _expected_parameter_bytes(config, mesh_sizes) -> int:
 @pytest.mark.parametrize("slice_name,mesh", [("v5e-4", {"data": 1, "fsdp": 4, "tensor": 1}),
                                              ("v4-8", {"data": 4, "fsdp": 1, "tensor": 1})])
 def test_tiny_pretraining_compiles_and_reports_consistent_figures(slice_name, mesh, tmp_path):
-  config = small(load_config("tiny"), mesh=mesh)
+  config = small(pretrain_config("tiny"), mesh=mesh)
   devices = topology.abstract_devices(topology.parse_slice(slice_name))
   program = aot.train_step_program(config, tmp_path, devices, effort=FAST)
   report = aot.summarize(topology.parse_slice(slice_name), program,
@@ -97,7 +97,7 @@ def test_tiny_pretraining_compiles_and_reports_consistent_figures(slice_name, me
 
 
 def test_one_chip_has_no_collectives(tmp_path):
-  config = small(load_config("tiny"), mesh={"data": 1, "fsdp": 1, "tensor": 1})
+  config = small(pretrain_config("tiny"), mesh={"data": 1, "fsdp": 1, "tensor": 1})
   devices = topology.abstract_devices(topology.parse_slice("v5e-1"))
   program = aot.train_step_program(config, tmp_path, devices, effort=FAST)
   assert all(v["count"] == 0 for v in program["collectives"].values()), program["collectives"]
@@ -158,7 +158,7 @@ def test_random_bits_count_what_rbg_draws_per_chip():
 
 def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
   """4 scanned layers, extrapolated from 1 and 2 unrolled ones, against 4 unrolled layers."""
-  config = small(load_config("tiny"), **{"model.num_layers": 4, "batch.pair": 0,
+  config = small(pretrain_config("tiny"), **{"model.num_layers": 4, "batch.pair": 0,
                                          "mesh": {"data": 1, "fsdp": 4, "tensor": 1}})
   devices = topology.abstract_devices(topology.parse_slice("v5e-4"))
   unrolled = aot.train_step_program(config, tmp_path, devices, effort=FAST)
@@ -286,7 +286,7 @@ def test_sharding_check_fires_for_replicated_mlp_kernels_and_not_for_the_default
   from unimo_jax.parallel import check_sufficiently_sharded
   from unimo_jax.train.optimizer import make_optimizer
   from unimo_jax.train.state import state_shardings
-  config = load_config("tiny")
+  config = pretrain_config("tiny")
   mesh = make_mesh({"data": 1, "fsdp": 8, "tensor": 1}, devices=jax.devices()[:8])
   defaults = rules_from_config(DEFAULT_LOGICAL_AXIS_RULES)
   # a typo: 'embed' maps to no mesh axis, so the MLP kernels [embed, mlp] stay whole everywhere
@@ -311,8 +311,8 @@ def test_a_replicating_rule_stops_the_run_before_anything_is_written(tmp_path):
   """Through the one driver: a ConfigError naming the largest replicated array, nothing
   written (not even the synthetic scenes)."""
   from unimo_jax.train import driver
-  from unimo_jax.train.workdir import ConfigError
-  config = load_config("tiny")
+  from unimo_jax.errors import ConfigError
+  config = pretrain_config("tiny")
   config.mesh.data, config.mesh.fsdp = 1, 8
   config.logical_axis_rules = [[n, None] if n == "embed" else [n, a]
                                for n, a in config.logical_axis_rules]
@@ -325,7 +325,7 @@ def test_state_and_mesh_on_abstract_devices(tmp_path):
   """The run's own set-up (driver.start) on non-addressable TPU devices: no array is made."""
   from unimo_jax.train import driver
   devices = topology.abstract_devices(topology.parse_slice("v5e-4"))
-  run = driver.start(small(load_config("tiny"), mesh={"data": 2, "fsdp": 2, "tensor": 1}),
+  run = driver.start(small(pretrain_config("tiny"), mesh={"data": 2, "fsdp": 2, "tensor": 1}),
                      tmp_path, "compile", devices=devices, read_data=False, verbose=False)
   kernel = run.shardings["params"]["encoder"]["layer_0"]["ffn_fc_0"]["kernel"]
   assert {d.id for d in kernel.device_set} == {d.id for d in devices}

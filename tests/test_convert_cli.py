@@ -14,7 +14,7 @@ def test_convert_roberta_command_writes_an_init_checkpoint(tmp_path):
   from test_convert_roberta import _random_padded_ids, _tiny_roberta, _torch_logits
   from unimo_jax.convert.__main__ import main
   from unimo_jax.convert.roberta import config_from_roberta
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   from unimo_jax.model import Unimo
   from unimo_jax.model.params import abstract_params, strip_boxes
   from unimo_jax.train.checkpoint import restore_params

@@ -160,8 +160,8 @@ def test_check_command_reports_the_converted_model(tmp_path, capsys):
   """The check statistics follow the checkpoint: its LM bias decides the top prediction."""
   from unimo_jax.convert.__main__ import main
   from unimo_jax.convert.check import DEFAULT_CAPTION, statistics
-  from unimo_jax.data.synthetic_dataset import write_synthetic
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.data.synthetic.scene_dataset import write_synthetic
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   write_synthetic(tmp_path / "syn", pairs=40, eval_pairs=4, images=8, texts=40, feature_dim=12,
                   log=lambda *_: None)
   tok = load_tokenizer(tmp_path / "syn" / "tokenizer.model")
@@ -233,7 +233,7 @@ def test_fine_tuned_programs_convert_with_their_heads(task, tmp_path):
   forward on the converted {backbone, head} equals the original head (written out in numpy) on
   the converted encoder's pooled outputs."""
   from unimo_jax.convert.__main__ import main
-  from unimo_jax.data.tokenizers import ShapeOnlyTokenizer
+  from unimo_jax.data.formats.tokenizers import ShapeOnlyTokenizer
   from unimo_jax.model.params import strip_boxes
   from unimo_jax.tasks.registry import make_task
   from unimo_jax.train.checkpoint import restore_params, stored_param_keys

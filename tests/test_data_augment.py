@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from unimo_jax.data import augment
-from unimo_jax.data.records import DataError, ShardSource
+from unimo_jax.data.formats import augment
+from unimo_jax.data.formats.records import ShardSource
+from unimo_jax.errors import DataError
 
 
 def test_tfidf_neighbours_rank_by_shared_rare_words():
@@ -56,8 +57,8 @@ def test_retrieve_by_object_overlap():
 
 
 def test_augment_pairs_on_synthetic_scenes(tmp_path):
-  from unimo_jax.data.synthetic_dataset import write_synthetic
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.data.synthetic.scene_dataset import write_synthetic
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   write_synthetic(tmp_path / "s", pairs=200, eval_pairs=20, images=50, texts=100, feature_dim=8,
                   log=lambda *_: None)
   tok = load_tokenizer(tmp_path / "s" / "tokenizer.model")

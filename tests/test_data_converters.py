@@ -8,10 +8,11 @@ import pytest
 from data_fixtures import DETECTOR_CLASSES as C
 from data_fixtures import DETECTOR_DIM as D
 from data_fixtures import b64, detector_fields, write_bua_tsv
-from unimo_jax.data import converters
+from unimo_jax.data.formats import converters
 from unimo_jax.data.__main__ import main as data_cli
-from unimo_jax.data.records import DataError, ShardSource
-from unimo_jax.data.tokenizers import SentencePieceTokenizer
+from unimo_jax.data.formats.records import ShardSource
+from unimo_jax.errors import DataError
+from unimo_jax.data.formats.tokenizers import SentencePieceTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unimo_jax.data.masking import iou_matrix, region_mask, seq2seq_split, span_mask
+from unimo_jax.data.pipeline.masking import iou_matrix, region_mask, seq2seq_split, span_mask
 
 MASK, VOCAB = 4, 1000
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from test_pretrain_loss import load_config
+from train_helpers import pretrain_config
 from train_helpers import sharded_training
 from unimo_jax.compile.analysis import collectives
-from unimo_jax.data.random_batch import random_pretraining_batch
+from unimo_jax.data.synthetic.random_batch import random_pretraining_batch
 from unimo_jax.model import init_params
 from unimo_jax.parallel import BATCH_AXES, batch_sharding, make_mesh
 from unimo_jax.train.checkpoint import Checkpointer
@@ -25,7 +25,7 @@ DEVICES = 8
 
 @pytest.fixture(scope="module")
 def config():
-  c = load_config("tiny", batch=16)
+  c = pretrain_config("tiny", batch=16)
   assert c.model.dropout_rate == c.model.attention_dropout_rate == 0.0  # tiny: no dropout
   c.data.cmcl_extra_images = 1  # every CMCL extra kind in the comparison (tiny has none)
   return c
@@ -129,7 +129,7 @@ def test_each_device_draws_its_own_dropout_masks(mesh):
 
 def test_once_is_refused_where_it_cannot_run():
   from unimo_jax.tasks.registry import task_class
-  from unimo_jax.train.pretraining import PretrainingExperiment
+  from unimo_jax.train.pretraining_experiment import PretrainingExperiment
   sizes = {"data": 4, "fsdp": 1, "tensor": 1}
   check_gradient_sum("once", sizes, PretrainingExperiment)
   check_gradient_sum("partitioner", dict(sizes, fsdp=2), task_class("glue"))

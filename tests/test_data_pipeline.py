@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from data_fixtures import SPECIAL, VOCAB, small_data_config, trees_equal, write_datasets
-from unimo_jax.data.pipeline import host_records, make_pretraining_iterator, to_global_arrays
-from unimo_jax.data.records import ShardSource
+from unimo_jax.data.pipeline.streams import host_records, make_pretraining_iterator, to_global_arrays
+from unimo_jax.data.formats.records import ShardSource
 
 SIZES = {"text": 4, "image": 4, "pair": 4}
 
@@ -87,7 +87,7 @@ def test_per_host_split_is_disjoint_and_complete(root):
 
 def test_skip_bad_records_counts_instead_of_failing(tmp_path):
   root = write_datasets(tmp_path)
-  from unimo_jax.data.records import read_metadata
+  from unimo_jax.data.formats.records import read_metadata
   shard = root / "pair" / read_metadata(root / "pair")["shards"][3]["file"]
   shard.write_bytes(b"garbage")
   with pytest.raises(Exception, match=shard.name):
@@ -122,7 +122,7 @@ def test_bad_configuration_is_named(root):
 
 
 def test_pixel_input_pairs(tmp_path):
-  from unimo_jax.data.synthetic_dataset import write_synthetic
+  from unimo_jax.data.synthetic.scene_dataset import write_synthetic
   write_synthetic(tmp_path, pairs=40, eval_pairs=8, images=16, texts=20, feature_dim=8,
                   log=lambda *_: None)
   cfg = small_data_config(tmp_path / "train")
@@ -139,18 +139,18 @@ def test_pixel_input_pairs(tmp_path):
 def test_synthetic_batches_drive_the_pretraining_loss(tmp_path):
   """Every term of a freshly initialised tiny model starts at chance on real pipeline batches."""
   import math
-  from test_pretrain_loss import load_config
-  from unimo_jax.data.synthetic_dataset import write_synthetic
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from train_helpers import pretrain_config
+  from unimo_jax.data.synthetic.scene_dataset import write_synthetic
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   from unimo_jax.model import init_params
-  from unimo_jax.objectives.pretraining import TERMS, pretraining_loss
+  from unimo_jax.objectives.pretraining_loss import TERMS, pretraining_loss
   write_synthetic(tmp_path, pairs=64, eval_pairs=8, images=32, texts=64, feature_dim=32,
                   log=lambda *_: None)
   tok = load_tokenizer(tmp_path / "tokenizer.model")
   cfg = small_data_config(tmp_path / "train")
   it = make_pretraining_iterator(cfg, {"text": 8, "image": 8, "pair": 8}, tok.special_ids,
                                  tok.vocab_size, process_index=0, process_count=1)
-  config = load_config("tiny")
+  config = pretrain_config("tiny")
   params = {"params": init_params(config.model, jax.random.key(0))}
   _, metrics = jax.jit(lambda p, b: pretraining_loss(p, b, config))(params, next(it))
   assert {k.split("/")[0] for k in metrics if "/" in k} == set(TERMS)
@@ -170,7 +170,7 @@ def _twin_linked_pairs(root, count=16, linked=12):
   """Pairs whose caption says their index ([10 + i] * 4); pairs 2m and 2m + 1 below `linked` are
   each other's twin_pairs, the rest have none."""
   from data_fixtures import CLASSES, DIM, image_example
-  from unimo_jax.data.records import write_examples
+  from unimo_jax.data.formats.records import write_examples
   rng = np.random.default_rng(3)
   pairs = [dict(image_example(rng, i), caption_ids=np.full(4, 10 + i, np.int32),
                 twin_pairs=np.array([i ^ 1] if i < linked else [], np.int64))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_fixtures import DIM, image_example, write_datasets
-from unimo_jax.data.records import (DataError, ShardSource, decode_example, encode_example,
+from unimo_jax.data.formats.records import (DataError, ShardSource, decode_example, encode_example,
                                     read_metadata, write_examples)
 
 

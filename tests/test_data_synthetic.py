@@ -4,9 +4,9 @@ import collections
 
 import numpy as np
 
-from unimo_jax.data import synthetic
-from unimo_jax.data.records import ShardSource
-from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.data.synthetic import scenes as synthetic
+from unimo_jax.data.formats.records import ShardSource
+from unimo_jax.data.formats.tokenizers import load_tokenizer
 
 
 def test_scenes_cover_the_attribute_space_and_relations_match_positions():
@@ -110,8 +110,8 @@ def test_twin_scenes_are_what_their_boxes_and_objects_say():
 
 
 def test_twin_scene_pairs_link_both_ways_and_leave_the_rest_unchanged(tmp_path):
-  from unimo_jax.data.records import ShardSource
-  from unimo_jax.data.synthetic_dataset import write_synthetic
+  from unimo_jax.data.formats.records import ShardSource
+  from unimo_jax.data.synthetic.scene_dataset import write_synthetic
   kwargs = dict(pairs=80, eval_pairs=30, images=20, texts=20, feature_dim=8, log=lambda *_: None)
   write_synthetic(tmp_path / "plain", **kwargs)
   write_synthetic(tmp_path / "twins", twin_scenes=True, **kwargs)
@@ -135,9 +135,9 @@ def test_twin_scene_pairs_link_both_ways_and_leave_the_rest_unchanged(tmp_path):
 
 
 def test_held_out_pairs_carry_binding_swap_twins_that_are_no_other_caption(tmp_path):
-  from unimo_jax.data.records import ShardSource
-  from unimo_jax.data.synthetic_dataset import write_synthetic
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.data.formats.records import ShardSource
+  from unimo_jax.data.synthetic.scene_dataset import write_synthetic
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   write_synthetic(tmp_path / "s", pairs=100, eval_pairs=60, images=20, texts=20, feature_dim=8,
                   log=lambda *_: None)
   tok = load_tokenizer(tmp_path / "s" / "tokenizer.model")
@@ -185,7 +185,7 @@ def test_region_features_encode_the_class():
 
 
 def test_write_synthetic_small(tmp_path):
-  from unimo_jax.data.synthetic_dataset import write_synthetic
+  from unimo_jax.data.synthetic.scene_dataset import write_synthetic
   metas = write_synthetic(tmp_path, pairs=300, eval_pairs=50, images=100, texts=200,
                           feature_dim=16, log=lambda *_: None)
   assert metas["train/pair"]["num_records"] == 300 and metas["eval/pair"]["num_records"] == 50
@@ -214,7 +214,7 @@ def test_object_tags_name_every_region_in_order():
 
 def test_task_text_of_a_scene():
   """VQA answers and entailment labels follow the scene; every word is in the task vocabulary."""
-  from unimo_jax.data import synthetic_tasks
+  from unimo_jax.data.synthetic import task_text as synthetic_tasks
   rng = np.random.default_rng(6)
   vocabulary = {w for line in synthetic_tasks.vocabulary_lines(0) for w in line.split()}
   for _ in range(50):

@@ -16,7 +16,7 @@ from unimo_jax.model.params import init_params
 from unimo_jax.model.presets import model_config
 from unimo_jax.model.unimo import Unimo
 from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES, make_mesh, rules_from_config
-from unimo_jax.data.random_batch import random_regions, random_text
+from unimo_jax.data.synthetic.random_batch import random_regions, random_text
 
 VOCAB, BOS, EOS, PAD = 5, 0, 2, 1
 
@@ -363,7 +363,7 @@ def test_beam_search_keeps_each_devices_cache_rows_on_that_device():
   """A cache whose batch axis is split over 8 devices stays split through the search: each
   device expands and reorders only its own sources' beams. Gathering beams over the flat
   [sources * beams] axis made XLA replicate the expanded cache on every device (12 GiB per chip
-  for the base decode loops on v5e-8, README "Will it fit?")."""
+  for the base decode loops on v5e-8, docs/tpu_sizing.md)."""
   b, k, length, width = 64, 4, 64, 256
   rng = np.random.default_rng(0)
   embed = jnp.asarray(rng.normal(size=(VOCAB, width)), jnp.float32)

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from unimo_jax.metrics.retrieval import recall_at_k
-from unimo_jax.train.evaluate import mirrored_image, twin_kind, twin_metrics
+from unimo_jax.train.heldout_eval import mirrored_image, twin_kind, twin_metrics
 
 
 def test_recall_at_k_on_a_crafted_matrix():

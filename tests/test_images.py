@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from train_helpers import training_losses
-from unimo_jax.data import converters, images
-from unimo_jax.data.records import DataError
+from unimo_jax.data.formats import converters, images
+from unimo_jax.errors import DataError
 
 
 def encoded(image, fmt, **kwargs):
@@ -124,7 +124,7 @@ def photo_folder(root):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-  from unimo_jax.data.tokenizers import SentencePieceTokenizer
+  from unimo_jax.data.formats.tokenizers import SentencePieceTokenizer
   base = tmp_path_factory.mktemp("photos")
   captions, count = photo_folder(base / "images")
   lines = [f"a {c} {s}" for c in COLOURS for s in SHAPES] + [
@@ -139,7 +139,7 @@ def photos(tmp_path_factory):
 
 
 def test_folder_and_json_convert_with_counted_skips(photos):
-  from unimo_jax.data.records import ShardSource
+  from unimo_jax.data.formats.records import ShardSource
   base, meta, count = photos
   assert meta["num_records"] == 2 * count
   assert meta["skipped"] == 4  # 2 bad images, then their 2 captions

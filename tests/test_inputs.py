@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from unimo_jax.data.random_batch import random_regions, random_text
+from unimo_jax.data.synthetic.random_batch import random_regions, random_text
 from unimo_jax.model import Unimo, init_params, model_config
 
 

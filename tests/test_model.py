@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimo_jax.data.random_batch import random_regions, random_text
+from unimo_jax.data.synthetic.random_batch import random_regions, random_text
 from unimo_jax.model import (Unimo, abstract_params, count_params, init_params, model_config,
                              stack_layers, unstack_layers)
 from unimo_jax.model.params import ENCODER_GROUPS

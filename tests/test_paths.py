@@ -7,7 +7,7 @@ import pathlib
 from etils.epath import testing as epath_testing
 
 from unimo_jax.paths import as_path, is_remote, local_dir
-from unimo_jax.train.metrics import MetricWriter, read_metric_rows
+from unimo_jax.train.metric_log import MetricWriter, read_metric_rows
 
 
 def _local(root, path):

@@ -1,9 +1,7 @@
 """The full pretraining loss: sharded over a (data, fsdp, tensor) mesh equals one device."""
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import flax.linen as nn
 import jax
@@ -13,25 +11,17 @@ from jax.sharding import PartitionSpec as P
 
 from unimo_jax.model.params import abstract_params, init_boxed_params
 from unimo_jax.parallel import batch_sharding, logical_to_sharding, make_mesh, rules_from_config
-from unimo_jax.objectives.pretraining import TERMS, pretraining_loss
-from unimo_jax.data.random_batch import random_pretraining_batch
+from unimo_jax.objectives.pretraining_loss import TERMS, pretraining_loss
+from unimo_jax.data.synthetic.random_batch import random_pretraining_batch
+from train_helpers import pretrain_config
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def load_config(preset="tiny", batch=8):
-  """configs/pretrain.py:<preset> with `batch` examples per stream (small, for tests)."""
-  spec = importlib.util.spec_from_file_location("pretrain_config", ROOT / "configs" / "pretrain.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(preset)
-  config.batch.text = config.batch.image = config.batch.pair = batch
-  return config
 
 
 @pytest.fixture(scope="module")
 def config():
-  c = load_config("tiny")
+  c = pretrain_config("tiny")
   c.model.dropout_rate = c.model.attention_dropout_rate = 0.0
   return c
 
@@ -96,7 +86,7 @@ def test_loss_weights_scale_terms(config):
 
 
 def test_dropout_makes_the_loss_stochastic_per_rng():
-  config = load_config("tiny")
+  config = pretrain_config("tiny")
   config.model.dropout_rate = config.model.attention_dropout_rate = 0.1  # the tiny config has none
   params = {"params": nn.unbox(init_boxed_params(config.model, jax.random.key(0)))}
   batch = random_pretraining_batch(config, seed=3)
@@ -107,7 +97,7 @@ def test_dropout_makes_the_loss_stochastic_per_rng():
 
 def test_main_job_forward_pass_writes_metrics(tmp_path):
   from unimo_jax.train.driver import check
-  config = load_config("tiny")
+  config = pretrain_config("tiny")
   config.mesh.data, config.mesh.fsdp = 4, 2
   metrics = check(config, tmp_path)
   saved = json.loads((tmp_path / "forward_metrics.json").read_text())

@@ -19,8 +19,8 @@ from test_train import _free_port
 from train_helpers import ROOT, main_command, run_main, small_run_overrides, training_losses
 from unimo_jax.parallel import make_mesh
 from unimo_jax.train import digest
-from unimo_jax.train.checkpoint import (Checkpointer, CorruptCheckpoint, read_params,
-                                        restore_params, save_params)
+from unimo_jax.train.checkpoint import (Checkpointer, read_params, restore_params, save_params)
+from unimo_jax.errors import CorruptCheckpoint
 
 
 # ---- digests -------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from train_helpers import set_fields
-from unimo_jax.train.config import optimizer_config, resolve_epochs
+from unimo_jax.train.config_parts import optimizer_config, resolve_epochs
 from unimo_jax.train.optimizer import learning_rate_schedule
 
 

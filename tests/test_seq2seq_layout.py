@@ -4,8 +4,8 @@ target; and a tiny seq2seq fine-tune whose decoding stops on [MASK]."""
 
 import numpy as np
 
-from unimo_jax.data import examples
-from unimo_jax.data.seq2seq_sources import column_source, dialog_source, split_turns
+from unimo_jax.data.pipeline import examples
+from unimo_jax.data.pipeline.seq2seq_sources import column_source, dialog_source, split_turns
 
 SPECIAL = {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": 4}
 CLS, PAD, SEP, MASK = 0, 1, 2, 4

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from train_helpers import config_from_file, set_fields, training_losses
-from unimo_jax.data.records import DataError, ShardSource, write_examples
+from unimo_jax.data.formats.records import ShardSource, write_examples
+from unimo_jax.errors import DataError
 from unimo_jax.tasks.registry import make_task
 from unimo_jax.train import driver
-from unimo_jax.train.metrics import read_metric_rows
-from unimo_jax.train.workdir import ConfigError
+from unimo_jax.train.metric_log import read_metric_rows
+from unimo_jax.errors import ConfigError
 
 TASK_STEPS = 30
 
@@ -24,7 +25,7 @@ TASK_STEPS = 30
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
   """A small synthetic-scenes directory shared by the task tests."""
-  from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
+  from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
   return ensure_synthetic_scenes(tmp_path_factory.mktemp("scenes") / "synthetic_scenes",
                                  pairs=200, feature_dim=32, seed=0)
 
@@ -100,8 +101,8 @@ def test_task_trains_and_evaluates(name, scenes, tmp_path):
 def test_captioning_with_object_tags(scenes, tmp_path):
   """Tags join the source: the layout puts them before the caption, the model trains and
   decodes from image + tags, and the inference API (given tag_ids) reproduces the predictions."""
-  from unimo_jax.data import synthetic
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.data.synthetic import scenes as synthetic
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   from unimo_jax.inference import Pipeline
   config = task_config("caption", scenes, **{"task.object_tags": True, "data.max_tags": 8})
   metrics = driver.train_and_evaluate(config, tmp_path)
@@ -490,7 +491,7 @@ def test_vqa_from_a_tfds_build_trains_exactly_as_from_shards(scenes, tmp_path):
   a bottom-up TSV), prepared by the unimo_vqa_v2 builder and fine-tuned from tfds:... splits:
   the same losses, accuracy and predictions as from the shards (questions tokenized at read)."""
   from data_fixtures import regions_tsv, write_vqa
-  from unimo_jax.data import tfds_builders
+  from unimo_jax.data.formats import tfds_builders
   config = task_config("vqa", scenes, steps=4)
   paths = _synthetic_paths(config, tmp_path)
   config.data.train_dir = paths["train"]

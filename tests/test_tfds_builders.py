@@ -1,4 +1,4 @@
-"""tfds builders (data/tfds_builders.py) prepared from small files in the real layouts, read back
+"""tfds builders (data/formats/tfds_builders.py) prepared from small files in the real layouts, read back
 through tfds.data_source (our TfdsSource) with values equal to the files; bad files named or
 counted; the command line; a VQA fine-tune from a tfds build trains exactly as from shards."""
 
@@ -14,13 +14,13 @@ from data_fixtures import DETECTOR_CLASSES as C
 from data_fixtures import DETECTOR_DIM as D
 from data_fixtures import (VQA_FILES, b64, detector_fields, regions_tsv, write_bua_tsv,
                            write_vqa)
-from unimo_jax.data import tfds_builders
+from unimo_jax.data.formats import tfds_builders
 from unimo_jax.data.__main__ import main as data_cli
-from unimo_jax.data.examples import data_config
-from unimo_jax.data.images import decode_image
-from unimo_jax.data.records import DataError
-from unimo_jax.data.tfds_source import open_records
-from unimo_jax.data.tokenizers import SentencePieceTokenizer
+from unimo_jax.data.pipeline.examples import data_config
+from unimo_jax.data.formats.images import decode_image
+from unimo_jax.errors import DataError
+from unimo_jax.data.formats.tfds_source import open_records
+from unimo_jax.data.formats.tokenizers import SentencePieceTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +348,7 @@ def test_start_up_check_reads_a_tfds_datasets_region_sizes(tmp_path, tokenizer):
   checked against the model before anything is compiled, as a shard directory's are."""
   import ml_collections
   from unimo_jax.train.checks import check_data_against_model
-  from unimo_jax.train.workdir import ConfigError
+  from unimo_jax.errors import ConfigError
   manual = tmp_path / "bua"
   manual.mkdir()
   write_bua_tsv(manual / "f.tsv", [("1", 2, True)])
@@ -375,7 +375,7 @@ def test_pretraining_pairs_in_pixel_mode_from_a_cc_build(tmp_path, tokenizer):
   mode: each image decoded and randomly cropped to the model's size. Solid-colour photos of
   different sizes and modes keep their colour under any crop, so each row's pixels say which
   photo it came from; its caption says the same."""
-  from unimo_jax.data.pipeline import make_pretraining_iterator
+  from unimo_jax.data.pipeline.streams import make_pretraining_iterator
   manual = tmp_path / "cc" / "00000"
   manual.mkdir(parents=True)
   colours = {}

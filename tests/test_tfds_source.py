@@ -13,10 +13,11 @@ from PIL import Image
 
 from data_fixtures import (CLASSES, DIM, SPECIAL, VOCAB, small_data_config, trees_equal,
                            write_datasets)
-from unimo_jax.data.images import decode_image
-from unimo_jax.data.pipeline import make_pretraining_iterator
-from unimo_jax.data.records import DataError, ShardSource
-from unimo_jax.data.tfds_source import TfdsSource, open_records, parse_tfds_path
+from unimo_jax.data.formats.images import decode_image
+from unimo_jax.data.pipeline.streams import make_pretraining_iterator
+from unimo_jax.data.formats.records import ShardSource
+from unimo_jax.errors import DataError
+from unimo_jax.data.formats.tfds_source import TfdsSource, open_records, parse_tfds_path
 
 RAGGED = ("paraphrase_ids", "hard_negative_ids")
 

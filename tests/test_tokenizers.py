@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from unimo_jax.data.tokenizers import (BpeTokenizer, SentencePieceTokenizer, load_tokenizer)
+from unimo_jax.data.formats.tokenizers import (BpeTokenizer, SentencePieceTokenizer, load_tokenizer)
 
 CORPUS = [
     "a small red cube is left of a large blue sphere.",

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from test_pretrain_loss import load_config
+from train_helpers import pretrain_config
 from train_helpers import (ROOT, main_command, run_main, sharded_training,
                            small_run_overrides, training_losses)
 from unimo_jax.parallel import make_mesh, rules_from_config
-from unimo_jax.data.random_batch import random_pretraining_batch
+from unimo_jax.data.synthetic.random_batch import random_pretraining_batch
 from unimo_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from unimo_jax.train.state import state_shardings
 
@@ -37,7 +37,7 @@ def _train(config, mesh_shape, steps=3, devices=None):
 
 @pytest.fixture(scope="module")
 def config():
-  c = load_config("tiny", batch=8)
+  c = pretrain_config("tiny", batch=8)
   c.optimizer.warmup_steps = 1
   # Step 0 has learning rate 0 (warmup); a small rate keeps the first Adam steps from overshooting
   # on the fixed random batch, so three steps lower the loss.
@@ -86,7 +86,7 @@ def test_optimizer_schedule_and_decay_mask(config):
 def test_gradient_accumulation_averages_the_micro_batches(config):
   """Loss and gradients of accumulation_steps=2 are the means over the two halves."""
   from unimo_jax.model import init_params
-  from unimo_jax.objectives.pretraining import pretraining_loss
+  from unimo_jax.objectives.pretraining_loss import pretraining_loss
   from unimo_jax.train.step import loss_and_grads, pretraining_loss_fn
   c = config.copy_and_resolve_references()
   c.model.dropout_rate = c.model.attention_dropout_rate = 0.0
@@ -212,8 +212,8 @@ def test_checkpoint_restores_onto_another_mesh_and_init_from(config, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_message():
-  from unimo_jax.train.metrics import check_finite
-  from unimo_jax.train.workdir import NonFiniteLoss
+  from unimo_jax.train.metric_log import check_finite
+  from unimo_jax.errors import NonFiniteLoss
   check_finite(3, {"total_loss": 1.5, "cmcl/loss": 0.2})
   with pytest.raises(NonFiniteLoss, match=r"step 7: non-finite loss nan .*'cmcl/loss'"):
     check_finite(7, {"total_loss": float("nan"), "cmcl/loss": float("inf"), "x": 1.0})
@@ -250,12 +250,12 @@ def test_init_from_unrolled_params_into_a_scanned_model(config, tmp_path):
 
 def test_init_from_a_workdir_with_another_pooling_stops_the_start(tmp_path):
   from unimo_jax.train.driver import start
-  from unimo_jax.train.workdir import ConfigError
+  from unimo_jax.errors import ConfigError
   source = tmp_path / "pretrained"
   source.mkdir()
   stored = {"model": {"pooling": "mean"}}
   (source / "config.json").write_text(json.dumps(stored))
-  config = load_config()
+  config = pretrain_config()
   config.model.pooling = "first"  # UNIMO's (the tiny preset's default is 'mean')
   config.init_from = str(source)
   with pytest.raises(ConfigError, match=r"model.pooling: init_from .*pretrained was trained with "

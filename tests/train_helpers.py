@@ -11,8 +11,8 @@ import jax
 import numpy as np
 
 from unimo_jax.parallel import batch_sharding, rules_from_config
-from unimo_jax.train.config import config_from_path
-from unimo_jax.train.metrics import read_metric_rows
+from unimo_jax.train.config_parts import config_from_path
+from unimo_jax.train.metric_log import read_metric_rows
 from unimo_jax.train.optimizer import make_optimizer
 from unimo_jax.train.state import create_state, state_shardings
 from unimo_jax.train.step import jit_train_step
@@ -44,6 +44,13 @@ def run_main(args, env_devices=1, check=True, **kwargs):
 def config_from_file(name, preset):
   """configs/<name>.py:<preset> as the command line would load it."""
   return config_from_path(ROOT / "configs" / f"{name}.py", preset)
+
+
+def pretrain_config(preset="tiny", batch=8):
+  """configs/pretrain.py:<preset> with `batch` examples per stream (small, for tests)."""
+  config = config_from_file("pretrain", preset)
+  config.batch.text = config.batch.image = config.batch.pair = batch
+  return config
 
 
 def set_fields(config, fields):

@@ -21,8 +21,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from unimo_jax.data.batching import stack_rows
-from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.data.pipeline.batching import stack_rows
+from unimo_jax.data.formats.tokenizers import load_tokenizer
 from unimo_jax.decoding.generate import jitted_generate
 from unimo_jax.decoding.search import DecodeSettings, strip_sequence
 from unimo_jax.paths import as_path

@@ -63,7 +63,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, XLA) off the console
   from unimo_jax.compile.topology import give_libtpu_compiler_stack
   give_libtpu_compiler_stack()  # a TPU run's compiles need it as --mode=compile's do
-  from unimo_jax.train import driver  # after flag parsing: keeps --help fast
+  from unimo_jax.errors import RUN_ERRORS, CheckpointWriteError  # after flag parsing: keeps
+  from unimo_jax.train import driver, peers                        # --help fast
   modes = {"train": driver.train_and_evaluate, "eval": driver.evaluate,
            "predict": driver.predict, "check": driver.check, "compile": _compile}
   config = flags.FLAGS.config
@@ -75,12 +76,12 @@ def main(argv):
                                     as_path(_WORKDIR.value) / "checkpoints"))
   try:
     if _MODE.value != "compile":
-      driver.initialize_distributed(config)
+      peers.initialize_distributed(config)
     modes[_MODE.value](config, _WORKDIR.value)
-    driver.leave_together()  # multi-process runs: process 0, the coordinator, leaves last
-  except driver.RUN_ERRORS as e:
+    peers.leave_together()  # multi-process runs: process 0, the coordinator, leaves last
+  except RUN_ERRORS as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
-    if isinstance(e, driver.CheckpointWriteError):
+    if isinstance(e, CheckpointWriteError):
       # orbax's writer threads still hold the failed save; a normal interpreter exit would print
       # their tracebacks after this line
       os._exit(2)

@@ -25,7 +25,7 @@ from unimo_jax.parallel import BATCH_AXES, batch_sharding
 from unimo_jax.paths import as_path
 from unimo_jax.train import driver
 from unimo_jax.train.step import jit_train_step, train_step
-from unimo_jax.train.workdir import ConfigError
+from unimo_jax.errors import ConfigError
 
 REPORT_FILE = "compile_report.json"
 

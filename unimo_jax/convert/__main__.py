@@ -123,7 +123,7 @@ def _params_and_config(args, command):
 def _check(args) -> int:
   import numpy as np
   from unimo_jax.convert.check import format_statistics, statistics
-  from unimo_jax.data.tokenizers import load_tokenizer
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
   params, config = _params_and_config(args, "check")
   stats = statistics(params, config, load_tokenizer(args.tokenizer), args.caption)
   print(format_statistics(stats), flush=True)

@@ -1,2 +1,2 @@
-"""Data: shard format, tokenizers, masking, CMCL augmentation, grain pipelines, converters,
-synthetic scenes."""
+"""Data: the on-disk formats and converters (formats/), the streaming input pipeline
+(pipeline/), and generated data (synthetic/). The command line is __main__.py."""

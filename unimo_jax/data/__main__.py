@@ -22,8 +22,8 @@ import sys
 
 import numpy as np
 
-from unimo_jax.data import augment, converters, records
-from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.data.formats import augment, converters, records
+from unimo_jax.data.formats.tokenizers import load_tokenizer
 
 
 def _parser():
@@ -127,7 +127,7 @@ def _show(value):
 
 
 def _prepare_tfds(args):
-  from unimo_jax.data import tfds_builders
+  from unimo_jax.data.formats import tfds_builders
   data_dir = args.data_dir or os.environ.get("TFDS_DATA_DIR") or str(
       pathlib.Path.home() / "tensorflow_datasets")
   builder = tfds_builders.build(args.builder, args.manual_dir, data_dir,
@@ -149,7 +149,7 @@ def main(argv=None):
     writer["records_per_shard"] = args.records_per_shard
   try:
     if args.command == "synthetic":
-      from unimo_jax.data.synthetic_dataset import write_synthetic
+      from unimo_jax.data.synthetic.scene_dataset import write_synthetic
       write_synthetic(args.out, pairs=args.pairs, eval_pairs=args.eval_pairs, images=args.images,
                       texts=args.texts, feature_dim=args.feature_dim, seed=args.seed,
                       twin_scenes=args.twin_scenes)

@@ -50,7 +50,7 @@ def model_config(name: str = "tiny") -> ml_collections.ConfigDict:
   c.patch_size = 8 if name == "tiny" else 16
   c.image_channels = 3
   # What the pooled_fc layers read: 'first' (the [IMG] / [CLS] slot, UNIMO's) or 'mean' (the
-  # mean of the block's valid positions; README "The embedded default").
+  # mean of the block's valid positions; docs/notes/embedded_default.md).
   c.pooling = "first"
   # Contrastive (CMCL) projection on top of the pooled vectors; 0 = use pooled as is.
   c.contrastive_dim = hidden

@@ -50,8 +50,7 @@ class SelfAttention(_Block):
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias  # [batch, heads, q, k]
     # Softmax in float32, its output in the compute dtype before dropout (the matmul with v reads
     # it in that dtype either way): in bfloat16 the layer's largest tensor, and the dropout on
-    # it, move half the bytes (one v5e chip, base layer, 32 x 141 tokens, full remat: estimated
-    # 3.34 ms against 3.77 with float32 probabilities; README, "Will it fit?").
+    # it, move half the bytes (docs/notes/base_step_time.md, "One chip, one pass").
     # named 'attention_weights' for the remat policies that keep it (recomputing it costs more
     # than the matmuls); the softmax's backward reads it, not a float32 copy
     probs = softmax_as(scores, v.dtype)
@@ -94,13 +93,10 @@ class EncoderLayer(_Block):
 
 
 # What a rematerialised layer keeps for its backward pass (model.remat); the rest is recomputed.
-# One base-width layer pass on a v5e chip (benchmarks/tpu_pass_probe.py, cost-model estimates):
-# 'full' 2.84 ms, 'dots' 2.52, 'attention' 2.55, 'dots_attention' 2.55, 'none' 2.08 ms, keeping
-# 0, 62, 15, 78 and 317 MB of activations per 4,512 tokens. In the whole base pretraining step
-# on v5e-16 the gains shrink ('attention': 19.2 against 20.5 ms per layer before softmax_as,
-# 17.9 after; 'dots' no better in the 1-layer step; README "Will it fit?"): that preset keeps
-# 'attention', which also needs the least memory there; the other TPU presets keep 'full', or
-# 'none' where the chip holds it all.
+# Each policy trades recomputation for stored activations; which is fastest depends on the step
+# (benchmarks/tpu_pass_probe.py ranks them on one layer, docs/tpu_sizing.md per preset): base
+# pretraining keeps 'attention', the other TPU presets 'full', or 'none' where the chip holds it
+# all.
 _SAVED_ATTENTION = jax.checkpoint_policies.save_only_these_names("attention_weights")
 REMAT_POLICIES = {
     "full": None,  # the layer's input only

@@ -12,7 +12,7 @@ from unimo_jax.model.embeddings import (PixelEmbedding, RegionEmbedding, TextEmb
                                         roberta_position_ids)
 from unimo_jax.model.heads import (ContrastiveProjection, LMHead, Pooler, RegionHeads, Temperature,
                                    pooled_position)
-from unimo_jax.model.inputs import has_image, has_text, validate_batch
+from unimo_jax.model.input_checks import has_image, has_text, validate_batch
 from unimo_jax.model.masks import allowed_attention, attention_bias
 from unimo_jax.model.transformer import Encoder
 

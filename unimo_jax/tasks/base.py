@@ -18,18 +18,18 @@ import pathlib
 import jax
 import numpy as np
 
-from unimo_jax.data import placeholder_records
-from unimo_jax.data.batching import batched_apply, contrastive_embedder, stack_rows
-from unimo_jax.data.model_inputs import ModelInputs
-from unimo_jax.data.records import DataError
-from unimo_jax.data.tfds_source import is_tfds, open_records
-from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
-from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.data.synthetic import placeholder_records
+from unimo_jax.data.pipeline.batching import batched_apply, contrastive_embedder, stack_rows
+from unimo_jax.data.pipeline.model_inputs import ModelInputs
+from unimo_jax.errors import DataError
+from unimo_jax.data.formats.tfds_source import is_tfds, open_records
+from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
+from unimo_jax.data.formats.tokenizers import load_tokenizer
 from unimo_jax.model import Unimo
 from unimo_jax.model.params import init_boxed_params
 from unimo_jax.paths import as_path, is_remote, local_dir
 from unimo_jax.train.checks import check_data_against_model
-from unimo_jax.train.workdir import ConfigError
+from unimo_jax.errors import ConfigError
 
 SPLITS = ("train", "eval", "predict")
 
@@ -185,7 +185,7 @@ class Task:
     return self._sources[split]
 
   def read_split(self, path, split):
-    """Random-access records of one split: shards or a tfds:... name (data/tfds_source.py; the
+    """Random-access records of one split: shards or a tfds:... name (data/formats/tfds_source.py; the
     split defaults to 'train' for training, else 'validation'); text tasks read TSVs."""
     return open_records(path, "pair", self.config.data, tokenizer=self.tokenizer,
                         default_split="train" if split == "train" else "validation")
@@ -262,7 +262,7 @@ class Task:
     return self.pair_inputs(record, where)
 
   def placeholder_record(self) -> dict:
-    """A record of the largest shapes the config allows (data/placeholder_records.py)."""
+    """A record of the largest shapes the config allows (data/synthetic/placeholder_records.py)."""
     return placeholder_records.pair_record(self.config.data, self.config.model)
 
   def batch_spec(self) -> dict:
@@ -326,7 +326,7 @@ class Task:
 
   def batched(self, fn, params, rows, batch_size=None):
     """fn(params, stacked rows) over `rows` in padded batches of config.eval_batch, sharded over
-    the task's mesh (see data/batching.py: batched_apply)."""
+    the task's mesh (see data/pipeline/batching.py: batched_apply)."""
     return batched_apply(fn, params, rows, batch_size or self.config.eval_batch, self.mesh)
 
   def predict(self, params):

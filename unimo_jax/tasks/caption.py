@@ -14,9 +14,9 @@ ROUGE-L, CIDEr-D and SPICE through pycocoevalcap (metrics/caption.py).
 
 import numpy as np
 
-from unimo_jax.data import examples
-from unimo_jax.data.records import DataError
-from unimo_jax.data.synthetic_task_data import scene_pair_paths
+from unimo_jax.data.pipeline import examples
+from unimo_jax.errors import DataError
+from unimo_jax.data.synthetic.task_data import scene_pair_paths
 from unimo_jax.metrics.caption import caption_metrics
 from unimo_jax.tasks.generation import GenerationTask
 

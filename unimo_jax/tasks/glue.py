@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unimo_jax.data import placeholder_records
-from unimo_jax.data.records import DataError
-from unimo_jax.data.synthetic_task_data import text_task_paths
+from unimo_jax.data.synthetic import placeholder_records
+from unimo_jax.errors import DataError
+from unimo_jax.data.synthetic.task_data import text_task_paths
 from unimo_jax.metrics.classification import classification_metrics, regression_metrics
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import TextClassifierHead
 from unimo_jax.tasks.text_data import read_tsv
-from unimo_jax.train.workdir import ConfigError
+from unimo_jax.errors import ConfigError
 
 
 class GlueTask(Task):

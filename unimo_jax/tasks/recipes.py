@@ -19,7 +19,7 @@ import pathlib
 
 import ml_collections
 
-from unimo_jax.train.config import config_from_path
+from unimo_jax.train.config_parts import config_from_path
 
 SIZES = ("base", "large")
 

@@ -20,7 +20,7 @@ def task_names() -> list:
 def task_class(name: str):
   module = importlib.import_module(f"unimo_jax.tasks.{name}") if name in _modules() else None
   if module is None or not hasattr(module, "TASK"):
-    from unimo_jax.train.workdir import ConfigError
+    from unimo_jax.errors import ConfigError
     raise ConfigError(f"task.name: expected one of {task_names()}, found {name!r}")
   return module.TASK
 

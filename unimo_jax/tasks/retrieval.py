@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unimo_jax.data.records import DataError
-from unimo_jax.data.synthetic_task_data import scene_pair_paths
+from unimo_jax.errors import DataError
+from unimo_jax.data.synthetic.task_data import scene_pair_paths
 from unimo_jax.metrics.retrieval import retrieval_recall
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import MatchHead

@@ -3,7 +3,7 @@ target text with UNIMO's seq2seq attention mask, label-smoothed cross-entropy, a
 with the GNMT length penalty and optional trigram blocking at evaluation.
 
 Data: a TSV with a header. As UNIMO's seq2seq reader: every column but `tgt` and `knowledge` is a
-source column, in header order. Layouts (data/seq2seq_sources.py):
+source column, in header order. Layouts (data/pipeline/seq2seq_sources.py):
   columns  [CLS] col1 [SEP] col2 [SEP] ...  (positions 2, then from 3 in every column)
   dialog   task.dialog (CoQA): the first source column holds the conversation, turns joined by
            " [SEP] "; role and turn ids per block (model.role_type_size / turn_type_size), the
@@ -16,15 +16,16 @@ Metrics: ROUGE-1/2/L F1 (rouge-score, stemmed) and BLEU-4, both x100.
 
 import numpy as np
 
-from unimo_jax.data import examples, placeholder_records
-from unimo_jax.data.records import DataError
-from unimo_jax.data.seq2seq_sources import (KNOWLEDGE_ROLE, column_source, dialog_source,
+from unimo_jax.data.pipeline import examples
+from unimo_jax.data.synthetic import placeholder_records
+from unimo_jax.errors import DataError
+from unimo_jax.data.pipeline.seq2seq_sources import (KNOWLEDGE_ROLE, column_source, dialog_source,
                                             split_turns)
-from unimo_jax.data.synthetic_task_data import text_task_paths
+from unimo_jax.data.synthetic.task_data import text_task_paths
 from unimo_jax.metrics.text import bleu4, rouge_scores
 from unimo_jax.tasks.generation import GenerationTask
 from unimo_jax.tasks.text_data import read_tsv
-from unimo_jax.train.workdir import ConfigError
+from unimo_jax.errors import ConfigError
 
 
 class Seq2seqTask(GenerationTask):

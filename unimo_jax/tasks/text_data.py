@@ -3,7 +3,7 @@
 import csv
 import pathlib
 
-from unimo_jax.data.records import DataError
+from unimo_jax.errors import DataError
 
 
 def read_tsv(path, required, optional=(), all_columns=False) -> list:

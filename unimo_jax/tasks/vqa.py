@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unimo_jax.data.records import DataError
-from unimo_jax.data.synthetic_task_data import image_task_paths
-from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.errors import DataError
+from unimo_jax.data.synthetic.task_data import image_task_paths
+from unimo_jax.data.formats.tokenizers import load_tokenizer
 from unimo_jax.metrics.vqa import normalize_answer, soft_target, vqa_accuracy
 from unimo_jax.tasks.base import Task
 from unimo_jax.tasks.heads import VqaHead

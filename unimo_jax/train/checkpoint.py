@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from unimo_jax.errors import CheckpointWriteError, CorruptCheckpoint
 from unimo_jax.paths import as_path
 from unimo_jax.train import digest
 from unimo_jax.train.workdir import error_summary
@@ -25,13 +26,6 @@ DIGEST_FILE = "unimo_digest.json"
 CORRUPT_SUFFIX = ".corrupt"
 
 
-class CorruptCheckpoint(ValueError):
-  """A checkpoint that cannot be read, or whose arrays differ from its recorded digests."""
-
-
-class CheckpointWriteError(OSError):
-  """A checkpoint that could not be written (full or unwritable storage); earlier ones are
-  intact."""
 
 
 class Checkpointer:

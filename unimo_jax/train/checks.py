@@ -4,11 +4,12 @@ is compiled or written."""
 
 import json
 
-from unimo_jax.data.records import read_metadata
-from unimo_jax.data.tfds_source import is_tfds, read_tfds_metadata
+from unimo_jax.data.formats.records import read_metadata
+from unimo_jax.data.formats.tfds_source import is_tfds, read_tfds_metadata
 from unimo_jax.parallel import resolve_mesh_shape
 from unimo_jax.paths import as_path
-from unimo_jax.train.workdir import CONFIG_FILE, ConfigError
+from unimo_jax.train.workdir import CONFIG_FILE
+from unimo_jax.errors import ConfigError
 
 
 def check_config(config, num_devices: int, batch_sizes: dict) -> dict:

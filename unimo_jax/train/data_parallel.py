@@ -26,7 +26,7 @@ all-gathers (the parameters stay replicated). The optimizer update, which reads 
 parameters, the gradients and both moments, and the moments' HBM shrink by the number of batch
 devices; the network carries the all-gather of the parameters besides the sum (a reduce-scatter
 is half an all-reduce, but libtpu 0.0.42.1 compiles it for a v5e slice as an all-reduce of the
-whole gradient followed by a slice: README, "Where the base step's time goes"). Parameters with
+whole gradient followed by a slice: docs/notes/base_step_time.md). Parameters with
 no dimension divisible by that number (e.g. the 50,265-word output bias) are summed and
 updated whole, as under 'once'.
 """

@@ -1,6 +1,6 @@
 """The one driver: pretraining and every fine-tuning task are trained, evaluated and predicted
 through the functions below, read top-down. What differs between runs comes from the config's
-experiment (train/experiment.py: train/pretraining.py or tasks/<task>.py).
+experiment (train/experiment.py: train/pretraining_experiment.py or tasks/<task>.py).
 
   train_and_evaluate(config, workdir)  trains, resuming from <workdir>/checkpoints, and evaluates
                                        every eval_every steps (0: never) and at the end
@@ -22,32 +22,25 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from unimo_jax.data.pipeline import to_global_arrays
-from unimo_jax.data.records import DataError
-from unimo_jax.data.tokenizers import ShapeOnlyTokenizer
+from unimo_jax.data.formats.tokenizers import ShapeOnlyTokenizer
+from unimo_jax.data.pipeline.streams import to_global_arrays
+from unimo_jax.errors import RUN_ERRORS, ConfigError
 from unimo_jax.parallel import (batch_sharding, check_sufficiently_sharded, make_mesh,
                                 parameter_table, rules_from_config)
 from unimo_jax.paths import as_path
-from unimo_jax.train.checkpoint import (Checkpointer, CheckpointWriteError, CorruptCheckpoint,
-                                        restore_params, stored_param_keys)
+from unimo_jax.train.checkpoint import Checkpointer, restore_params, stored_param_keys
 from unimo_jax.train.checks import check_config, check_init_from_model
-from unimo_jax.train.config import resolve_epochs
+from unimo_jax.train.config_parts import resolve_epochs
 from unimo_jax.train.data_parallel import check_gradient_sum
 from unimo_jax.train.experiment import experiment_class
-from unimo_jax.train.metrics import (DelayedMetrics, MetricWriter, Progress, batch_tokens,
-                                     measured_peak_flops)
+from unimo_jax.train.metric_log import (DelayedMetrics, MetricWriter, Progress, batch_tokens,
+                                        measured_peak_flops)
 from unimo_jax.train.optimizer import make_optimizer
-from unimo_jax.train.peers import (initialize_distributed, leave_together,  # noqa: F401
-                                   watching_peers)
+from unimo_jax.train.peers import watching_peers
 from unimo_jax.train.preemption import PreemptionNotice
 from unimo_jax.train.state import create_state, state_shardings, state_with_params
 from unimo_jax.train.step import jit_train_step
-from unimo_jax.train.workdir import (ConfigError, NonFiniteLoss, start_workdir,  # noqa: F401
-                                     write_eval_metrics, write_predictions)
-
-# The run's own errors (main.py prints them in one line and exits 2); any other error in a
-# multi-process run may be a collective that failed because a peer was lost (train/peers.py).
-RUN_ERRORS = (ConfigError, NonFiniteLoss, CorruptCheckpoint, CheckpointWriteError, DataError)
+from unimo_jax.train.workdir import start_workdir, write_eval_metrics, write_predictions
 
 
 @dataclasses.dataclass
@@ -341,7 +334,7 @@ def predict(config, workdir) -> list:
 def check(config, workdir) -> dict:
   """One sharded forward pass of the pretraining loss on a random batch: prints the parameter
   table and every loss term, writes config.json and forward_metrics.json. No data is read."""
-  from unimo_jax.objectives.pretraining import pretraining_loss
+  from unimo_jax.objectives.pretraining_loss import pretraining_loss
   run = start(config, workdir, "check", read_data=False)
   config, mesh = run.config, run.mesh
   start_workdir(run.workdir, config)

@@ -1,5 +1,5 @@
 """What a run trains and measures: the Experiment protocol that the one driver (train/driver.py)
-runs. Pretraining (train/pretraining.py) and every fine-tuning task (tasks/base.py, one file per
+runs. Pretraining (train/pretraining_experiment.py) and every fine-tuning task (tasks/base.py, one file per
 task) implement it; everything else (mesh, sharded state, the jitted step, checkpoints, metrics,
 evaluation output) is the driver's.
 
@@ -72,6 +72,6 @@ def experiment_class(config):
   if "task" in config:
     from unimo_jax.tasks.registry import task_class
     return task_class(config.task.name)
-  from unimo_jax.train.pretraining import PretrainingExperiment
+  from unimo_jax.train.pretraining_experiment import PretrainingExperiment
   return PretrainingExperiment
 

@@ -36,7 +36,7 @@ def is_multi_process_launch(config) -> bool:
 def initialize_distributed(config) -> None:
   """jax.distributed.initialize for multi-process runs (explicit config.distributed fields, or
   auto-detection on TPU pods / when JAX_COORDINATOR_ADDRESS is set). A no-op for one process."""
-  from unimo_jax.train.workdir import ConfigError
+  from unimo_jax.errors import ConfigError
   d = config.distributed
   timeout = int(d.get("peer_timeout_s", 0))
   kwargs = {}

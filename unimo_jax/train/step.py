@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from unimo_jax.objectives.pretraining import pretraining_loss
+from unimo_jax.objectives.pretraining_loss import pretraining_loss
 from unimo_jax.parallel import BATCH_AXES
 from unimo_jax.train.data_parallel import PER_DEVICE_SUMS, summed_once
 from unimo_jax.train.optimizer import learning_rate_schedule

@@ -1,7 +1,6 @@
-"""The run errors and the files a run writes into its workdir (process 0 writes them).
+"""The files a run writes into its workdir (process 0 writes them); the run's errors are in
+unimo_jax/errors.py.
 
-  ConfigError        a configuration that cannot run; raised before anything is compiled or written
-  NonFiniteLoss      a diverging run; the last checkpoint is the last good state
   start_workdir      creates the workdir with config.json (the config as run) and data_paths.json
                      (where its data was found or generated)
   read_data_paths    the data paths a workdir's run used (for evaluation, prediction, inference)
@@ -23,12 +22,6 @@ EVAL_METRICS_FILE = "eval_metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
-class ConfigError(ValueError):
-  """A configuration that cannot run; raised before anything is compiled or written."""
-
-
-class NonFiniteLoss(FloatingPointError):
-  """A non-finite training loss; the run stops and keeps its last good checkpoint."""
 
 
 def start_workdir(workdir, config, data_paths: dict | None = None) -> bool:

@@ -17,8 +17,9 @@ import pathlib
 
 import numpy as np
 
-from unimo_jax.data import synthetic, synthetic_tasks
-from unimo_jax.data.records import ShardWriter, read_metadata
+from unimo_jax.data.synthetic import scenes as synthetic
+from unimo_jax.data.synthetic import task_text as synthetic_tasks
+from unimo_jax.data.formats.records import ShardWriter, read_metadata
 
 TEXT_TASKS = ("classify", "similarity", "rewrite")
 

@@ -1,6 +1,6 @@
 """Pretraining as an Experiment (train/experiment.py): every objective over one mixed batch of
-text, images and image-text pairs per step (objectives/pretraining.py), fed by the grain mixture
-of the three streams (data/pipeline.py), evaluated on held-out pairs (train/evaluate.py).
+text, images and image-text pairs per step (objectives/pretraining_loss.py), fed by the grain mixture
+of the three streams (data/pipeline/streams.py), evaluated on held-out pairs (train/heldout_eval.py).
 
 Data: config.data.{text,image,pair}_dir (and eval_dir, tokenizer), or, when none is given, the
 synthetic scenes generated into data.synthetic_dir (default <workdir>/synthetic_scenes).
@@ -8,15 +8,15 @@ synthetic scenes generated into data.synthetic_dir (default <workdir>/synthetic_
 
 import functools
 
-from unimo_jax.data.pipeline import STREAMS, batch_spec, make_pretraining_iterator
-from unimo_jax.data.random_batch import random_pretraining_batch
-from unimo_jax.data.synthetic_dataset import ensure_synthetic_scenes
-from unimo_jax.data.tokenizers import load_tokenizer
+from unimo_jax.data.pipeline.streams import STREAMS, batch_spec, make_pretraining_iterator
+from unimo_jax.data.synthetic.random_batch import random_pretraining_batch
+from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
+from unimo_jax.data.formats.tokenizers import load_tokenizer
 from unimo_jax.model.params import init_boxed_params
-from unimo_jax.objectives.pretraining import pretraining_loss
+from unimo_jax.objectives.pretraining_loss import pretraining_loss
 from unimo_jax.paths import as_path, local_dir
 from unimo_jax.train.checks import check_data_against_model
-from unimo_jax.train.workdir import ConfigError
+from unimo_jax.errors import ConfigError
 
 
 class PretrainingExperiment:
@@ -105,7 +105,7 @@ class PretrainingExperiment:
   # ---- evaluation ------------------------------------------------------------------------------
   @functools.cached_property
   def _evaluator(self):
-    from unimo_jax.train.evaluate import Evaluator
+    from unimo_jax.train.heldout_eval import Evaluator
     return Evaluator(self.config, self.data_paths["eval"], self.tokenizer)
 
   def evaluate(self, params):

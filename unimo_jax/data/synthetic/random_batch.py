@@ -53,7 +53,7 @@ def _mrm_targets(config, rng, image, ratio=0.15):
 
 
 def random_pretraining_batch(config, seed: int = 0) -> dict:
-  """One mixed pretraining batch with every sub-batch the loss knows (see objectives/pretraining.py).
+  """One mixed pretraining batch with every sub-batch the loss knows (see objectives/pretraining_loss.py).
 
   Sizes come from config.batch (text / image / pair examples) and config.data (lengths, regions,
   CMCL extras).

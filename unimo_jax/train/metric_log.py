@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from unimo_jax.paths import as_path, is_remote
-from unimo_jax.train.workdir import NonFiniteLoss
+from unimo_jax.errors import NonFiniteLoss
 
 
 REMOTE_PARTS = "metrics"  # <workdir>/metrics/part-000000.jsonl, ... on a remote workdir

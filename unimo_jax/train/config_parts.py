@@ -7,7 +7,7 @@ import pathlib
 
 import ml_collections
 
-from unimo_jax.data.examples import data_config
+from unimo_jax.data.pipeline.examples import data_config
 from unimo_jax.model.presets import PRESETS, model_config
 from unimo_jax.parallel import DEFAULT_LOGICAL_AXIS_RULES
 
@@ -31,19 +31,19 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
   c.model = model_config(preset)
   if preset == "tiny":
     # The synthetic scenes: a 128-word vocabulary, and no dropout (a few thousand steps on clean
-    # generated data do not overfit; with dropout 0.1, R@1 after 500 steps was 0.08 against 0.16).
+    # generated data do not overfit, and dropout halves early retrieval; docs/notes/embedded_default.md).
     c.model.vocab_size = 128
     c.model.dropout_rate = 0.0
     c.model.attention_dropout_rate = 0.0
-    # Pool the mean of each block, not its first slot: held-out i2t R@1 0.967 / 0.966 (seeds 0 /
-    # 1) after 1,500 steps, against 0.385 (seed 1) after 1,500 and 0.913 after 3,600 steps with
-    # the first slot (README, "The embedded default").
+    # Pool the mean of each block, not its first slot: at initialisation the first slot barely
+    # sees the regions, and the mean reaches in 1,500 steps what the first slot needs 3,600 for
+    # (docs/notes/embedded_default.md).
     c.model.pooling = "mean"
   else:
     # Sized by --mode=compile for TPU slices (configs/pretrain.py): bfloat16 compute (parameters
     # stay float32), layers scanned (one compiled layer body: a 12-layer step compiles about as
-    # fast as an unrolled 1-layer one) and fully rematerialised (the unrolled step without remat
-    # needed 15.93 GiB of temporaries per v5e chip, more than its 15.75 GiB).
+    # fast as an unrolled 1-layer one) and fully rematerialised (the unrolled base step without
+    # remat does not fit a v5e chip); the presets that fit more override it.
     c.model.dtype = "bfloat16"
     c.model.scan_layers = True
     c.model.remat = "full"
@@ -68,9 +68,8 @@ def common_config(config_file: str, preset: str) -> ml_collections.ConfigDict:
   # draws are ordinary ops that XLA partitions like the activations they mask: each chip draws
   # its shard, and the masks do not depend on the sharding. RngBitGenerator is not partitioned
   # (short of libtpu's unsafe flag): every chip draws each mask at its global shape and keeps its
-  # slice, 12.76 GiB of random bits per chip in the 1-layer base pretraining step on v5e-16,
-  # estimated at 88.6 ms against 58.0 ms with threefry (54.1 ms without dropout; README, "Will
-  # it fit?"). rbg compiles faster (that step in 500 s against 1162 s here).
+  # slice, which makes the base step half again as long (docs/notes/base_step_time.md). rbg
+  # compiles faster, for what-if compiles.
   c.rng_impl = "threefry2x32"
   # Multi-host (TPU VMs need none of the first three; elsewhere set all three or the JAX_* env
   # vars). peer_timeout_s: a process silent that long counts as lost, and the others exit with

@@ -8,13 +8,13 @@ format, which tfds reads without TensorFlow (`tfds.data_source`: random access, 
 data.tfds_data_dir is where it is prepared ('' = tfds's default, $TFDS_DATA_DIR or
 ~/tensorflow_datasets).
 
-Records come out as the shards' (data/records.py), so every transform takes them unchanged:
+Records come out as the shards' (data/formats/records.py), so every transform takes them unchanged:
   - data.tfds_features 'ours=theirs,...' renames features ('caption=captions/text,
     image_bytes=image'; '/' walks into nested features); features not named keep their names;
   - Text features (bytes) become str; a list where one text is expected (several captions of an
     image) gives its first;
   - a feature mapped to image_bytes (or named so) is read undecoded and decoded with Pillow by
-    data/images.py; ragged lists are {'values', 'lengths'} pairs;
+    data/formats/images.py; ragged lists are {'values', 'lengths'} pairs;
   - a caption or text with no ids is tokenized with the run's tokenizer (caption -> caption_ids,
     text -> input_ids).
 Pretraining streams read this host's share through tfds.split_for_jax_process; the per-host
@@ -23,7 +23,8 @@ split is exact and disjoint, so the pipeline takes every record of it.
 
 import numpy as np
 
-from unimo_jax.data.records import RAGGED_FIELDS, DataError, check_example
+from unimo_jax.data.formats.records import RAGGED_FIELDS, check_example
+from unimo_jax.errors import DataError
 
 PREFIX = "tfds:"
 IMAGE_FIELD = "image_bytes"
@@ -219,7 +220,7 @@ def read_tfds_metadata(path, data_cfg=None) -> dict:
 def open_records(path, kind, data_cfg=None, *, tokenizer=None, default_split="train",
                  process_index=None, process_count=None):
   """A dataset directory (ShardSource) or a tfds:... name (TfdsSource) as a record source."""
-  from unimo_jax.data.records import ShardSource
+  from unimo_jax.data.formats.records import ShardSource
   if not is_tfds(path):
     return ShardSource(path)
   return TfdsSource(path, kind, data_dir=getattr(data_cfg, "tfds_data_dir", ""),

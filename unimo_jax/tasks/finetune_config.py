@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from unimo_jax.train.config import (common_config, loop_config, optimizer_config,
+from unimo_jax.train.config_parts import (common_config, loop_config, optimizer_config,
                                     synthetic_data_config)
 
 

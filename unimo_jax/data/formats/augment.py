@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from unimo_jax.data.records import DataError
+from unimo_jax.errors import DataError
 
 # Seed words per kind; the lexicon keeps those that occur in the corpus.
 _KIND_SEEDS = {
@@ -301,7 +301,7 @@ def augment_pairs(pair_dir, out_dir, tokenizer, *, image_dir=None, text_dir=None
   text, image id, detected objects, and k neighbour indices) and once to write, `chunk` records
   at a time; TF-IDF neighbours are sparse top-k products (tfidf_neighbours).
   """
-  from unimo_jax.data.records import ShardSource, ShardWriter
+  from unimo_jax.data.formats.records import ShardSource, ShardWriter
   source = ShardSource(pair_dir)
   if not len(source):
     raise DataError(f"{pair_dir}: expected pairs, found none")

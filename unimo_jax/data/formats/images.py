@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from unimo_jax.data.records import DataError
+from unimo_jax.errors import DataError
 
 AREA = (0.35, 1.0)
 ASPECT = (3 / 4, 4 / 3)

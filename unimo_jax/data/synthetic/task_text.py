@@ -12,7 +12,7 @@ Every function is pure: a scene (see synthetic.py) and a numpy Generator in, str
 
 import numpy as np
 
-from unimo_jax.data import synthetic
+from unimo_jax.data.synthetic import scenes as synthetic
 
 ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
 NEUTRAL_PREDICATES = ("is heavy", "is made of wood", "is new", "is old")

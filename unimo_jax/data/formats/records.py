@@ -24,6 +24,8 @@ import pathlib
 import msgpack
 import numpy as np
 
+from unimo_jax.errors import DataError
+
 FORMAT = "unimo_jax.shards"
 VERSION = 1
 KINDS = ("text", "image", "pair")
@@ -32,9 +34,6 @@ METADATA = "metadata.json"
 IMAGE_REGION_FIELDS = ("region_features", "boxes")
 RAGGED_FIELDS = ("paraphrase_ids", "hard_negative_ids", "retrieved_text_ids")
 
-
-class DataError(ValueError):
-  """Bad input data; the message names the file and the record or line."""
 
 
 # ---- codec -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
   python -m unimo_jax.data tfds <builder>[/<config>] --manual-dir DIR [--data-dir DIR]
 
 then read anywhere a dataset directory goes as tfds:<builder>[/<config>]@<split>
-(data/tfds_source.py). tfds's manual-download convention: the user points manual_dir at files
+(data/formats/tfds_source.py). tfds's manual-download convention: the user points manual_dir at files
 they already have, in the layout below; nothing is downloaded.
 
   builder                    configs            manual_dir holds
@@ -33,7 +33,7 @@ SNLI-VE/, coco/). Where the text corpus, bottom-up and CC files lie in train/, v
 (or dev/, valid/) and test/ folders, those are the splits; otherwise everything is 'train'.
 Karpathy: train = train + restval, validation = val, test = test.
 
-One path: every builder yields the records of the converters' readers (data/converters.py),
+One path: every builder yields the records of the converters' readers (data/formats/converters.py),
 the same ones `python -m unimo_jax.data <format>` writes to shards. Features keep our names;
 texts are stored as text (caption, text, answers) and tokenized when read with the run's
 tokenizer, so one build serves every vocabulary; UNIMO's files carry model ids (caption_ids,
@@ -49,8 +49,9 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unimo_jax.data import converters
-from unimo_jax.data.records import DataError, check_example
+from unimo_jax.data.formats import converters
+from unimo_jax.data.formats.records import check_example
+from unimo_jax.errors import DataError
 
 F = tfds.features
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "dev": "validation",
@@ -144,7 +145,7 @@ class _UnimoBuilder(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = ("Point manual_dir at the files this builder reads, in the "
-                                  "layout its docstring and unimo_jax/data/tfds_builders.py give.")
+                                  "layout its docstring and unimo_jax/data/formats/tfds_builders.py give.")
 
   @abc.abstractmethod
   def features(self) -> dict:

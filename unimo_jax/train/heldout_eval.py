@@ -17,13 +17,13 @@ cannot tell "A left of B" from "B left of A"; relation twins then stay at chance
 import jax
 import numpy as np
 
-from unimo_jax.data import examples
-from unimo_jax.data.batching import batched_apply, contrastive_embedder, pad_rows, stack_rows
-from unimo_jax.data.model_inputs import ModelInputs
-from unimo_jax.data.tfds_source import open_records
+from unimo_jax.data.pipeline import examples
+from unimo_jax.data.pipeline.batching import batched_apply, contrastive_embedder, pad_rows, stack_rows
+from unimo_jax.data.pipeline.model_inputs import ModelInputs
+from unimo_jax.data.formats.tfds_source import open_records
 from unimo_jax.metrics.retrieval import recall_at_k
 from unimo_jax.model import Unimo
-from unimo_jax.objectives.pretraining import pretraining_loss
+from unimo_jax.objectives.pretraining_loss import pretraining_loss
 
 RELATION_WORDS = {"left", "right", "above", "below", "under", "over", "behind", "beside", "near"}
 

@@ -3,7 +3,7 @@
 Each stream: MapDataset.source(shards)[process_index::process_count] -> shuffle(seed) (a new
 order every epoch) -> repeat -> random_map(seeded per-example transform: tokenised, masked, padded
 to fixed shapes) -> in-process reading with threads -> batch(per-host size). The mixture yields
-one dict per step whose keys are the pretraining terms (see unimo_jax/objectives/pretraining.py):
+one dict per step whose keys are the pretraining terms (see unimo_jax/objectives/pretraining_loss.py):
   text  -> text_mlm, text_seq2seq     (the same documents, masked two ways)
   image -> image_mrm
   pair  -> pair_mlm, pair_mrm, pair_caption, cmcl
@@ -17,10 +17,10 @@ import threading
 
 import numpy as np
 
-from unimo_jax.data import examples
-from unimo_jax.data.model_inputs import ModelInputs
-from unimo_jax.data.records import DataError
-from unimo_jax.data.tfds_source import open_records
+from unimo_jax.data.pipeline import examples
+from unimo_jax.data.pipeline.model_inputs import ModelInputs
+from unimo_jax.errors import DataError
+from unimo_jax.data.formats.tfds_source import open_records
 
 STREAMS = ("text", "image", "pair")  # the pretraining streams, in mixture order
 
@@ -80,7 +80,7 @@ def unflatten(batch: dict) -> dict:
 
 class Transforms:
   """Per-example transforms of each stream (picklable: plain attributes only). Model fields
-  come from `inputs` (data/model_inputs.py); this adds the masking of every pretraining term."""
+  come from `inputs` (data/pipeline/model_inputs.py); this adds the masking of every pretraining term."""
 
   def __init__(self, cfg, special: dict, vocab_size: int, inputs: ModelInputs,
                image_lookup=None):
@@ -261,7 +261,7 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
   'text', 'image' and 'pair' (0 or absent = no such stream); special / vocab_size: the
   tokenizer's special ids and size; dirs: {'text', 'image', 'pair'} dataset directories
   (default cfg.text_dir / image_dir / pair_dir), each a shard directory or a tfds:... name
-  (data/tfds_source.py; `tokenizer` tokenizes its texts). Each host reads records
+  (data/formats/tfds_source.py; `tokenizer` tokenizes its texts). Each host reads records
   process_index::process_count (tfds: its split_for_jax_process share) and yields
   batch_size // process_count examples per stream. image_size: the model's, for pixel mode
   on image files (image_bytes / image_file), which are cropped to it.
@@ -324,10 +324,10 @@ def to_global_arrays(batch, mesh):
 
 def batch_spec(cfg, model_cfg, batch_sizes: dict, special: dict, vocab_size: int) -> dict:
   """The global mixed batch's shapes and dtypes (jax.ShapeDtypeStruct leaves) without reading
-  data: placeholder records of the largest shapes (data/placeholder_records.py) go through the
+  data: placeholder records of the largest shapes (data/synthetic/placeholder_records.py) go through the
   streams' real transforms, then every leaf takes its stream's global batch size in front."""
   import jax
-  from unimo_jax.data import placeholder_records as placeholder
+  from unimo_jax.data.synthetic import placeholder_records as placeholder
   inputs = ModelInputs.for_model(cfg, model_cfg, special)
   image = placeholder.image_record(cfg, model_cfg)
   transforms = Transforms(cfg, special, vocab_size, inputs, image_lookup=[image])

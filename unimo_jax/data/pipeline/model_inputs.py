@@ -11,8 +11,8 @@ shards whose metadata disagrees with the model (train/checks.py).
 
 import numpy as np
 
-from unimo_jax.data import examples
-from unimo_jax.data.records import DataError
+from unimo_jax.data.pipeline import examples
+from unimo_jax.errors import DataError
 
 IMAGE_INPUTS = ("regions", "pixels")
 

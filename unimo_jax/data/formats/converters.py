@@ -27,7 +27,8 @@ import pathlib
 
 import numpy as np
 
-from unimo_jax.data.records import DataError, ShardWriter
+from unimo_jax.data.formats.records import ShardWriter
+from unimo_jax.errors import DataError
 
 
 class Skips:
@@ -259,7 +260,7 @@ def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_ba
   caption with the image's absolute path (`image_file`; the files stay where they are and are
   decoded when read). Every image is decoded once here: one that is missing or unreadable is a
   DataError naming the file, or, with skip_bad, skipped with its captions and counted."""
-  from unimo_jax.data.images import read_image
+  from unimo_jax.data.formats.images import read_image
   path, root = pathlib.Path(captions_json), pathlib.Path(image_dir).resolve()
   data = _read_coco_json(path, ("images", "annotations"))
   skips = Skips(skip_bad)
@@ -483,7 +484,7 @@ def karpathy_records(split_file, split, *, features_tsvs=None, image_root=None,
   """Pair records (one per caption, text in 'caption') of one Karpathy split: with
   features_tsvs, the images' bottom-up regions (rows keyed by the COCO id); with image_root, the
   encoded image file (image_bytes, checked to decode: a bad one is named or counted)."""
-  from unimo_jax.data.images import checked_image_bytes
+  from unimo_jax.data.formats.images import checked_image_bytes
   skips = skips or Skips(False)
   images = read_karpathy_split(split_file, split)
   if features_tsvs is not None:
@@ -542,7 +543,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 def _captioned_image(file, caption, where, skips):
-  from unimo_jax.data.images import checked_image_bytes
+  from unimo_jax.data.formats.images import checked_image_bytes
   try:
     if not caption.strip():
       raise DataError(f"{where}: expected a non-empty caption for {file}")

@@ -23,9 +23,11 @@ import time
 
 import numpy as np
 
-from unimo_jax.data import augment, synthetic, synthetic_tasks
-from unimo_jax.data.records import ShardWriter
-from unimo_jax.data.tokenizers import SentencePieceTokenizer
+from unimo_jax.data.formats import augment
+from unimo_jax.data.synthetic import scenes as synthetic
+from unimo_jax.data.synthetic import task_text as synthetic_tasks
+from unimo_jax.data.formats.records import ShardWriter
+from unimo_jax.data.formats.tokenizers import SentencePieceTokenizer
 
 
 def _image_fields(scene, featurizer, rng, image_id):
@@ -158,7 +160,8 @@ def ensure_synthetic_scenes(root, *, pairs: int, feature_dim: int, seed: int,
   already there must have been written with the same twin_scenes."""
   root = pathlib.Path(root)
   if (root / "eval" / "pair" / "metadata.json").exists():
-    from unimo_jax.data.records import DataError, read_metadata
+    from unimo_jax.data.formats.records import read_metadata
+    from unimo_jax.errors import DataError
     has_twins = bool(read_metadata(root / "train" / "pair").get("twin_scenes"))
     if has_twins != bool(twin_scenes):
       raise DataError(f"{root}: the synthetic scenes there were written "

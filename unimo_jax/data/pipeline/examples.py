@@ -2,7 +2,7 @@
 
 Every function here is pure numpy and takes its randomness from a Generator, so a grain
 `random_map` gives the same example for the same (seed, index). Field names match the model batch
-(unimo_jax/model/inputs.py) and the objectives' labels (unimo_jax/objectives/).
+(unimo_jax/model/input_checks.py) and the objectives' labels (unimo_jax/objectives/).
 
 `cfg` is the data config (see `data_config()`); `special` holds the tokenizer's special ids.
 """
@@ -12,8 +12,8 @@ import math
 import ml_collections
 import numpy as np
 
-from unimo_jax.data import images
-from unimo_jax.data.masking import region_mask, seq2seq_split, span_mask
+from unimo_jax.data.formats import images
+from unimo_jax.data.pipeline.masking import region_mask, seq2seq_split, span_mask
 
 
 def data_config() -> ml_collections.ConfigDict:
@@ -23,7 +23,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.image_dir = ""
   c.pair_dir = ""
   # Any dataset directory may instead be tfds:<name>[/<config>][:<version>][@<split>]
-  # (data/tfds_source.py): prepared (array_record) in tfds_data_dir ('' = tfds's default), its
+  # (data/formats/tfds_source.py): prepared (array_record) in tfds_data_dir ('' = tfds's default), its
   # features renamed to ours by tfds_features 'ours=theirs,...' (e.g. 'caption=captions/text').
   c.tfds_data_dir = ""
   c.tfds_features = ""
@@ -195,7 +195,7 @@ def image_inputs(regions) -> dict:
 def pixel_fields(record, where="record", size=None, rng=None) -> dict:
   """pixels [size, size, 3] float32 in [0, 1] of a record's image: its `pixels` array (uint8
   [H, W, 3]; resized when `size` differs), or an image file, encoded in `image_bytes` or named by
-  `image_file`, decoded and cropped to `size` (data/images.py: a random resized crop with `rng`,
+  `image_file`, decoded and cropped to `size` (data/formats/images.py: a random resized crop with `rng`,
   training; the centre crop without, evaluation)."""
   def cropped(image):
     return images.train_crop(image, size, rng) if rng is not None else images.eval_crop(image, size)
