@@ -6,12 +6,17 @@
   NonFiniteLoss         a diverging run; the last checkpoint is the last good state
   CorruptCheckpoint     a checkpoint that cannot be read, or whose arrays differ from their digests
   CheckpointWriteError  a checkpoint that could not be written (full or unwritable storage)
+  WorkdirInUse          a start on a workdir another run holds (a ConfigError)
   RUN_ERRORS            all of the above, the tuple main.py and the lost-peer watch catch
 """
 
 
 class ConfigError(ValueError):
   """A configuration that cannot run; raised before anything is compiled or written."""
+
+
+class WorkdirInUse(ConfigError):
+  """Another run holds the workdir's lock (train/workdir_lock.py)."""
 
 
 class DataError(ValueError):

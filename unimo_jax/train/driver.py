@@ -41,6 +41,7 @@ from unimo_jax.train.preemption import PreemptionNotice
 from unimo_jax.train.state import create_state, state_shardings, state_with_params
 from unimo_jax.train.step import jit_train_step
 from unimo_jax.train.workdir import start_workdir, write_eval_metrics, write_predictions
+from unimo_jax.train.workdir_lock import holding_workdir
 
 
 @dataclasses.dataclass
@@ -220,6 +221,11 @@ def train_and_evaluate(config, workdir) -> dict:
   """Trains the config's experiment, resuming from <workdir>/checkpoints with the data-iterator
   state; evaluates every eval_every steps and at the end. Returns the last eval metrics."""
   run = start(config, workdir, "train")
+  with holding_workdir(run.workdir, jax.process_index() == 0):
+    return _train(run)
+
+
+def _train(run: Run) -> dict:
   config, experiment, mesh = run.config, run.experiment, run.mesh
   primary = jax.process_index() == 0
   checkpoints = Checkpointer(run.workdir / "checkpoints", every=config.checkpoint_every,
@@ -305,14 +311,15 @@ def _trained_params(run: Run):
 def evaluate(config, workdir) -> dict:
   """Evaluates the latest checkpoint (or init_from: zero-shot); returns the metrics."""
   run = start(config, workdir, "eval")
-  write_workdir(run)
-  writer = MetricWriter(run.workdir, sync_seconds=run.config.get("metrics_sync_seconds", 60.0))
-  try:
-    with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
-      params, step = _trained_params(run)
-      metrics = evaluate_and_write(run, params, step, writer)
-  finally:
-    writer.close()
+  with holding_workdir(run.workdir, jax.process_index() == 0):
+    write_workdir(run)
+    writer = MetricWriter(run.workdir, sync_seconds=run.config.get("metrics_sync_seconds", 60.0))
+    try:
+      with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
+        params, step = _trained_params(run)
+        metrics = evaluate_and_write(run, params, step, writer)
+    finally:
+      writer.close()
   if not metrics:
     raise ConfigError("nothing to evaluate: data.eval_dir is empty")
   return metrics
@@ -321,11 +328,12 @@ def evaluate(config, workdir) -> dict:
 def predict(config, workdir) -> list:
   """Writes <workdir>/predictions.jsonl for data.predict_dir (default: the eval split)."""
   run = start(config, workdir, "predict")
-  write_workdir(run)
-  with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
-    params, _ = _trained_params(run)
-    rows = run.experiment.predict(params)
-  path = write_predictions(run.workdir, rows)
+  with holding_workdir(run.workdir, jax.process_index() == 0):
+    write_workdir(run)
+    with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
+      params, _ = _trained_params(run)
+      rows = run.experiment.predict(params)
+    path = write_predictions(run.workdir, rows)
   if path is not None:
     print(f"wrote {path}", flush=True)
   return rows
