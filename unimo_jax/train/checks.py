@@ -62,8 +62,8 @@ def check_init_from_model(model_config, init_from: str) -> None:
 
 def check_data_against_model(model_config, tokenizer, tokenizer_path, shard_dirs: dict,
                              data_cfg=None) -> None:
-  """The tokenizer fits the embedding table, and every dataset's region sizes (from its
-  metadata: a shard directory's metadata.json, a tfds:... dataset's info) are the model's.
+  """The tokenizer fits the embedding table and is the one every dataset's token ids were
+  written with, and every dataset's region sizes (from its metadata: a shard directory's metadata.json, a tfds:... dataset's info) are the model's.
   shard_dirs: {name for errors: directory or tfds:... name}; data_cfg: where tfds datasets are
   (data.tfds_data_dir, data.tfds_features)."""
   if tokenizer.vocab_size > model_config.vocab_size:
@@ -73,8 +73,24 @@ def check_data_against_model(model_config, tokenizer, tokenizer_path, shard_dirs
     if not path:
       continue
     meta = read_tfds_metadata(path, data_cfg) if is_tfds(path) else read_metadata(path)
+    check_vocabulary(meta.get("vocabulary"), tokenizer, tokenizer_path, f"{name} {path}")
     for key, field in (("region_feature_dim", "region_feature_dim"),
                        ("num_classes", "num_region_classes")):
       if meta.get(key) and meta[key] != model_config[field]:
         raise ConfigError(f"{name} {path} has {key}={meta[key]}, the model expects "
                           f"model.{field}={model_config[field]}")
+
+
+def check_vocabulary(recorded, tokenizer, tokenizer_path, where: str) -> None:
+  """A dataset that stores token ids records the vocabulary it was tokenized with (metadata
+  'vocabulary': size and special ids); ConfigError when the run's tokenizer differs in any of
+  them. Datasets storing text, or recording no vocabulary, are tokenized at read: nothing to
+  check."""
+  if not isinstance(recorded, dict):
+    return
+  ours = tokenizer.describe()
+  for key in ("size", *tokenizer.special_ids):
+    if key in recorded and recorded[key] != ours.get(key):
+      raise ConfigError(f"{where} was tokenized with a vocabulary whose {key} is "
+                        f"{recorded[key]}, data.tokenizer {tokenizer_path} has {ours.get(key)}; "
+                        "use the tokenizer the dataset was written with")

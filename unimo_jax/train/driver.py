@@ -38,6 +38,7 @@ from unimo_jax.train.metric_log import (DelayedMetrics, MetricWriter, Progress, 
 from unimo_jax.train.optimizer import make_optimizer
 from unimo_jax.train.peers import watching_peers
 from unimo_jax.train.preemption import PreemptionNotice
+from unimo_jax.train.run_identity import check_resume_identity, run_identity, write_identity
 from unimo_jax.train.state import create_state, state_shardings, state_with_params
 from unimo_jax.train.step import jit_train_step
 from unimo_jax.train.workdir import start_workdir, write_eval_metrics, write_predictions
@@ -132,9 +133,29 @@ def _resolve_epochs(config, experiment, verbose: bool) -> None:
           f"{config.batch_size}: {shown}", flush=True)
 
 
+def identity(run: Run) -> dict:
+  """What this run's checkpoints are trained as (train/run_identity.py)."""
+  return run_identity(run.config.model, run.experiment.tokenizer)
+
+
+def check_workdir_matches(run: Run) -> None:
+  """A workdir with checkpoints must have been trained as this run's config would train: the
+  model fields that change the parameters or their meaning, and the tokenizer (ConfigError
+  naming the first difference; nothing is read or written)."""
+  checkpoints = Checkpointer(run.workdir / "checkpoints", every=1, keep=1, use_async=False,
+                             create=False)
+  try:
+    if checkpoints.latest_step() is not None:
+      check_resume_identity(run.workdir, identity(run))
+  finally:
+    checkpoints.close()
+
+
 def write_workdir(run: Run) -> None:
-  """config.json (the config as run) and data_paths.json into the workdir (process 0)."""
-  start_workdir(run.workdir, run.config, run.experiment.data_paths)
+  """config.json (the config as run), data_paths.json and identity.json into the workdir
+  (process 0)."""
+  if start_workdir(run.workdir, run.config, run.experiment.data_paths):
+    write_identity(run.workdir, identity(run))
 
 
 def initial_state(run: Run, checkpoints: Checkpointer, *, training: bool):
@@ -222,6 +243,7 @@ def train_and_evaluate(config, workdir) -> dict:
   state; evaluates every eval_every steps and at the end. Returns the last eval metrics."""
   run = start(config, workdir, "train")
   with holding_workdir(run.workdir, jax.process_index() == 0):
+    check_workdir_matches(run)
     return _train(run)
 
 
@@ -312,6 +334,7 @@ def evaluate(config, workdir) -> dict:
   """Evaluates the latest checkpoint (or init_from: zero-shot); returns the metrics."""
   run = start(config, workdir, "eval")
   with holding_workdir(run.workdir, jax.process_index() == 0):
+    check_workdir_matches(run)
     write_workdir(run)
     writer = MetricWriter(run.workdir, sync_seconds=run.config.get("metrics_sync_seconds", 60.0))
     try:
@@ -329,6 +352,7 @@ def predict(config, workdir) -> list:
   """Writes <workdir>/predictions.jsonl for data.predict_dir (default: the eval split)."""
   run = start(config, workdir, "predict")
   with holding_workdir(run.workdir, jax.process_index() == 0):
+    check_workdir_matches(run)
     write_workdir(run)
     with run.context(), watching_peers(run.config, run.workdir / "checkpoints", RUN_ERRORS):
       params, _ = _trained_params(run)

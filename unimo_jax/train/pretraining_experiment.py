@@ -71,7 +71,9 @@ class PretrainingExperiment:
   def check_data(self) -> None:
     paths = self.data_paths
     check_data_against_model(self.config.model, self.tokenizer, paths["tokenizer"],
-                             {"data.image_dir": paths["image"], "data.pair_dir": paths["pair"]},
+                             {"data.text_dir": paths["text"], "data.image_dir": paths["image"],
+                              "data.eval_dir": paths["eval"],
+                              "data.pair_dir": paths["pair"]},
                              self.config.data)
 
   def train_batches(self):

@@ -11,6 +11,7 @@ Two families:
     special token of model id i) or from RoBERTa's vocab.json + merges.txt.
 """
 
+import hashlib
 import json
 import pathlib
 
@@ -52,6 +53,14 @@ class Tokenizer:
     """What metadata.json records about the vocabulary."""
     return {"type": type(self).__name__, "size": self.vocab_size, **self.special_ids}
 
+  def identity(self) -> dict:
+    """describe() and a digest of the vocabulary's content: what a workdir records of the
+    tokenizer its checkpoints were trained with (two vocabularies of one size differ here)."""
+    return dict(self.describe(), sha256=self.content_digest())
+
+  def content_digest(self) -> str:
+    return ""
+
 
 class SentencePieceTokenizer(Tokenizer):
   def __init__(self, model_proto: bytes):
@@ -61,6 +70,9 @@ class SentencePieceTokenizer(Tokenizer):
     self.vocab_size = self.sp.get_piece_size()
     self.cls_id, self.pad_id, self.sep_id, self.unk_id = 0, 1, 2, 3
     self.mask_id = self.sp.piece_to_id(UNIMO_SPECIALS["mask"])
+
+  def content_digest(self) -> str:
+    return hashlib.sha256(self.model_proto).hexdigest()
 
   def word_starts(self):
     out = np.zeros(self.vocab_size, bool)
@@ -132,6 +144,10 @@ class BpeTokenizer(Tokenizer):
     self._bpe_tokens = {i: t for t, i in bpe_vocab.items()}
     for key, value in specials.items():
       setattr(self, f"{key}_id", int(value))
+
+  def content_digest(self) -> str:
+    pieces = json.dumps(sorted(self._bpe_tokens.items())) + json.dumps(self._bpe_to_model.tolist())
+    return hashlib.sha256(pieces.encode()).hexdigest()
 
   @classmethod
   def from_unimo_dict(cls, encoder_json, vocab_bpe, vocab_txt):
