@@ -94,6 +94,53 @@ def test_params_readers_verify_digests(tmp_path):
     restore_params(tmp_path / "params", abstract, jax.tree.map(lambda _: single, abstract))
 
 
+def _two_step_checkpoints(directory):
+  """Steps 1 and 2 of a small sharded state (step k's weights = k x w); (abstract, shardings, w)."""
+  mesh = make_mesh({"data": 2, "fsdp": 4})
+  w = np.random.default_rng(2).standard_normal((64, 256)).astype(np.float32)
+  state = {"params": {"w": jax.device_put(w, NamedSharding(mesh, P("fsdp", None)))},
+           "step": jnp.int32(3)}
+  checkpoints = Checkpointer(directory, every=1, keep=3, use_async=True)
+  for step in (1, 2):
+    checkpoints.save(step, jax.tree.map(lambda x: x * step, state), {"pos": step}, force=True)
+  checkpoints.close()
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  return abstract, jax.tree.map(lambda x: x.sharding, state), w
+
+
+@pytest.mark.parametrize("item,content", [
+    ("digest/metadata", b"\x8f\xff garbage \x00" * 8),  # not UTF-8, not JSON
+    ("digest/metadata", b'["a", "list"]'),               # JSON, not a manifest
+    ("digest/metadata", b'{"arrays": 7}'),               # a manifest of the wrong shape
+    ("data/metadata", b"\x8f\xff garbage"),
+    ("state/manifest.ocdbt", b"\x00" * 64),
+])
+def test_every_unreadable_item_falls_back_like_a_bad_array(tmp_path, item, content):
+  """A digest, data or metadata item that cannot be read or parsed is corruption of that step:
+  named, set aside, and the previous step restored."""
+  abstract, shardings, w = _two_step_checkpoints(tmp_path / "ckpt")
+  (tmp_path / "ckpt" / "2" / item).write_bytes(content)
+  checkpoints = Checkpointer(tmp_path / "ckpt", every=1, keep=3)
+  with pytest.raises(CorruptCheckpoint, match=r"ckpt/2: "):
+    checkpoints.restore(abstract, shardings, 2)
+  restored, data_state, step = checkpoints.restore_newest_valid(abstract, shardings,
+                                                                set_aside=True)
+  assert step == 1 and data_state == {"pos": 1}
+  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), w)
+  assert checkpoints.all_steps() == [1] and (tmp_path / "ckpt" / "2.corrupt").is_dir()
+
+
+def test_orbax_bookkeeping_alone_does_not_make_a_step_corrupt(tmp_path):
+  """A garbled step-level _CHECKPOINT_METADATA (orbax's own timestamps) is read around by
+  orbax; the arrays still verify against their digests, so the step is restored."""
+  abstract, shardings, w = _two_step_checkpoints(tmp_path / "ckpt")
+  (tmp_path / "ckpt" / "2" / "_CHECKPOINT_METADATA").write_bytes(b"{not json")
+  restored, data_state = Checkpointer(tmp_path / "ckpt", every=1, keep=3).restore(abstract,
+                                                                                  shardings, 2)
+  assert data_state == {"pos": 2}
+  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), 2 * w)
+
+
 def test_train_state_checkpoint_records_and_checks_digests(tmp_path):
   mesh = make_mesh({"data": 2, "fsdp": 4})
   w = np.random.default_rng(2).standard_normal((64, 256)).astype(np.float32)
@@ -136,9 +183,10 @@ def _wait_for(predicate, procs, seconds=300):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_that_step_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
+def test_sigterm_saves_that_step_and_the_resumed_run_equals_an_uninterrupted_one(
+    tmp_path, run_scenes):
   steps = 24
-  args = small_run_overrides(tmp_path / "data", steps) + ["--config.checkpoint_every=4",
+  args = small_run_overrides(run_scenes, steps) + ["--config.checkpoint_every=4",
                                                          "--config.eval_every=24"]
   run_main(main_command(tmp_path / "straight", *args))
   # SIGTERM at a random step; saves every 4 steps are asynchronous, so it often lands in one
@@ -178,8 +226,9 @@ def _with_file_size_limit(command, limit):
 
 
 @pytest.mark.slow
-def test_corrupt_checkpoints_fall_back_a_full_disk_is_named_none_valid_writes_nothing(tmp_path):
-  args = small_run_overrides(tmp_path / "data", 12) + ["--config.checkpoint_every=4",
+def test_corrupt_checkpoints_fall_back_a_full_disk_is_named_none_valid_writes_nothing(
+    tmp_path, run_scenes):
+  args = small_run_overrides(run_scenes, 12) + ["--config.checkpoint_every=4",
                                                       "--config.keep_checkpoints=3"]
   workdir = tmp_path / "w"
 
@@ -241,7 +290,8 @@ def _one_error_line(proc, killed_at):
 
 
 @pytest.mark.slow
-def test_two_processes_preempted_together_then_one_lost_then_the_coordinator_lost(tmp_path):
+def test_two_processes_preempted_together_then_one_lost_then_the_coordinator_lost(
+    tmp_path, run_scenes):
   """SIGTERM to process 1 only: both save the same step and exit 0. Resumed, process 1's host is
   lost: process 0 exits 3 within the timeout with one line naming it. Resumed again, process 0's
   host (the coordination service) is lost: process 1 exits 3 with one line, no abort dump."""
@@ -250,7 +300,7 @@ def test_two_processes_preempted_together_then_one_lost_then_the_coordinator_los
 
   def start(steps):
     address = f"127.0.0.1:{_free_port()}"
-    args = small_run_overrides(tmp_path / "data", steps) + [
+    args = small_run_overrides(run_scenes, steps) + [
         "--config.checkpoint_every=5", f"--config.distributed.coordinator_address={address}",
         "--config.distributed.num_processes=2", f"--config.distributed.peer_timeout_s={timeout_s}"]
     return [subprocess.Popen(main_command(workdir, *args, f"--config.distributed.process_id={i}"),

@@ -69,10 +69,11 @@ class Checkpointer:
     where = self.directory / str(step)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-    with _unreadable(where):
+    with _unreadable(where):  # every item: the arrays, the iterator state, the digests
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-    record = _verify(where, read_manifest(where / "digest"), out["state"])
+      record = read_manifest(where / "digest")
+    record = _verify(where, record, out["state"])
     if record and "data" in record and record["data"] != digest.json_digest(out["data"]):
       raise CorruptCheckpoint(f"{where}: the data-iterator state differs from its digest")
     return out["state"], out["data"]
@@ -153,6 +154,11 @@ def _verify(where, record, tree, prefix: str = ""):
     print(f"warning: {where} records no digests (written before they were kept): read "
           "unverified", flush=True)
     return None
+  if not isinstance(record, dict) or not isinstance(record.get("arrays"), dict):
+    found = (type(record).__name__ if not isinstance(record, dict) else
+             f"'arrays' of type {type(record.get('arrays')).__name__}")
+    raise CorruptCheckpoint(f"{where}: its digest record is not a digest manifest (expected a "
+                            f"JSON object with an 'arrays' object, found {found})")
   bad = digest.mismatches(record, tree, prefix)
   if bad:
     raise CorruptCheckpoint(f"{where}: {digest.describe(bad)} differs from the digest recorded "
