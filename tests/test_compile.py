@@ -18,8 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from train_helpers import pretrain_config
-from train_helpers import config_from_file, main_command, run_main, set_fields
+from train_helpers import ROOT, config_from_file, main_command, pretrain_config, run_main, set_fields
 from unimo_jax.compile import analysis, aot, topology
 from unimo_jax.parallel import (DEFAULT_LOGICAL_AXIS_RULES, make_mesh, rules_from_config,
                                 sharding_excess)
@@ -70,6 +69,7 @@ def _expected_parameter_bytes(config, mesh_sizes) -> int:
   return total
 
 
+@pytest.mark.tpu
 @pytest.mark.parametrize("slice_name,mesh", [("v5e-4", {"data": 1, "fsdp": 4, "tensor": 1}),
                                              ("v4-8", {"data": 4, "fsdp": 1, "tensor": 1})])
 def test_tiny_pretraining_compiles_and_reports_consistent_figures(slice_name, mesh, tmp_path):
@@ -96,6 +96,7 @@ def test_tiny_pretraining_compiles_and_reports_consistent_figures(slice_name, me
   assert gathers > 0  # fsdp gathers parameters, data parallelism reduces gradients
 
 
+@pytest.mark.tpu
 def test_one_chip_has_no_collectives(tmp_path):
   config = small(pretrain_config("tiny"), mesh={"data": 1, "fsdp": 1, "tensor": 1})
   devices = topology.abstract_devices(topology.parse_slice("v5e-1"))
@@ -145,6 +146,7 @@ def _dropout_program(impl: str):
       jax.ShapeDtypeStruct((64, 256), np.float32, sharding=rows)).compile()
 
 
+@pytest.mark.tpu
 def test_random_bits_count_what_rbg_draws_per_chip():
   """rbg's RngBitGenerator draws the whole [64, 256] mask (4 bytes an element) on every chip,
   4x the chip's 16-row shard; threefry draws with ordinary ops (no RngBitGenerator) and only
@@ -156,6 +158,7 @@ def test_random_bits_count_what_rbg_draws_per_chip():
   assert threefry["bytes_accessed"] < 0.5 * rbg["bytes_accessed"]
 
 
+@pytest.mark.tpu
 def test_scanned_layers_estimate_agrees_with_the_unrolled_model(tmp_path):
   """4 scanned layers, extrapolated from 1 and 2 unrolled ones, against 4 unrolled layers."""
   config = small(pretrain_config("tiny"), **{"model.num_layers": 4, "batch.pair": 0,
@@ -243,6 +246,8 @@ def compile_command(workdir, *flags):
                   check=False)
 
 
+@pytest.mark.tpu
+@pytest.mark.slow
 def test_a_config_that_does_not_fit_exits_non_zero_naming_the_overflow(tmp_path):
   result = compile_command(tmp_path, "--topology=v5e-1", "--config.mesh.data=1",
                            "--config.batch.text=65536", "--config.batch.image=0",
@@ -253,6 +258,8 @@ def test_a_config_that_does_not_fit_exits_non_zero_naming_the_overflow(tmp_path)
   assert "Traceback" not in result.stderr
 
 
+@pytest.mark.tpu
+@pytest.mark.slow
 def test_the_command_writes_the_report(tmp_path):
   result = compile_command(tmp_path, "--topology=v5e-4", "--config=configs/glue.py:tiny",
                            "--config.mesh.data=1", "--config.mesh.fsdp=4",
@@ -272,6 +279,8 @@ def test_the_command_writes_the_report(tmp_path):
   assert "estimated MFU" in result.stdout and "WARNING: could not determine" not in result.stderr
 
 
+@pytest.mark.tpu
+@pytest.mark.slow
 def test_bad_layer_counts_stop_the_command_before_compiling(tmp_path):
   result = compile_command(tmp_path, "--topology=v5e-4", "--config.model.scan_layers=True",
                            "--compile_layers=2")
@@ -321,6 +330,7 @@ def test_a_replicating_rule_stops_the_run_before_anything_is_written(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.tpu
 def test_state_and_mesh_on_abstract_devices(tmp_path):
   """The run's own set-up (driver.start) on non-addressable TPU devices: no array is made."""
   from unimo_jax.train import driver
@@ -334,6 +344,7 @@ def test_state_and_mesh_on_abstract_devices(tmp_path):
   assert not any(tmp_path.iterdir())  # read_data=False writes nothing
 
 
+@pytest.mark.tpu
 def test_libtpu_starts_with_the_compiler_stack_setting(monkeypatch):
   """The fiber stack setting goes into LIBTPU_INIT_ARGS once, beside the user's own flags (and
   never over their own value of it), and libtpu, which refuses a flag it does not know, starts
@@ -364,6 +375,7 @@ def test_libtpu_starts_with_the_compiler_stack_setting(monkeypatch):
       f"--fibers_default_thread_stack_size={topology.FIBER_STACK_BYTES}"]
 
 
+@pytest.mark.tpu
 @pytest.mark.parametrize("config_file,preset,slice_name", [
     ("pretrain", "base", "v5e-16"), ("pretrain", "large", "v5p-32"), ("caption", "base", "v5e-8"),
     ("retrieval", "base", "v5e-8"), ("vqa", "base", "v5e-8"), ("snli_ve", "base", "v5e-8"),
@@ -389,3 +401,29 @@ def test_every_shipped_preset_passes_the_sharding_check_on_its_slice(config_file
   replicated = (config_file, preset) == ("pretrain", "base")
   assert (run.mesh.shape["data"], run.mesh.shape["fsdp"]) == (
       (len(devices), 1) if replicated else (1, len(devices)))
+
+
+# ---- a CPU machine with libtpu installed --------------------------------------------------------
+
+def test_a_cpu_machine_skips_libtpu_unless_told(monkeypatch):
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  monkeypatch.setattr(topology, "tpu_chips_present", lambda: False)
+  topology.skip_absent_tpu()
+  assert os.environ["JAX_PLATFORMS"] == "cpu"
+  monkeypatch.setenv("JAX_PLATFORMS", "tpu,cpu")  # the user's choice stands
+  topology.skip_absent_tpu()
+  assert os.environ["JAX_PLATFORMS"] == "tpu,cpu"
+  monkeypatch.delenv("JAX_PLATFORMS")
+  monkeypatch.setattr(topology, "tpu_chips_present", lambda: True)  # a TPU VM: JAX's choice
+  topology.skip_absent_tpu()
+  assert "JAX_PLATFORMS" not in os.environ
+
+
+@pytest.mark.slow
+def test_no_libtpu_error_lines_on_a_cpu_run(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_PLATFORMS", "TPU_"))}
+  env["JAX_NUM_CPU_DEVICES"] = "1"
+  result = subprocess.run(main_command(tmp_path / "w", "--mode=check"), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "INVALID_ARGUMENT" not in result.stderr and "TPU_WORKER_HOSTNAMES" not in result.stderr

@@ -114,8 +114,18 @@ def _unknown_field(error):
   sys.exit(2)
 
 
+def _compile_mode(argv) -> bool:
+  return "--mode=compile" in argv or any(a == "--mode" and b == "compile"
+                                          for a, b in zip(argv, argv[1:]))
+
+
 def run():
   sys.argv = [resolved_config_argument(a) for a in sys.argv]
+  if not _compile_mode(sys.argv):
+    # before anything imports jax (the config file does): no libtpu start-up errors on a CPU
+    # machine that has the [tpu] extra installed
+    from unimo_jax.compile.topology import skip_absent_tpu
+    skip_absent_tpu()
   try:
     # config_flags applies --config.<field> overrides of the default config while the flag is
     # defined, and those of a --config=<file> while the flags are parsed: an unknown field

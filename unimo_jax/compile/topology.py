@@ -12,6 +12,8 @@ doubling its last smallest side, as Cloud TPU lays out its slices (v5e-16 = 4x4,
 """
 
 import dataclasses
+import glob
+import importlib.util
 import os
 import re
 
@@ -108,6 +110,27 @@ def give_libtpu_compiler_stack() -> None:
   if "fibers_default_thread_stack_size" not in args:
     os.environ["LIBTPU_INIT_ARGS"] = (
         f"{args} --fibers_default_thread_stack_size={FIBER_STACK_BYTES}".strip())
+
+
+def tpu_chips_present() -> bool:
+  """Whether this machine has TPU chips (their device files: /dev/accel* on v4 and v5p hosts,
+  /dev/vfio/<n> on v5e and v6e hosts)."""
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def skip_absent_tpu() -> None:
+  """With libtpu installed (the [tpu] extra) on a machine without TPU chips, JAX would start
+  libtpu, which prints INVALID_ARGUMENT lines about TPU worker hostnames before JAX falls back
+  to the CPU. There, unless JAX_PLATFORMS is set, runs use the CPU (hosts with JAX's CUDA
+  plugin are left to JAX's own choice). Call before jax is imported; --mode=compile does not
+  (its compile-only client is libtpu's)."""
+  if "JAX_PLATFORMS" in os.environ or tpu_chips_present():
+    return
+  if importlib.util.find_spec("libtpu") is None:
+    return
+  if any(importlib.util.find_spec(f"jax_cuda{v}_plugin") for v in (12, 13)):
+    return
+  os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def _quiet_libtpu(slice_: Slice) -> None:
