@@ -3,9 +3,12 @@
 import pathlib
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.notebook
 
 
 def test_demo_notebook_runs_end_to_end(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ def test_config_arguments_resolve_to_the_shipped_configs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_installed_wheel_runs_the_default_config_from_any_directory(tmp_path):
+def test_the_installed_wheel_runs_the_default_config_from_any_directory(tmp_path, run_scenes):
   wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
   elsewhere.mkdir()
   # built from a copy of what the wheel takes, so no build/ folder is left in (or reused from)
@@ -50,7 +50,7 @@ def test_the_installed_wheel_runs_the_default_config_from_any_directory(tmp_path
   assert (site / "unimo_jax" / "configs" / "pretrain.py").exists()
   result = subprocess.run(
       [sys.executable, "-m", "unimo_jax.main", "--config=configs/pretrain.py:tiny",
-       f"--workdir={tmp_path / 'w'}", *small_run_overrides(tmp_path / "data", 2)],
+       f"--workdir={tmp_path / 'w'}", *small_run_overrides(run_scenes, 2)],
       cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   config = (tmp_path / "w" / "config.json").read_text()

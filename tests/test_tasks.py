@@ -22,14 +22,6 @@ from unimo_jax.errors import ConfigError
 TASK_STEPS = 30
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-  """A small synthetic-scenes directory shared by the task tests."""
-  from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
-  return ensure_synthetic_scenes(tmp_path_factory.mktemp("scenes") / "synthetic_scenes",
-                                 pairs=200, feature_dim=32, seed=0)
-
-
 def task_config(name, scenes, **overrides):
   c = config_from_file(name, "tiny")
   c.data.synthetic_dir = str(scenes)
@@ -254,6 +246,7 @@ def test_epochs_set_the_run_length_from_the_training_set(scenes, tmp_path):
   assert max(training_losses(tmp_path / "run")) == steps
 
 
+@pytest.mark.slow
 def test_diverging_fine_tune_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     scenes, tmp_path):
   """A learning rate that overflows the parameters: step 1 is finite and saved, step 2's loss is
@@ -433,6 +426,7 @@ def test_unknown_task_and_bad_batch_are_config_errors(scenes, tmp_path):
     (["--config=configs/glue.py:tiny", "--mode=check"], "--mode=check is for pretraining"),
     (["--mode=predict"], "--mode=predict needs a task config"),
 ])
+@pytest.mark.slow
 def test_command_line_errors_exit_cleanly(args, message, tmp_path):
   import pathlib
   import subprocess
@@ -445,6 +439,7 @@ def test_command_line_errors_exit_cleanly(args, message, tmp_path):
   assert not (tmp_path / "w" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_evaluate_like_one(scenes, tmp_path):
   """jax.distributed with 2 processes x 2 devices gives the losses, metrics and predictions of one
   process x 4 devices: each process feeds its rows in training, and evaluation places the same

@@ -117,6 +117,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_agree_with_one(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT / "tests"))
   script = str(ROOT / "tests" / "multiprocess_train.py")
@@ -142,6 +143,7 @@ def test_two_processes_agree_with_one(tmp_path):
     ("--config.gradient_sum=once --config.mesh.data=2 --config.mesh.fsdp=2",
      "gradient_sum='once' keeps a whole copy of the parameters on every device"),
 ])
+@pytest.mark.slow
 def test_config_errors_exit_cleanly_and_write_nothing(tmp_path, override, message):
   result = run_main(main_command(tmp_path / "w", *override.split()), env_devices=4, check=False)
   assert result.returncode != 0
@@ -150,10 +152,9 @@ def test_config_errors_exit_cleanly_and_write_nothing(tmp_path, override, messag
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
-  data = tmp_path / "data"
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, run_scenes):
   steps, half = 24, 12
-  args = small_run_overrides(data, steps) + [f"--config.checkpoint_every={half}",
+  args = small_run_overrides(run_scenes, steps) + [f"--config.checkpoint_every={half}",
                                              "--config.eval_every=24"]
   run_main(main_command(tmp_path / "straight", *args))
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")

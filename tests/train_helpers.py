@@ -24,11 +24,16 @@ def main_command(workdir, *overrides):
   return [sys.executable, "-m", "unimo_jax.main", f"--workdir={workdir}", *overrides]
 
 
+def small_run_pairs() -> int:
+  return 400
+
+
 def small_run_overrides(data_dir, steps):
-  """A fast tiny run on a small synthetic set (generated once into data_dir)."""
+  """A fast tiny run on a small synthetic set: data_dir holds it (the session's `run_scenes`) or
+  the run generates it there."""
   return [f"--config.steps={steps}", "--config.batch.text=8", "--config.batch.image=8",
           "--config.batch.pair=8", f"--config.data.synthetic_dir={data_dir}",
-          "--config.data.synthetic_pairs=400", "--config.log_every=1", "--config.eval_every=1000",
+          f"--config.data.synthetic_pairs={small_run_pairs()}", "--config.log_every=1", "--config.eval_every=1000",
           "--config.eval_batch=50", "--config.optimizer.warmup_steps=2"]
 
 

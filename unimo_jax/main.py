@@ -12,8 +12,10 @@ Every config (configs/pretrain.py and each task's configs/<task>.py) runs throug
            memory, FLOPs, collectives and estimated MFU (unimo_jax/compile/aot.py)
 """
 
+import ast
 import os
 import pathlib
+import re
 import sys
 
 from absl import app, flags, logging
@@ -61,6 +63,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, XLA) off the console
+  logging.get_absl_handler().addFilter(_no_orbax_error_pages)
   from unimo_jax.compile.topology import give_libtpu_compiler_stack
   give_libtpu_compiler_stack()  # a TPU run's compiles need it as --mode=compile's do
   from unimo_jax.errors import RUN_ERRORS, CheckpointWriteError  # after flag parsing: keeps
@@ -88,6 +91,13 @@ def main(argv):
     sys.exit(2)
 
 
+def _no_orbax_error_pages(record) -> bool:
+  """Leaves out orbax's own error records: each failed save or restore is logged by every
+  thread it passed through, with a traceback (pages for one full disk), and the run reports it
+  itself in one line (CheckpointWriteError, CorruptCheckpoint)."""
+  return not (record.levelno >= logging.ERROR and "/orbax/" in record.pathname)
+
+
 def _supervised_launch(config) -> bool:
   """A process of a multi-process run with the lost-process watch on, not yet under its parent
   (train/supervise.py: the loss of process 0 aborts the others, which only a parent can report)."""
@@ -108,9 +118,25 @@ def _compile(config, workdir):
 
 
 def _unknown_field(error):
-  overrides = [a for a in sys.argv if a.startswith("--config.")]
-  print(f"error: unknown config field {error} in {overrides}; see the config file for the fields "
-        "it defines", file=sys.stderr)
+  overrides = " ".join(a for a in sys.argv if a.startswith("--config."))
+  reason = str(error.args[0] if error.args else error)
+  if reason[:1] in "'\"":  # an AttributeError carrying a KeyError's repr
+    try:
+      reason = ast.literal_eval(reason)
+    except (ValueError, SyntaxError):
+      pass
+  reason = " ".join(str(reason).split())  # one line
+  print(f"error: unknown config field in {overrides}: {reason}; see the config file for the "
+        "fields it defines", file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_error(error):
+  """A config file that cannot be loaded (unknown preset, bad value): its own last line."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  reasons = [l for l in lines if not l.startswith(("Traceback", "File ", "^", "Pass --help"))]
+  reason = re.sub(r"^[A-Za-z]*(Error|Exception): ", "", (reasons or lines or [type(error).__name__])[-1])
+  print(f"error: {reason}", file=sys.stderr)
   sys.exit(2)
 
 
@@ -133,6 +159,15 @@ def run():
     config_flags.DEFINE_config_file(
         "config", f"{_DEFAULT_CONFIG}:tiny",
         "Config file and preset, e.g. configs/pretrain.py:base.", lock_config=True)
+  except (AttributeError, KeyError) as e:
+    _unknown_field(e)
+  except ValueError as e:
+    _config_error(e)
+  try:  # parsed and loaded here once, so that a config that cannot load is one line
+    flags.FLAGS(sys.argv)
+    flags.FLAGS.config.get("preset")  # a config file is loaded when first read
+  except (flags.Error, OSError, ValueError, TypeError) as e:
+    _config_error(e)
   except (AttributeError, KeyError) as e:
     _unknown_field(e)
   try:

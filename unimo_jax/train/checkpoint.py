@@ -12,6 +12,10 @@ in DIGEST_FILE inside its directory.
 
 import contextlib
 import json
+import os
+import re
+import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -54,6 +58,9 @@ class Checkpointer:
     step = int(step)
     if not (force or self.manager.should_save(step)):
       return False
+    if self._writing is not None:  # an asynchronous save that failed says so here, by its step
+      with self._write_errors(self._writing):
+        self.manager.wait_until_finished()
     record = digest.manifest(state, data_state)
     with self._write_errors(step):
       saved = self.manager.save(step, args=ocp.args.Composite(
@@ -85,7 +92,8 @@ class Checkpointer:
     failed = []
     for step in reversed(self.all_steps()):
       try:
-        state, data_state = self.restore(abstract_state, shardings, step)
+        with _without_closed_loop_noise():
+          state, data_state = self.restore(abstract_state, shardings, step)
       except CorruptCheckpoint as e:
         print(f"error: checkpoint {e}; trying an older one", flush=True)
         failed.append((step, str(e)))
@@ -128,13 +136,51 @@ class Checkpointer:
     """Turns a failed write into CheckpointWriteError naming the step, the directory and the
     newest checkpoint that is intact."""
     try:
-      yield
+      with _without_closed_loop_noise():
+        yield
     except Exception as e:
       intact = [s for s in self.all_steps() if s != step]
       kept = (f"step {intact[-1]} in {self.directory} is intact" if intact
               else "no earlier checkpoint exists")
       raise CheckpointWriteError(f"could not write checkpoint step {step} to {self.directory} "
                                  f"({error_summary(e)}); {kept}") from None
+
+
+# After a read fails, tensorstore's reader threads still call back into the asyncio loop that
+# orbax has closed, and each callback prints its RuntimeError's traceback from C++ (hundreds of
+# them for one corrupt manifest) while the run has already named the checkpoint and moved on.
+_CLOSED_LOOP_NOISE = (
+    "Traceback (most recent call last):", "self._check_closed()",
+    "raise RuntimeError('Event loop is closed')", "RuntimeError: Event loop is closed",
+    "RuntimeError: ", "Event loop is closed")
+_LEFTOVER = re.compile(r"[\s:]*(RuntimeError)?[\s:]*")  # pieces of interleaved tracebacks
+_CLOSED_LOOP_FRAME = re.compile(r'\s*File "[^"]*asyncio/base_events.py", line \d+, in \w+')
+
+
+@contextlib.contextmanager
+def _without_closed_loop_noise():
+  """Runs the block with the process's stderr (fd 2) captured, then writes back what it
+  printed less the closed-loop callbacks' tracebacks (only those: any other line is kept)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      text = captured.read().decode(errors="replace")
+      if "Event loop is closed" in text:
+        text = _CLOSED_LOOP_FRAME.sub("", text)
+        for fragment in _CLOSED_LOOP_NOISE:
+          text = text.replace(fragment, "")
+        text = "".join(line + "\n" for line in text.splitlines()
+                       if line.strip() and not _LEFTOVER.fullmatch(line))
+      sys.stderr.write(text)
+      sys.stderr.flush()
 
 
 @contextlib.contextmanager

@@ -3,13 +3,31 @@ Each raises ConfigError naming the field, what was expected and what was found, 
 is compiled or written."""
 
 import json
+import os
+import pathlib
 
 from unimo_jax.data.formats.records import read_metadata
 from unimo_jax.data.formats.tfds_source import is_tfds, read_tfds_metadata
 from unimo_jax.parallel import resolve_mesh_shape
-from unimo_jax.paths import as_path
+from unimo_jax.paths import as_path, is_remote
 from unimo_jax.train.workdir import CONFIG_FILE
 from unimo_jax.errors import ConfigError
+
+
+def check_workdir_writable(workdir) -> None:
+  """A local workdir must be a directory this process can write, or creatable in one; ConfigError
+  naming what is in the way. Nothing is created. (A gs:// workdir is checked by its first write.)"""
+  if is_remote(workdir):
+    return
+  path = pathlib.Path(str(workdir))
+  existing = path
+  while not existing.exists() and existing != existing.parent:
+    existing = existing.parent
+  if not existing.is_dir():
+    raise ConfigError(f"--workdir {path}: expected a directory, found a file at {existing}")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir {path}: cannot write in {existing} (a read-only file system or "
+                      "no permission); give the run a workdir it can write")
 
 
 def check_config(config, num_devices: int, batch_sizes: dict) -> dict:

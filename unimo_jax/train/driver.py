@@ -29,7 +29,7 @@ from unimo_jax.parallel import (batch_sharding, check_sufficiently_sharded, make
                                 parameter_table, rules_from_config)
 from unimo_jax.paths import as_path
 from unimo_jax.train.checkpoint import Checkpointer, restore_params, stored_param_keys
-from unimo_jax.train.checks import check_config, check_init_from_model
+from unimo_jax.train.checks import check_config, check_init_from_model, check_workdir_writable
 from unimo_jax.train.config_parts import resolve_epochs
 from unimo_jax.train.data_parallel import check_gradient_sum
 from unimo_jax.train.experiment import experiment_class
@@ -77,6 +77,7 @@ def start(config, workdir, mode: str, *, devices=None, read_data: bool = True,
   devices."""
   # ---- config checks, before anything is written -------------------------------------------------
   workdir = as_path(workdir)
+  check_workdir_writable(workdir)
   devices = list(jax.devices() if devices is None else devices)
   kind = experiment_class(config)
   kind.check_mode(mode)

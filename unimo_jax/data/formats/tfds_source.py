@@ -132,7 +132,7 @@ class TfdsSource:
                                       decoders=self._decoders(builder.info.features))
     except Exception as e:  # not registered, not prepared, unknown split, not array_record
       raise DataError(f"{path}: cannot open the tfds dataset {self.name!r} split {self.split!r} "
-                      f"in {data_dir or 'the default data dir'} ({type(e).__name__}: {e}); "
+                      f"in {data_dir or 'the default data dir'} ({_reason(e, self.name)}); "
                       "expected one prepared with file_format='array_record'") from None
     self.meta = self._metadata(builder.info)
 
@@ -213,7 +213,7 @@ def read_tfds_metadata(path, data_cfg=None) -> dict:
     info = tfds.builder(name, data_dir=data_dir).info
   except Exception as e:
     raise DataError(f"{path}: cannot open the tfds dataset {name!r} in "
-                    f"{data_dir or 'the default data dir'} ({type(e).__name__}: {e})") from None
+                    f"{data_dir or 'the default data dir'} ({_reason(e, name)})") from None
   return metadata_of(info, parse_feature_map(getattr(data_cfg, "tfds_features", "")))
 
 
@@ -227,3 +227,18 @@ def open_records(path, kind, data_cfg=None, *, tokenizer=None, default_split="tr
                     feature_map=parse_feature_map(getattr(data_cfg, "tfds_features", "")),
                     tokenizer=tokenizer, default_split=default_split,
                     process_index=process_index, process_count=process_count)
+
+
+def _reason(error: Exception, name: str) -> str:
+  """Why tfds could not open `name`, in one line: for a name tfds does not know, the registered
+  names closest to it (tfds's own message lists its whole catalogue)."""
+  import difflib
+  import tensorflow_datasets as tfds
+  if type(error).__name__ == "DatasetNotFoundError":
+    base = name.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False),
+                                      n=5, cutoff=0.6)
+    return (f"no dataset of that name is registered; the closest: {', '.join(close)}" if close
+            else "no dataset of that name is registered, nor one close to it")
+  first = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {first[0][:300] if first else ''}"

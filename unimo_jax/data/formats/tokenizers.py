@@ -17,6 +17,8 @@ import pathlib
 
 import numpy as np
 
+from unimo_jax.errors import DataError
+
 UNIMO_SPECIALS = {"cls": "[CLS]", "pad": "[PAD]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
 ROBERTA_SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
 
@@ -215,6 +217,21 @@ def load_tokenizer(path) -> Tokenizer:
   """A tokenizer from a file or directory: *.model (sentencepiece); a directory holding
   UNIMO's dict files (*encoder.json, *vocab.bpe, *vocab.txt) or RoBERTa's vocab.json + merges.txt."""
   path = pathlib.Path(path)
+  if not path.exists():
+    raise DataError(f"{path}: expected a tokenizer (a sentencepiece .model file or a vocabulary "
+                    "directory), found no such file or directory")
+  try:
+    return _load_tokenizer(path)
+  except DataError:
+    raise
+  except Exception as e:  # sentencepiece, tokenizers and json each say it their own way
+    raise DataError(f"{path}: expected a tokenizer (a sentencepiece .model file or a vocabulary "
+                    f"directory), found content that cannot be read as one "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+                    ) from None
+
+
+def _load_tokenizer(path: pathlib.Path) -> Tokenizer:
   if path.is_file() and path.suffix == ".model":
     return SentencePieceTokenizer.load(path)
   if path.is_dir():
@@ -228,8 +245,8 @@ def load_tokenizer(path) -> Tokenizer:
     models = sorted(path.glob("*.model"))
     if models:
       return SentencePieceTokenizer.load(models[0])
-  raise ValueError(f"{path}: expected a sentencepiece .model, UNIMO dict files "
-                   "(encoder.json, vocab.bpe, vocab.txt) or RoBERTa vocab.json + merges.txt")
+  raise DataError(f"{path}: expected a sentencepiece .model, UNIMO dict files "
+                  "(encoder.json, vocab.bpe, vocab.txt) or RoBERTa vocab.json + merges.txt")
 
 
 class ShapeOnlyTokenizer(Tokenizer):
