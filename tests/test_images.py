@@ -4,6 +4,7 @@ a folder of photos with a COCO-format captions JSON fine-tuning captioning and r
 
 import io
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -171,6 +172,54 @@ def test_pixel_mode_fine_tunes_on_image_files(photos, task, tmp_path):
   if task == "caption":
     assert metrics["images"] == count and len(predictions) == count
     assert all(isinstance(p["caption"], str) for p in predictions)
+    # the inference API takes a file's path, its pixels or a record, one image or a list
+    from unimo_jax.data.formats.records import ShardSource
+    from unimo_jax.inference import Pipeline
+    pipe = Pipeline.load(tmp_path)
+    path = ShardSource(base / "pairs")[0]["image_file"]
+    pixels = images.decode_image(pathlib.Path(path).read_bytes(), path)
+    by_path = pipe.caption(path)
+    assert isinstance(by_path, str)
+    assert by_path == pipe.caption([{"image_file": path}])[0] == pipe.caption(pathlib.Path(path))
+    assert pipe.caption(pixels) == pipe.caption([{"pixels": pixels}])[0]
+    assert pipe.caption([path, pixels]) == [by_path, pipe.caption(pixels)]
+    with pytest.raises(ValueError, match=r"image 0: expected pixels \[height, width, 3\]"):
+      pipe.caption(pixels[..., 0])
   else:
     assert metrics["images"] == count and metrics["texts"] == 2 * count
     assert 0.0 <= metrics["i2t_R@10"] <= 1.0
+
+
+def test_your_own_captions_tokenizer_and_check(photos, tmp_path, capsys):
+  """A sentencepiece tokenizer trained on the captions JSON knows every caption word (the
+  synthetic one would give [UNK]); coco-images --check validates the folder and writes nothing,
+  counting the captions a run's data.max_caption_length would cut."""
+  from unimo_jax.data.__main__ import main as data_cli
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
+  base, _, count = photos
+  captions = base / "images" / "captions.json"
+  out = tmp_path / "captions.model"
+  assert data_cli(["tokenizer", "--train", str(captions), "--vocab-size", "30",
+                   "--model-type", "word", "--out", str(out)]) == 0
+  assert f"wrote {out}: sentencepiece (word)" in capsys.readouterr().out
+  tok = load_tokenizer(out)
+  texts = [a["caption"] for a in json.loads(captions.read_text())["annotations"]]
+  assert not any(tok.unk_id in tok.encode(t) for t in texts)
+  assert data_cli(["coco-images", "--check", "--captions", str(captions), "--images",
+                   str(base / "images"), "--skip-bad"]) == 0
+  assert f"checked {count} images and {2 * count} captions" in capsys.readouterr().out
+  assert data_cli(["coco-images", "--check", "--captions", str(captions), "--images",
+                   str(base / "images")]) == 2  # the corrupt JPEG, named
+  assert "broken.jpg" in capsys.readouterr().err
+  # with [CLS] and [SEP], "a red square" is 5 tokens and "a square in red" 6
+  assert data_cli(["coco-images", "--check", "--captions", str(captions), "--images",
+                   str(base / "images"), "--skip-bad", "--tokenizer", str(out),
+                   "--max-caption-length", "6"]) == 0
+  assert "captions are longer" not in capsys.readouterr().out
+  assert data_cli(["coco-images", "--check", "--captions", str(captions), "--images",
+                   str(base / "images"), "--skip-bad", "--tokenizer", str(out),
+                   "--max-caption-length", "5"]) == 0
+  assert f"{count} of {2 * count} captions are longer than 5 tokens" in capsys.readouterr().out
+  assert not list(tmp_path.glob("*/metadata.json"))
+  assert data_cli(["coco-images", "--captions", str(captions), "--images",
+                   str(base / "images")]) == 2  # neither --out nor --check

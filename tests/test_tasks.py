@@ -63,11 +63,25 @@ EXPECTED = {
 LEARNING_RATE = {"snli_ve": 5e-3}
 
 
+@pytest.fixture(scope="module")
+def trained_task(scenes, tmp_path_factory):
+  """trained_task(name) -> (config, workdir, metrics) of the task's TASK_STEPS-step fine-tune,
+  trained once for every test of the module that reads it."""
+  runs = {}
+
+  def train(name):
+    if name not in runs:
+      config = task_config(name, scenes)
+      config.optimizer.learning_rate = LEARNING_RATE.get(name, config.optimizer.learning_rate)
+      workdir = tmp_path_factory.mktemp(f"trained_{name}")
+      runs[name] = (config, workdir, driver.train_and_evaluate(config, workdir))
+    return runs[name]
+  return train
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_task_trains_and_evaluates(name, scenes, tmp_path):
-  config = task_config(name, scenes)
-  config.optimizer.learning_rate = LEARNING_RATE.get(name, config.optimizer.learning_rate)
-  metrics = driver.train_and_evaluate(config, tmp_path)
+def test_task_trains_and_evaluates(name, trained_task):
+  config, tmp_path, metrics = trained_task(name)
   curve = losses(tmp_path)
   assert len(curve) == TASK_STEPS
   assert np.mean(curve[-5:]) < 0.85 * np.mean(curve[:3]), curve
@@ -314,11 +328,9 @@ def test_circle_loss_by_hand():
   np.testing.assert_allclose(np.asarray(found), [expected], rtol=1e-6)
 
 
-def test_inference_api_reproduces_the_task_predictions(scenes, tmp_path):
+def test_inference_api_reproduces_the_task_predictions(trained_task):
   from unimo_jax.inference import Pipeline
-  caption_dir, vqa_dir = tmp_path / "caption", tmp_path / "vqa"
-  driver.train_and_evaluate(task_config("caption", scenes, steps=4), caption_dir)
-  driver.train_and_evaluate(task_config("vqa", scenes, steps=4), vqa_dir)
+  caption_dir, vqa_dir = trained_task("caption")[1], trained_task("vqa")[1]
   pipe = Pipeline.load(caption_dir)
   source = ShardSource(pipe.task.data_paths["eval"])
   written = predictions(caption_dir)

@@ -8,7 +8,9 @@
   Pipeline.load("/tmp/vqa").answer(image, "what colour is the small square ?")  # -> ("red", 0.98)
 
 An image is a dict like a shard record: region_features [N, D] with boxes [N, 4] (x1, y1, x2, y2
-pixels), image_w and image_h; or pixels [H, W, 3] uint8 for a pixel-input model. Ranking uses the
+pixels), image_w and image_h; or, for a pixel-input model, pixels [H, W, 3] uint8 given as the
+array itself, or an image file's path (decoded and centre-cropped as evaluation does). caption
+takes one image (and returns its caption) or a list of them. Ranking uses the
 fine-tuned match head when the workdir is a retrieval fine-tune, else the CMCL embeddings.
 Inputs are prepared, checked and scored by the workdir's task (unimo_jax/tasks/), so they are the
 ones its evaluation used.
@@ -16,6 +18,7 @@ ones its evaluation used.
 
 import functools
 import json
+import pathlib
 
 import jax
 import ml_collections
@@ -60,18 +63,43 @@ class Pipeline:
     return cls(make_task(config, workdir, data_paths=paths, tokenizer=tok), params)
 
   # ---- inputs --------------------------------------------------------------------------------
+  def image_record(self, image, where: str) -> dict:
+    """A record from an image as given: a record (dict) as is; pixels [H, W, 3] or an image
+    file's path for a pixel-input model."""
+    if isinstance(image, dict):
+      return image
+    pixels = self.config.model.get("image_input", "regions") == "pixels"
+    if isinstance(image, (str, pathlib.PurePath)) or isinstance(image, np.ndarray):
+      if not pixels:
+        raise ValueError(f"{where}: this model reads detector region features "
+                         "(model.image_input='regions'): expected a record with "
+                         "region_features, boxes, image_w and image_h, found "
+                         f"{type(image).__name__}")
+      if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+          raise ValueError(f"{where}: expected pixels [height, width, 3], found shape "
+                           f"{list(image.shape)}")
+        return {"pixels": np.asarray(image, np.uint8)}
+      return {"image_file": str(image)}
+    raise ValueError(f"{where}: expected a record (dict), pixels [H, W, 3] or an image file's "
+                     f"path, found {type(image).__name__}")
+
   def image_rows(self, images) -> list:
     """Model fields of each image; a captioning task with object tags adds each image's tags."""
     source = getattr(self.task, "source_inputs", self.task.image_inputs)
-    return [source(image, f"image {i}") for i, image in enumerate(images)]
+    return [source(self.image_record(image, f"image {i}"), f"image {i}")
+            for i, image in enumerate(images)]
 
   def text_rows(self, texts) -> list:
     length = self.config.data.max_caption_length
     return [self.task.text_ids(ids, length) for ids in self.tokenizer.encode_batch(list(texts))]
 
   # ---- tasks ---------------------------------------------------------------------------------
-  def caption(self, images, settings: DecodeSettings | None = None) -> list:
-    """Generated captions (beam search by default: config.decode, or beam 5, alpha 0.6)."""
+  def caption(self, images, settings: DecodeSettings | None = None):
+    """Generated captions (beam search by default: config.decode, or beam 5, alpha 0.6): one
+    for one image, a list for a list."""
+    if _is_one_image(images):
+      return self.caption([images], settings)[0]
     if settings is None:
       fields = dict(self.config.get("decode", {})) or dict(beam_size=5, alpha=0.6, max_length=20)
       settings = DecodeSettings.from_config(fields)
@@ -115,3 +143,8 @@ class Pipeline:
     logits = np.asarray(self._head_logits(self.params, batch))[0]
     best = int(np.argmax(logits))
     return self.task.answers[best], float(jax.nn.sigmoid(logits[best]))
+
+
+def _is_one_image(images) -> bool:
+  """One image (a record, an array of pixels, a path), not a list of them."""
+  return isinstance(images, (dict, str, pathlib.PurePath, np.ndarray))

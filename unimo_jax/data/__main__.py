@@ -5,6 +5,8 @@
   bua-tsv     bottom-up-attention features TSV -> image shards
   coco        COCO captions JSON + features TSV -> pair shards
   coco-images COCO captions JSON + a folder of image files -> pair shards for pixel mode
+              (--check: validate the files, write nothing)
+  tokenizer   train a sentencepiece tokenizer on your captions or text
   flickr30k   UNIMO's Flickr30k .ids + bbox100 TSV -> pair task shards
   snli-ve     UNIMO's SNLI-VE ';' records -> pair task shards
   coco-unimo  UNIMO's COCO ';' records -> pair task shards
@@ -73,7 +75,21 @@ def _parser():
                      "pair shards for pixel mode")
   s.add_argument("--captions", required=True)
   s.add_argument("--images", required=True, help="the folder the JSON's file_name values are in")
-  common(s, tokenizer=True)
+  s.add_argument("--check", action="store_true", help="check the JSON and decode every image; "
+                 "write nothing (--out and --tokenizer are then optional)")
+  s.add_argument("--max-caption-length", type=int, default=0, help="count the captions longer "
+                 "than this many tokens with [CLS] and [SEP] (the run's data.max_caption_length)")
+  s.add_argument("--out", help="output dataset directory")
+  s.add_argument("--tokenizer", help="sentencepiece .model or BPE directory")
+  s.add_argument("--records-per-shard", type=int, default=10_000)
+  s.add_argument("--skip-bad", action="store_true", help="count and log bad lines, not fail")
+
+  s = sub.add_parser("tokenizer", help="train a sentencepiece tokenizer on your captions or text")
+  s.add_argument("--train", nargs="+", required=True, help="text files (a line each) or "
+                 "COCO-format captions JSON files")
+  s.add_argument("--vocab-size", type=int, required=True)
+  s.add_argument("--model-type", default="unigram", choices=("unigram", "bpe", "word", "char"))
+  s.add_argument("--out", required=True, help="the .model file to write")
 
   s = sub.add_parser("flickr30k", help="UNIMO Flickr30k .ids + bbox100 TSVs -> pair task shards")
   s.add_argument("--ids", required=True)
@@ -124,6 +140,38 @@ def _show(value):
   if isinstance(value, list):
     return f"[{len(value)} arrays]"
   return repr(value)
+
+
+def _training_lines(paths) -> list:
+  """Text lines of .txt files, or the captions of COCO-format JSON files."""
+  lines = []
+  for path in map(pathlib.Path, paths):
+    if not path.is_file():
+      raise records.DataError(f"{path}: expected a text or COCO captions JSON file, found none")
+    if path.suffix == ".json":
+      try:
+        data = json.loads(path.read_text())
+        lines += [a["caption"] for a in data["annotations"]]
+      except (ValueError, KeyError, TypeError) as e:
+        raise records.DataError(f"{path}: expected COCO captions JSON ('annotations' with "
+                                f"'caption'), found {type(e).__name__}: {e}") from None
+    else:
+      lines += path.read_text(errors="replace").splitlines()
+  return lines
+
+
+def _train_tokenizer(args) -> int:
+  from unimo_jax.data.formats.tokenizers import SentencePieceTokenizer
+  lines = _training_lines(args.train)
+  try:
+    tok = SentencePieceTokenizer.train(lines, vocab_size=args.vocab_size,
+                                       model_type=args.model_type, out_path=args.out)
+  except (ValueError, RuntimeError) as e:
+    raise records.DataError(f"--train: cannot train a tokenizer of {args.vocab_size} pieces on "
+                            f"{len(lines)} lines ({str(e).splitlines()[0][:200]})") from None
+  print(f"wrote {args.out}: sentencepiece ({args.model_type}), {tok.vocab_size} pieces, trained "
+        f"on {len(lines)} lines; use it with --config.data.tokenizer={args.out}")
+  return 0
 
 
 def _prepare_tfds(args):
@@ -177,10 +225,24 @@ def main(argv=None):
           args.captions, args.features, args.out, load_tokenizer(args.tokenizer),
           feature_dim=args.feature_dim, num_classes=args.num_classes, skip_bad=args.skip_bad,
           **writer)
+    elif args.command == "tokenizer":
+      return _train_tokenizer(args)
     elif args.command == "coco-images":
-      meta = converters.convert_coco_images(args.captions, args.images, args.out,
-                                            load_tokenizer(args.tokenizer),
-                                            skip_bad=args.skip_bad, **writer)
+      if not args.check and not (args.out and args.tokenizer):
+        raise records.DataError("coco-images: expected --out and --tokenizer (or --check)")
+      meta = converters.convert_coco_images(
+          args.captions, args.images, None if args.check else args.out,
+          load_tokenizer(args.tokenizer) if args.tokenizer else None, skip_bad=args.skip_bad,
+          max_caption_length=args.max_caption_length, **writer)
+      if meta.get("longer_captions"):
+        print(f"{meta['longer_captions']} of {meta['num_records']} captions are longer than "
+              f"{args.max_caption_length} tokens with [CLS] and [SEP]: a run with that "
+              "data.max_caption_length cuts them")
+      if args.check:
+        print(f"checked {meta['images']} images and {meta['num_records']} captions in "
+              f"{args.captions}" + (f" ({meta['skipped']} bad entries)" if meta["skipped"] else
+                                    ": every image decodes"))
+        return 0
     elif args.command == "flickr30k":
       meta = converters.convert_flickr30k(args.ids, args.features, args.out,
                                           feature_dim=args.feature_dim,

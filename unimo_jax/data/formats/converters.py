@@ -254,12 +254,15 @@ def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, fe
 
 
 def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_bad=False,
-                        **writer_kwargs) -> dict:
+                        max_caption_length: int = 0, **writer_kwargs) -> dict:
   """COCO-format captions JSON ({'images': [{'id', 'file_name'}], 'annotations': [{'image_id',
   'caption'}]}) over a folder of image files -> pair shards for pixel mode: one record per
   caption with the image's absolute path (`image_file`; the files stay where they are and are
   decoded when read). Every image is decoded once here: one that is missing or unreadable is a
-  DataError naming the file, or, with skip_bad, skipped with its captions and counted."""
+  DataError naming the file, or, with skip_bad, skipped with its captions and counted.
+  out_dir None checks the files and writes nothing (the tokenizer is then optional).
+  max_caption_length > 0 (the model's data.max_caption_length, [CLS] and [SEP] included) counts
+  the captions a run would cut, in the returned 'longer_captions'."""
   from unimo_jax.data.formats.images import read_image
   path, root = pathlib.Path(captions_json), pathlib.Path(image_dir).resolve()
   data = _read_coco_json(path, ("images", "annotations"))
@@ -278,7 +281,11 @@ def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_ba
   captions = _captions_of_known_images(data["annotations"], path, files,
                                        f"which is not a readable image of {path}'s 'images'",
                                        skips)
-  ids = tokenizer.encode_batch([a["caption"].strip() for a in captions])
+  ids = tokenizer.encode_batch([a["caption"].strip() for a in captions]) if tokenizer else []
+  longer = sum(len(x) + 2 > max_caption_length for x in ids) if max_caption_length else 0
+  if out_dir is None:
+    return {"kind": "pair", "num_records": len(captions), "images": len(files),
+            "skipped": skips.count, "longer_captions": longer, "checked_only": True}
   with ShardWriter(out_dir, "pair", vocabulary=tokenizer.describe(), image_root=str(root),
                    **writer_kwargs) as w:
     for ann, caption_ids in zip(captions, ids):
@@ -286,6 +293,7 @@ def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_ba
                "caption": ann["caption"].strip(), "caption_id": str(ann.get("id", "")),
                "caption_ids": caption_ids})
     w.meta["skipped"] = skips.count
+    w.meta["longer_captions"] = longer
   return w.meta
 
 
