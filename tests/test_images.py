@@ -148,6 +148,7 @@ def test_folder_and_json_convert_with_counted_skips(photos):
   assert record["image_file"].endswith("img0.jpg") and record["caption"] == "a red square"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["caption", "retrieval"])
 def test_pixel_mode_fine_tunes_on_image_files(photos, task, tmp_path):
   """Captioning and retrieval train, evaluate and predict from the image files (tiny model,

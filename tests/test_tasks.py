@@ -79,6 +79,7 @@ def trained_task(scenes, tmp_path_factory):
   return train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_task_trains_and_evaluates(name, trained_task):
   config, tmp_path, metrics = trained_task(name)
@@ -104,6 +105,7 @@ def test_task_trains_and_evaluates(name, trained_task):
   assert json.loads((tmp_path / "config.json").read_text())["data"]["train_dir"] == ""
 
 
+@pytest.mark.slow
 def test_captioning_with_object_tags(scenes, tmp_path):
   """Tags join the source: the layout puts them before the caption, the model trains and
   decodes from image + tags, and the inference API (given tag_ids) reproduces the predictions."""
@@ -135,6 +137,7 @@ def test_captioning_with_object_tags(scenes, tmp_path):
     task.train_example({k: v for k, v in record.items() if k != "tag_ids"}, None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["caption", "snli_ve"])
 def test_villa_fine_tunes_train(name, scenes, tmp_path):
   """With task.adversarial.type 'villa' the tiny caption / SNLI-VE fine-tunes lower their loss
@@ -153,6 +156,7 @@ def test_villa_fine_tunes_train(name, scenes, tmp_path):
   assert last["text_delta_kl"] > 0 and last["region_delta_kl"] > 0
 
 
+@pytest.mark.slow
 def test_retrieval_negatives_from_the_training_set(scenes, tmp_path):
   """UNIMO's reader: each example carries its own negatives, n other images (with its caption)
   and n captions of other images, never of its own image; the fine-tune trains on them."""
@@ -182,6 +186,7 @@ def _write_tsv(path, header, rows):
   return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dialog", [False, True])
 def test_seq2seq_columns_and_dialog_train_and_stop_on_mask(dialog, scenes, tmp_path):
   """Two source columns (or a dialog with a knowledge column, role and turn tables) train; the
@@ -235,6 +240,7 @@ def test_seq2seq_columns_and_dialog_train_and_stop_on_mask(dialog, scenes, tmp_p
   assert np.all(np.asarray(out["sequences"])[:, 0, 2] == special["mask"])
 
 
+@pytest.mark.slow
 def test_glue_regression_and_resume_equals_uninterrupted(scenes, tmp_path):
   overrides = {"task.synthetic": "similarity", "task.labels": (), "steps": 8}
   whole = driver.train_and_evaluate(task_config("glue", scenes, **overrides), tmp_path / "whole")
@@ -247,6 +253,7 @@ def test_glue_regression_and_resume_equals_uninterrupted(scenes, tmp_path):
                              rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_epochs_set_the_run_length_from_the_training_set(scenes, tmp_path):
   """epochs = 1.5 and warm-up proportion 0.25: the run trains 1.5 x records // batch steps with
   a quarter of them warming up, and its config.json says so."""
@@ -328,6 +335,7 @@ def test_circle_loss_by_hand():
   np.testing.assert_allclose(np.asarray(found), [expected], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_inference_api_reproduces_the_task_predictions(trained_task):
   from unimo_jax.inference import Pipeline
   caption_dir, vqa_dir = trained_task("caption")[1], trained_task("vqa")[1]
@@ -371,6 +379,7 @@ def _copy_with(source_dir, out_dir, edit):
   return str(out_dir)
 
 
+@pytest.mark.slow
 def test_caption_images_without_regions_are_counted_skips(scenes, tmp_path):
   def strip_first(i, r):
     if i == 0:
@@ -387,6 +396,7 @@ def test_caption_images_without_regions_are_counted_skips(scenes, tmp_path):
   assert metrics["images"] == 11  # 12 evaluated images less the skipped one
 
 
+@pytest.mark.slow
 def test_vqa_questions_without_a_vocabulary_answer_are_counted_skips(scenes, tmp_path):
   config = task_config("vqa", scenes, steps=2)
   paths = _synthetic_paths(config, tmp_path)
@@ -493,6 +503,7 @@ def test_two_processes_train_and_evaluate_like_one(scenes, tmp_path):
   assert predictions(tmp_path / "two") == predictions(tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_vqa_from_a_tfds_build_trains_exactly_as_from_shards(scenes, tmp_path):
   """The synthetic VQA shards written out as VQA v2's files (questions / annotations JSONs and
   a bottom-up TSV), prepared by the unimo_vqa_v2 builder and fine-tuned from tfds:... splits:
