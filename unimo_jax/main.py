@@ -164,14 +164,14 @@ def run():
   except ValueError as e:
     _config_error(e)
   try:  # parsed and loaded here once, so that a config that cannot load is one line
-    flags.FLAGS(sys.argv)
+    remaining = flags.FLAGS(sys.argv)
     flags.FLAGS.config.get("preset")  # a config file is loaded when first read
   except (flags.Error, OSError, ValueError, TypeError) as e:
     _config_error(e)
   except (AttributeError, KeyError) as e:
     _unknown_field(e)
   try:
-    app.run(main)
+    app.run(main, flags_parser=lambda _: remaining)  # parsed above: not again
   except (AttributeError, KeyError) as e:
     if flags.FLAGS.is_parsed():
       raise  # a failure of the run itself, not of the overrides
