@@ -18,7 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from train_helpers import ROOT, config_from_file, main_command, pretrain_config, run_main, set_fields
+from train_helpers import (ROOT, config_from_file, main_command, pretrain_config, run_main,
+                           set_fields)
 from unimo_jax.compile import analysis, aot, topology
 from unimo_jax.parallel import (DEFAULT_LOGICAL_AXIS_RULES, make_mesh, rules_from_config,
                                 sharding_excess)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from data_fixtures import SPECIAL, VOCAB, small_data_config, trees_equal, write_datasets
-from unimo_jax.data.pipeline.streams import host_records, make_pretraining_iterator, to_global_arrays
+from unimo_jax.data.pipeline.streams import (host_records, make_pretraining_iterator,
+                                             to_global_arrays)
 from unimo_jax.data.formats.records import ShardSource
 
 SIZES = {"text": 4, "image": 4, "pair": 4}

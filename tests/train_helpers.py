@@ -33,7 +33,8 @@ def small_run_overrides(data_dir, steps):
   the run generates it there."""
   return [f"--config.steps={steps}", "--config.batch.text=8", "--config.batch.image=8",
           "--config.batch.pair=8", f"--config.data.synthetic_dir={data_dir}",
-          f"--config.data.synthetic_pairs={small_run_pairs()}", "--config.log_every=1", "--config.eval_every=1000",
+          f"--config.data.synthetic_pairs={small_run_pairs()}", "--config.log_every=1",
+          "--config.eval_every=1000",
           "--config.eval_batch=50", "--config.optimizer.warmup_steps=2"]
 
 

@@ -135,7 +135,8 @@ def _config_error(error):
   """A config file that cannot be loaded (unknown preset, bad value): its own last line."""
   lines = [l.strip() for l in str(error).splitlines() if l.strip()]
   reasons = [l for l in lines if not l.startswith(("Traceback", "File ", "^", "Pass --help"))]
-  reason = re.sub(r"^[A-Za-z]*(Error|Exception): ", "", (reasons or lines or [type(error).__name__])[-1])
+  reason = (reasons or lines or [type(error).__name__])[-1]
+  reason = re.sub(r"^[A-Za-z]*(Error|Exception): ", "", reason)
   print(f"error: {reason}", file=sys.stderr)
   sys.exit(2)
 

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from unimo_jax.data.pipeline import examples
-from unimo_jax.data.pipeline.batching import batched_apply, contrastive_embedder, pad_rows, stack_rows
+from unimo_jax.data.pipeline.batching import (batched_apply, contrastive_embedder, pad_rows,
+                                              stack_rows)
 from unimo_jax.data.pipeline.model_inputs import ModelInputs
 from unimo_jax.data.formats.tfds_source import open_records
 from unimo_jax.metrics.retrieval import recall_at_k
