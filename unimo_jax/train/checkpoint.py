@@ -172,15 +172,19 @@ def _without_closed_loop_noise():
       os.dup2(saved, 2)
       os.close(saved)
       captured.seek(0)
-      text = captured.read().decode(errors="replace")
-      if "Event loop is closed" in text:
-        text = _CLOSED_LOOP_FRAME.sub("", text)
-        for fragment in _CLOSED_LOOP_NOISE:
-          text = text.replace(fragment, "")
-        text = "".join(line + "\n" for line in text.splitlines()
-                       if line.strip() and not _LEFTOVER.fullmatch(line))
-      sys.stderr.write(text)
+      sys.stderr.write(without_closed_loop_tracebacks(captured.read().decode(errors="replace")))
       sys.stderr.flush()
+
+
+def without_closed_loop_tracebacks(text: str) -> str:
+  """`text` less the closed-loop callbacks' tracebacks (interleaved ones too); other lines kept."""
+  if "Event loop is closed" not in text and "base_events.py" not in text:
+    return text  # (a process that exits mid-traceback leaves only its first lines)
+  text = _CLOSED_LOOP_FRAME.sub("", text)
+  for fragment in _CLOSED_LOOP_NOISE:
+    text = text.replace(fragment, "")
+  return "".join(line + "\n" for line in text.splitlines()
+                 if line.strip() and not _LEFTOVER.fullmatch(line))
 
 
 @contextlib.contextmanager

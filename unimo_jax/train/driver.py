@@ -143,13 +143,11 @@ def check_workdir_matches(run: Run) -> None:
   """A workdir with checkpoints must have been trained as this run's config would train: the
   model fields that change the parameters or their meaning, and the tokenizer (ConfigError
   naming the first difference; nothing is read or written)."""
-  checkpoints = Checkpointer(run.workdir / "checkpoints", every=1, keep=1, use_async=False,
-                             create=False)
-  try:
-    if checkpoints.latest_step() is not None:
-      check_resume_identity(run.workdir, identity(run))
-  finally:
-    checkpoints.close()
+  directory = run.workdir / "checkpoints"
+  # read from the file system, not through an orbax manager: making one is a collective step of
+  # every process, and this check runs before the run's own manager exists
+  if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
+    check_resume_identity(run.workdir, identity(run))
 
 
 def write_workdir(run: Run) -> None:
