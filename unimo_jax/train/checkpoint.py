@@ -30,8 +30,6 @@ DIGEST_FILE = "unimo_digest.json"
 CORRUPT_SUFFIX = ".corrupt"
 
 
-
-
 class Checkpointer:
   """create=False: read-only use; a missing directory then has no checkpoints (nothing made)."""
 
@@ -160,7 +158,13 @@ _CLOSED_LOOP_FRAME = re.compile(r'\s*File "[^"]*asyncio/base_events.py", line \d
 @contextlib.contextmanager
 def _without_closed_loop_noise():
   """Runs the block with the process's stderr (fd 2) captured, then writes back what it
-  printed less the closed-loop callbacks' tracebacks (only those: any other line is kept)."""
+  printed less the closed-loop callbacks' tracebacks (only those: any other line is kept).
+  Single-process runs only: in a multi-process run a lost peer's one line (train/peers.py) and
+  the coordination agent's abort are written to fd 2 just before the process ends, and must not
+  wait in a capture."""
+  if jax.process_count() > 1:
+    yield
+    return
   sys.stderr.flush()
   saved = os.dup(2)
   with tempfile.TemporaryFile() as captured:

@@ -2,15 +2,14 @@
 Each raises ConfigError naming the field, what was expected and what was found, before anything
 is compiled or written."""
 
-import json
 import os
 import pathlib
 
 from unimo_jax.data.formats.records import read_metadata
 from unimo_jax.data.formats.tfds_source import is_tfds, read_tfds_metadata
 from unimo_jax.parallel import resolve_mesh_shape
-from unimo_jax.paths import as_path, is_remote
-from unimo_jax.train.workdir import CONFIG_FILE
+from unimo_jax.paths import is_remote
+from unimo_jax.train.run_identity import SHAPE_FREE_MODEL_FIELDS, stored_identity
 from unimo_jax.errors import ConfigError
 
 
@@ -56,22 +55,14 @@ def check_config(config, num_devices: int, batch_sizes: dict) -> dict:
   return sizes
 
 
-# Model fields that change the forward pass but not the parameters' shapes: a checkpoint restores
-# under either value, so a mismatch with the run that wrote it would go unnoticed.
-SHAPE_FREE_MODEL_FIELDS = {"pooling": "first"}  # field: its value in configs that predate it
-
-
 def check_init_from_model(model_config, init_from: str) -> None:
   """When init_from is a workdir (with its config.json), its model must agree with this run's in
   SHAPE_FREE_MODEL_FIELDS; a params checkpoint or step directory carries no config to check."""
-  if not init_from:
+  stored = stored_identity(init_from) if init_from else None
+  if stored is None:
     return
-  path = as_path(init_from) / CONFIG_FILE
-  if not path.exists():
-    return
-  stored = json.loads(path.read_text()).get("model", {})
   for field, default in SHAPE_FREE_MODEL_FIELDS.items():
-    theirs, ours = stored.get(field, default), model_config.get(field, default)
+    theirs, ours = stored["model"].get(field, default), model_config.get(field, default)
     if theirs != ours:
       raise ConfigError(f"model.{field}: init_from {init_from} was trained with {theirs!r}, this "
                         f"run has {ours!r}; set --config.model.{field}={theirs} (the parameters "
@@ -81,7 +72,8 @@ def check_init_from_model(model_config, init_from: str) -> None:
 def check_data_against_model(model_config, tokenizer, tokenizer_path, shard_dirs: dict,
                              data_cfg=None) -> None:
   """The tokenizer fits the embedding table and is the one every dataset's token ids were
-  written with, and every dataset's region sizes (from its metadata: a shard directory's metadata.json, a tfds:... dataset's info) are the model's.
+  written with, and every dataset's region sizes (from its metadata: a shard directory's
+  metadata.json, a tfds:... dataset's info) are the model's.
   shard_dirs: {name for errors: directory or tfds:... name}; data_cfg: where tfds datasets are
   (data.tfds_data_dir, data.tfds_features)."""
   if tokenizer.vocab_size > model_config.vocab_size:

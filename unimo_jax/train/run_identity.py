@@ -21,9 +21,13 @@ MODEL_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim
                 "max_position_embeddings", "role_type_size", "turn_type_size", "tie_lm_head",
                 "image_input", "region_feature_dim", "num_region_classes", "image_size",
                 "patch_size", "image_channels", "pooling", "contrastive_dim", "scan_layers")
+# Model fields that change the forward pass but not the parameters' shapes: a checkpoint restores
+# under either value, so a mismatch with the run that wrote it would go unnoticed (init_from
+# checks these; field: its value in configs that predate it).
+SHAPE_FREE_MODEL_FIELDS = {"pooling": "first"}
 # Values of fields added after the first release, for config.json files that predate them.
-DEFAULTS = {"pooling": "first", "role_type_size": 0, "turn_type_size": 0, "tie_lm_head": True,
-            "image_input": "regions"}
+DEFAULTS = {**SHAPE_FREE_MODEL_FIELDS, "role_type_size": 0, "turn_type_size": 0,
+            "tie_lm_head": True, "image_input": "regions"}
 
 
 def run_identity(model_config, tokenizer) -> dict:
