@@ -104,8 +104,10 @@ class _TorchUnpickler(_Restricted):
     return self.storages[key]
 
 
-def load_torch_zip(path) -> dict:
-  """{name: np.ndarray} from a torch.save zip archive, without torch and without running code."""
+def load_torch_zip(path, nested_key: str | None = None) -> dict:
+  """{name: np.ndarray} from a torch.save zip archive, without torch and without running code.
+  nested_key: when the archive holds {nested_key: state dict, ...} (a detectron2 checkpoint
+  holds {'model': ...}), that state dict; the other entries are ignored."""
   path = pathlib.Path(path)
   if not zipfile.is_zipfile(path):
     raise ValueError(f"{path}: expected a torch.save zip archive (torch >= 1.6); legacy "
@@ -117,6 +119,8 @@ def load_torch_zip(path) -> dict:
     prefix = pickles[0][:-len("data.pkl")]
     unpickler = _TorchUnpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, str(path))
     state = unpickler.load()
+  if nested_key and isinstance(state, dict) and isinstance(state.get(nested_key), dict):
+    state = state[nested_key]
   if not isinstance(state, dict):
     raise ValueError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}")
   bad = [k for k, v in state.items() if not isinstance(v, np.ndarray)]
