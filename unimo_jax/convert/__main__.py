@@ -4,6 +4,7 @@
   python -m unimo_jax.convert paddle --src=DIR --model-config=unimo_base_en.json --out=DIR \
       [--dict=model_files/dict] [--task=glue|retrieval|snli_ve]
   python -m unimo_jax.convert export-roberta --params=CKPT --config=JSON --out=DIR
+  python -m unimo_jax.convert detector --src=bua-caffe-frcn-r101-k10-100.pth --out=DIR
   python -m unimo_jax.convert check --params=CKPT --config=JSON --tokenizer=DIR [--save=F.npz]
 
 roberta: a HF RoBERTa checkpoint (model.safetensors or pytorch_model.bin, with config.json and the
@@ -25,6 +26,12 @@ export-roberta: the text encoder and MLM head of a params checkpoint (written by
 `save_params`) or of a training step directory (<workdir>/checkpoints/<step>) -> DIR/model.safetensors
 + DIR/config.json, loadable with transformers' RobertaForMaskedLM.from_pretrained(DIR). --config is
 a model config JSON (model_config.json from `roberta`) or a run's config.json (its "model" field).
+
+detector: bottom-up-attention weights from a PyTorch port (MILVLG's bua-caffe-frcn-r101-k10-100.pth
+or -k36.pth, or unc-nlp/frcnn-vg-finetuned's pytorch_model.bin; .safetensors too) -> DIR/params
+(digest-checked) + DIR/detector_config.json + DIR/report.json, for `python -m unimo_jax.data
+regions --detector=DIR` and a region model's inference. --boxes=36 writes the fixed-36 rule
+(the k36 weights' feature set); --detector-config=JSON overrides other DetectorConfig fields.
 
 check: statistics of a converted checkpoint on a fixed masked caption + image (see convert/check.py),
 for comparison with the original implementation on the same input.
@@ -108,6 +115,33 @@ def _paddle(args) -> int:
   return 0
 
 
+def _detector(args) -> int:
+  import dataclasses
+  from unimo_jax.convert.detector import params_from_state_dict
+  from unimo_jax.convert.roberta import load_state_dict
+  from unimo_jax.detector.config import DetectorConfig
+  from unimo_jax.detector.extractor import save_detector
+  out = _fresh_output(args.out, "detector")
+  fields = json.loads(pathlib.Path(args.detector_config).read_text()) if args.detector_config else {}
+  config = DetectorConfig.from_dict(fields)
+  if args.boxes:
+    config = dataclasses.replace(config, min_boxes=args.boxes, max_boxes=args.boxes)
+  src = pathlib.Path(args.src)
+  print(f"reading {src} ...", flush=True)
+  if src.suffix in (".pth", ".pt", ".bin"):
+    from unimo_jax.convert.safe_pickle import load_torch_zip
+    state = load_torch_zip(src, nested_key="model")
+  else:
+    state = load_state_dict(src)
+  params, report = params_from_state_dict(state, config, args.layout)
+  save_detector(out, config, params)
+  (out / "report.json").write_text(json.dumps(report, indent=2))
+  print(f"wrote {out}: {report['converted']} tensors of the {report['layout']} layout, anchors "
+        f"from the {report['anchors']}, {config.min_boxes}-{config.max_boxes} boxes per image",
+        flush=True)
+  return 0
+
+
 def _params_and_config(args, command):
   """Params from a params checkpoint or a training step directory, and the model config."""
   import ml_collections
@@ -167,6 +201,14 @@ def main(argv=None) -> int:
   export = sub.add_parser("export-roberta", help="text encoder -> HF RoBERTa safetensors")
   _add_checkpoint_arguments(export)
   export.add_argument("--out", required=True, help="output directory")
+  detector = sub.add_parser("detector", help="bottom-up-attention weights (PyTorch ports) -> "
+                            "detector checkpoint")
+  detector.add_argument("--src", required=True, help=".pth / .bin / .safetensors weights file")
+  detector.add_argument("--out", required=True, help="output directory")
+  detector.add_argument("--layout", default="auto", choices=("auto", "milvlg", "hf"))
+  detector.add_argument("--boxes", type=int, default=0, help="a fixed number of boxes per "
+                        "image (36 for the k36 weights); default: 10 to 100")
+  detector.add_argument("--detector-config", default="", help="JSON of DetectorConfig fields")
   check = sub.add_parser("check", help="statistics on a fixed input, to compare implementations")
   _add_checkpoint_arguments(check)
   check.add_argument("--tokenizer", required=True, help="tokenizer file or directory")
@@ -174,7 +216,7 @@ def main(argv=None) -> int:
   check.add_argument("--save", default="", help="an .npz for the inputs and statistics")
   args = parser.parse_args(argv)
   handler = {"roberta": _roberta, "paddle": _paddle, "export-roberta": _export_roberta,
-             "check": _check}[args.command]
+             "check": _check, "detector": _detector}[args.command]
   try:
     return handler(args)
   except (ValueError, FileNotFoundError) as e:  # bad input: the message names what and where

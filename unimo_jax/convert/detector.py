@@ -110,10 +110,10 @@ def _check_names(state: dict, expected: dict, layout: str) -> None:
     if found != tuple(shape):
       raise ValueError(f"detector checkpoint ({layout} layout): {name} has shape {list(found)}, "
                        f"expected {list(shape)} for this detector config")
-  if ANCHORS in state and tuple(np.shape(state[ANCHORS])) != (expected_num_anchors := len(
-      expected["proposal_generator.rpn_head.anchor_deltas.bias"]) // 4, 4):
+  num_anchors = expected["proposal_generator.rpn_head.anchor_deltas.bias"][0] // 4
+  if ANCHORS in state and tuple(np.shape(state[ANCHORS])) != (num_anchors, 4):
     raise ValueError(f"detector checkpoint: {ANCHORS} has shape {list(np.shape(state[ANCHORS]))}, "
-                     f"expected [{expected_num_anchors}, 4]")
+                     f"expected [{num_anchors}, 4]")
 
 
 def _folded(state, prefix):
