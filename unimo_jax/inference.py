@@ -8,8 +8,10 @@
   Pipeline.load("/tmp/vqa").answer(image, "what colour is the small square ?")  # -> ("red", 0.98)
 
 An image is a dict like a shard record: region_features [N, D] with boxes [N, 4] (x1, y1, x2, y2
-pixels), image_w and image_h; or, for a pixel-input model, pixels [H, W, 3] uint8 given as the
-array itself, or an image file's path (decoded and centre-cropped as evaluation does). caption
+pixels), image_w and image_h; or pixels [H, W, 3] uint8 given as the array itself, or an image
+file's path. A pixel-input model centre-crops them as evaluation does; a region-input model runs
+them through the detector its config names (data.detector, or Pipeline.load(..., detector=DIR):
+a checkpoint written by `python -m unimo_jax.convert detector`). caption
 takes one image (and returns its caption) or a list of them. Ranking uses the
 fine-tuned match head when the workdir is a retrieval fine-tune, else the CMCL embeddings.
 Inputs are prepared, checked and scored by the workdir's task (unimo_jax/tasks/), so they are the
@@ -46,14 +48,18 @@ class Pipeline:
     self._generate = {}
 
   @classmethod
-  def load(cls, workdir, tokenizer=None):
+  def load(cls, workdir, tokenizer=None, detector=None):
     """From a workdir written by `python -m unimo_jax.main` (its config.json, data_paths.json,
-    latest checkpoint, and answers.json for VQA). `tokenizer` (a path) overrides the run's."""
+    latest checkpoint, and answers.json for VQA). `tokenizer` (a path) overrides the run's;
+    `detector` (a detector checkpoint) sets data.detector."""
     workdir = as_path(workdir)
     config_file = workdir / CONFIG_FILE
     if not config_file.exists():
       raise FileNotFoundError(f"{workdir}: expected config.json (written by unimo_jax.main)")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    if detector:
+      with config.unlocked():
+        config.data.detector = str(detector)
     paths = read_data_paths(workdir) or {"tokenizer": config.data.tokenizer}
     tok = load_tokenizer(tokenizer or paths["tokenizer"])
     params = read_params(workdir)
@@ -70,19 +76,43 @@ class Pipeline:
       return image
     pixels = self.config.model.get("image_input", "regions") == "pixels"
     if isinstance(image, (str, pathlib.PurePath)) or isinstance(image, np.ndarray):
+      if isinstance(image, np.ndarray) and (image.ndim != 3 or image.shape[-1] != 3):
+        raise ValueError(f"{where}: expected pixels [height, width, 3], found shape "
+                         f"{list(image.shape)}")
       if not pixels:
-        raise ValueError(f"{where}: this model reads detector region features "
-                         "(model.image_input='regions'): expected a record with "
-                         "region_features, boxes, image_w and image_h, found "
-                         f"{type(image).__name__}")
+        return self._detected_regions(image, where)
       if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[-1] != 3:
-          raise ValueError(f"{where}: expected pixels [height, width, 3], found shape "
-                           f"{list(image.shape)}")
         return {"pixels": np.asarray(image, np.uint8)}
       return {"image_file": str(image)}
     raise ValueError(f"{where}: expected a record (dict), pixels [H, W, 3] or an image file's "
                      f"path, found {type(image).__name__}")
+
+  @functools.cached_property
+  def _extractor(self):
+    from unimo_jax.detector.extractor import Extractor
+    extractor = Extractor.load(self.config.data.detector)
+    expected = self.config.model.get("region_feature_dim")
+    if expected and extractor.config.feature_dim != expected:
+      raise ValueError(f"data.detector {self.config.data.detector}: its regions have "
+                       f"{extractor.config.feature_dim}-d features, this model reads "
+                       f"{expected}-d (model.region_feature_dim)")
+    return extractor
+
+  def _detected_regions(self, image, where) -> dict:
+    """A region record of pixels or an image file, through the configured detector."""
+    if not self.config.data.get("detector"):
+      raise ValueError(f"{where}: this model reads detector region features "
+                       "(model.image_input='regions'): expected a record with region_features, "
+                       "boxes, image_w and image_h, or a detector (data.detector, or "
+                       f"Pipeline.load(..., detector=DIR)) for image files; found "
+                       f"{type(image).__name__}")
+    from unimo_jax.data.formats.images import read_image
+    pixels = np.asarray(image, np.uint8) if isinstance(image, np.ndarray) else read_image(
+        image, where)
+    regions = self._extractor([pixels])[0]
+    return {"region_features": regions["region_features"], "boxes": regions["boxes"],
+            "class_probs": regions["class_probs"], "image_w": regions["image_w"],
+            "image_h": regions["image_h"]}
 
   def image_rows(self, images) -> list:
     """Model fields of each image; a captioning task with object tags adds each image's tags."""

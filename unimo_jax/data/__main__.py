@@ -6,6 +6,8 @@
   coco        COCO captions JSON + features TSV -> pair shards
   coco-images COCO captions JSON + a folder of image files -> pair shards for pixel mode
               (--check: validate the files, write nothing)
+  regions     image files (or a COCO captions JSON over them) -> region-feature shards through
+              the bottom-up-attention detector (--detector: `python -m unimo_jax.convert detector`)
   tokenizer   train a sentencepiece tokenizer on your captions or text
   flickr30k   UNIMO's Flickr30k .ids + bbox100 TSV -> pair task shards
   snli-ve     UNIMO's SNLI-VE ';' records -> pair task shards
@@ -83,6 +85,27 @@ def _parser():
   s.add_argument("--tokenizer", help="sentencepiece .model or BPE directory")
   s.add_argument("--records-per-shard", type=int, default=10_000)
   s.add_argument("--skip-bad", action="store_true", help="count and log bad lines, not fail")
+
+  s = sub.add_parser("regions", help="image files -> region-feature shards (the detector)")
+  s.add_argument("--images", required=True, help="folder of image files")
+  s.add_argument("--captions", help="COCO-format captions JSON over --images: pair shards "
+                 "(default: image shards of every file under --images)")
+  s.add_argument("--detector", required=True, help="detector checkpoint directory")
+  s.add_argument("--out", required=True, help="output dataset directory")
+  s.add_argument("--tokenizer", help="sentencepiece .model or BPE directory (with --captions)")
+  s.add_argument("--min-boxes", type=int, help="default: the checkpoint's (10)")
+  s.add_argument("--max-boxes", type=int, help="default: the checkpoint's (100)")
+  s.add_argument("--conf", type=float, help="confidence threshold; default: the checkpoint's (0.2)")
+  s.add_argument("--attributes", action="store_true", help="also store the 401-way attribute "
+                 "distributions (attr_probs)")
+  s.add_argument("--images-per-shard", type=int, default=1000)
+  s.add_argument("--batch-size", type=int, default=1, help="images per detector call (one "
+                 "compiled program per size bucket and batch size)")
+  s.add_argument("--threads", type=int, default=8, help="threads decoding and resizing images")
+  s.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() first "
+                 "(TPU pods and GPU clusters): each process extracts its share of the shards")
+  s.add_argument("--skip-bad", action="store_true", help="count and log files that do not "
+                 "decode, not fail")
 
   s = sub.add_parser("tokenizer", help="train a sentencepiece tokenizer on your captions or text")
   s.add_argument("--train", nargs="+", required=True, help="text files (a line each) or "
@@ -174,6 +197,45 @@ def _train_tokenizer(args) -> int:
   return 0
 
 
+def _extract_regions(args) -> int:
+  import dataclasses
+  import jax
+  from unimo_jax.data.formats import converters, region_extraction
+  from unimo_jax.detector.extractor import Extractor, load_detector
+  if args.distributed:
+    jax.distributed.initialize()
+  config, params = load_detector(args.detector)
+  changes = {k: v for k, v in (("min_boxes", args.min_boxes), ("max_boxes", args.max_boxes),
+                               ("conf_thresh", args.conf)) if v is not None}
+  config = dataclasses.replace(config, **changes)
+  skips = converters.Skips(args.skip_bad)
+  if args.captions:
+    items = region_extraction.captioned_images(args.captions, args.images, skips)
+  else:
+    items = region_extraction.image_files(args.images)
+  tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+
+  def barrier():
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("unimo_jax regions: every shard written")
+
+  print(f"regions: {len(items)} images, process {jax.process_index()} of {jax.process_count()}, "
+        f"detector {args.detector} ({config.min_boxes}-{config.max_boxes} boxes, confidence "
+        f">= {config.conf_thresh}) on {jax.devices()[0].platform}", flush=True)
+  meta = region_extraction.extract_regions(
+      items, args.out, Extractor(config, params, batch_size=args.batch_size),
+      kind="pair" if args.captions else "image", images_per_shard=args.images_per_shard,
+      skip_bad=args.skip_bad, attributes=args.attributes, tokenizer=tokenizer,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      threads=args.threads, barrier=barrier,
+      metadata={"source": str(args.captions or args.images), "skipped_entries": skips.count})
+  if meta is not None:
+    print(f"wrote {meta['num_records']} {meta['kind']} records of {meta['images']} images to "
+          f"{args.out}" + (f" ({meta['skipped']} files skipped)" if meta["skipped"] else ""))
+  return 0
+
+
 def _prepare_tfds(args):
   from unimo_jax.data.formats import tfds_builders
   data_dir = args.data_dir or os.environ.get("TFDS_DATA_DIR") or str(
@@ -211,6 +273,8 @@ def main(argv=None):
       return 0
     if args.command == "tfds":
       return _prepare_tfds(args)
+    if args.command == "regions":
+      return _extract_regions(args)
     if args.command == "text":
       meta = converters.convert_text_corpus(
           args.inputs, args.out, load_tokenizer(args.tokenizer),

@@ -128,6 +128,42 @@ def _shard_name(kind, index, count):
   return f"{kind}-{index:05d}-of-{count:05d}.array_record"
 
 
+def shard_name(kind: str, index: int, count: int) -> str:
+  """The file name of shard `index` of `count`."""
+  return _shard_name(kind, index, count)
+
+
+def stored_example(example: dict, feature_dtype) -> dict:
+  """The example as stored: region features and class / attribute probabilities cast to the
+  dataset's feature dtype."""
+  example = dict(example)
+  for name in ("region_features", "class_probs", "attr_probs"):
+    if name in example:
+      example[name] = np.asarray(example[name]).astype(feature_dtype)
+  return example
+
+
+def write_shard(path, examples, kind: str, meta: dict) -> int:
+  """Writes `examples` (checked against kind and meta) into one ArrayRecord file, atomically: a
+  .tmp file renamed when complete, so a file under its final name is always whole. Returns the
+  number written."""
+  from array_record.python import array_record_module
+  path = pathlib.Path(path)
+  tmp = path.with_suffix(".tmp")
+  writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
+  count = 0
+  try:
+    for example in examples:
+      example = stored_example(example, meta.get("feature_dtype", "float16"))
+      check_example(example, kind, meta, f"{path} example {count}")
+      writer.write(encode_example(example))
+      count += 1
+  finally:
+    writer.close()
+  tmp.rename(path)
+  return count
+
+
 class ShardWriter:
   """Writes examples of one kind into ArrayRecord shards and a metadata.json on close().
 
@@ -163,10 +199,7 @@ class ShardWriter:
     self._lengths.append(0)
 
   def write(self, example: dict) -> None:
-    example = dict(example)
-    for name in ("region_features", "class_probs"):
-      if name in example:
-        example[name] = np.asarray(example[name]).astype(self.feature_dtype)
+    example = stored_example(example, self.feature_dtype)
     check_example(example, self.kind, self.meta, f"{self.out_dir} example {self._count}")
     if self._writer is None or self._lengths[-1] >= self.records_per_shard:
       self._open_next()

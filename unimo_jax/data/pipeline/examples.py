@@ -32,6 +32,9 @@ def data_config() -> ml_collections.ConfigDict:
   c.max_caption_length = 40  # pair captions, [CLS] ... [SEP] included
   c.max_regions = 100
   c.image_input = "regions"  # 'regions' or 'pixels' (as model.image_input); pixels drop MRM
+  # A detector checkpoint (python -m unimo_jax.convert detector): with it, the inference API
+  # (unimo_jax/inference.py) takes image files and pixels for a region-mode model.
+  c.detector = ""
   c.max_predictions = 20  # MLM positions per sequence
   c.mask_ratio = 0.15
   c.geometric_p = 0.2
