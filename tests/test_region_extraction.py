@@ -162,3 +162,34 @@ def test_photos_to_captions_through_the_detector(world, tmp_path):
     with with_config.unlocked():
       with_config.data.detector = ""
     without.caption(png)
+
+
+def test_the_tfds_builder_gives_the_shards_records(world, tmp_path):
+  """unimo_regions/pairs: the same records as `regions --captions` (captions as text, tokenized
+  when read), bad files counted."""
+  from unimo_jax.data.formats import tfds_builders
+  from unimo_jax.data.formats.tfds_source import open_records
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
+  from unimo_jax.data.pipeline.examples import data_config
+  base, captions, count, _ = world
+  manual = tmp_path / "manual"
+  manual.symlink_to(base / "images")
+  builder = tfds_builders.build("unimo_regions/pairs", manual, tmp_path / "tfds", skip_bad=True,
+                                detector=str(base / "detector"))
+  assert builder.info.metadata["skipped"] == {"train": 2}
+  cfg = data_config()
+  cfg.tfds_data_dir = str(tmp_path / "tfds")
+  tokenizer = load_tokenizer(base / "tokenizer.model")
+  source = open_records("tfds:unimo_regions/pairs@train", "pair", cfg, tokenizer=tokenizer)
+  assert len(source) == 2 * count
+  assert _regions(world, tmp_path / "pairs", "--captions", str(captions), "--tokenizer",
+                  str(base / "tokenizer.model"), "--skip-bad") == 0
+  shards = ShardSource(tmp_path / "pairs")
+  for i in (0, 9, 2 * count - 1):
+    ours, theirs = source[i], shards[i]
+    assert ours["caption"] == theirs["caption"]
+    np.testing.assert_array_equal(ours["caption_ids"], theirs["caption_ids"])
+    for name in ("region_features", "boxes", "class_probs"):
+      np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+  with pytest.raises(Exception, match="expected --detector"):
+    tfds_builders.build("unimo_regions/images", manual, tmp_path / "tfds2")

@@ -138,6 +138,7 @@ def _parser():
   s.add_argument("--feature-dim", type=int, help="region feature size to require")
   s.add_argument("--num-classes", type=int, help="detector classes to require")
   s.add_argument("--skip-bad", action="store_true", help="count and log bad lines, not fail")
+  s.add_argument("--detector", help="detector checkpoint (unimo_regions only)")
 
   s = sub.add_parser("augment", help="add CMCL extras to a pair dataset")
   s.add_argument("--pairs", required=True)
@@ -240,9 +241,10 @@ def _prepare_tfds(args):
   from unimo_jax.data.formats import tfds_builders
   data_dir = args.data_dir or os.environ.get("TFDS_DATA_DIR") or str(
       pathlib.Path.home() / "tensorflow_datasets")
+  extra = {"detector": args.detector} if args.builder.startswith("unimo_regions") else {}
   builder = tfds_builders.build(args.builder, args.manual_dir, data_dir,
                                 skip_bad=args.skip_bad, feature_dim=args.feature_dim,
-                                num_classes=args.num_classes)
+                                num_classes=args.num_classes, **extra)
   splits = ", ".join(f"{name} {info.num_examples:,}" for name, info in builder.info.splits.items())
   skipped = builder.info.metadata.get("skipped") or {}
   print(f"prepared tfds:{args.builder} in {data_dir}: {splits}"

@@ -23,7 +23,6 @@ import logging
 import pathlib
 import time
 
-import numpy as np
 
 from unimo_jax.data.formats import records
 from unimo_jax.data.formats.images import read_image
@@ -108,25 +107,42 @@ class _Progress:
             f"{time.strftime('%H:%M:%S', time.gmtime(eta))})", flush=True)
 
 
-def _extract_shard(items, extractor, pool, skip_bad, attributes, pair_records, progress):
-  """The records of one shard's items, and the (image_id, error) of files left out."""
-  out, skipped = [], []
+def region_records(items, extractor, on_bad, *, attributes=False, expand=None, threads=8,
+                   progress=None):
+  """Records of the items' images through the detector, in item order: one image record per
+  item, or expand(item, record) -> the item's records. Files are decoded `threads` at a time; a
+  file that does not decode goes to on_bad(item, error), which raises or lets it be skipped."""
   step = 4 * extractor.batch_size
-  for start in range(0, len(items), step):
-    chunk = items[start:start + step]
-    decoded = list(pool.map(_decode, chunk))
-    for item, (_, error) in zip(chunk, decoded):
-      if error is not None:
-        if not skip_bad:
-          raise error
-        logging.warning("skipped: %s", error)
-        skipped.append([item[0], str(error)])
-    good = [(item, image) for item, (image, _) in zip(chunk, decoded) if image is not None]
-    regions = extractor([image for _, image in good]) if good else []
-    for (item, _), region in zip(good, regions):
-      record = _region_record(item[0], region, attributes)
-      out.extend(pair_records(item, record) if pair_records else [record])
-    progress.add(len(chunk))
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    for start in range(0, len(items), step):
+      chunk = items[start:start + step]
+      decoded = list(pool.map(_decode, chunk))
+      good = []
+      for item, (image, error) in zip(chunk, decoded):
+        if error is not None:
+          on_bad(item, error)
+        else:
+          good.append((item, image))
+      regions = extractor([image for _, image in good]) if good else []
+      for (item, _), region in zip(good, regions):
+        record = _region_record(item[0], region, attributes)
+        yield from (expand(item, record) if expand else [record])
+      if progress is not None:
+        progress.add(len(chunk))
+
+
+def _extract_shard(items, extractor, skip_bad, attributes, expand, threads, progress):
+  """The records of one shard's items, and the [image_id, error] of files left out."""
+  skipped = []
+
+  def on_bad(item, error):
+    if not skip_bad:
+      raise error
+    logging.warning("skipped: %s", error)
+    skipped.append([item[0], str(error)])
+
+  out = list(region_records(items, extractor, on_bad, attributes=attributes, expand=expand,
+                            threads=threads, progress=progress))
   return out, skipped
 
 
@@ -163,16 +179,16 @@ def extract_regions(items, out_dir, extractor, *, kind="image", images_per_shard
           "already; resuming", flush=True)
   progress = _Progress(sum(len(items[i * images_per_shard:(i + 1) * images_per_shard])
                            for i in todo))
-  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-    for i in todo:
-      shard_items = items[i * images_per_shard:(i + 1) * images_per_shard]
-      shard_records, skipped = _extract_shard(shard_items, extractor, pool, skip_bad, attributes,
-                                              pair_records if kind == "pair" else None, progress)
-      name = records.shard_name(kind, i, count)
-      written = records.write_shard(out_dir / name, shard_records, kind, meta)
-      _done_file(out_dir, kind, i, count).write_text(json.dumps(
-          {"file": name, "records": written, "images": len(shard_items) - len(skipped),
-           "skipped": skipped}))
+  for i in todo:
+    shard_items = items[i * images_per_shard:(i + 1) * images_per_shard]
+    shard_records, skipped = _extract_shard(shard_items, extractor, skip_bad, attributes,
+                                            pair_records if kind == "pair" else None, threads,
+                                            progress)
+    name = records.shard_name(kind, i, count)
+    written = records.write_shard(out_dir / name, shard_records, kind, meta)
+    _done_file(out_dir, kind, i, count).write_text(json.dumps(
+        {"file": name, "records": written, "images": len(shard_items) - len(skipped),
+         "skipped": skipped}))
   barrier()
   if process_index != 0:
     return None

@@ -25,6 +25,8 @@ they already have, in the layout below; nothing is downloaded.
   unimo_vqa_v2                                  v2_OpenEnded_mscoco_{train2014,val2014,
                                                 test2015}_questions.json, v2_mscoco_{train2014,
                                                 val2014}_annotations.json, *.tsv[.gz] regions
+  unimo_regions              images, pairs      image files (and captions.json, COCO format, for
+                                                pairs) through the detector (--detector)
   unimo_cc                   tsv, folders       *.tsv 'caption<TAB>image file', or folders of
                                                 image files each with a same-named .txt caption
 
@@ -411,9 +413,52 @@ class UnimoCc(_UnimoBuilder):
             for split, roots in folders.items()}
 
 
+class UnimoRegions(_UnimoBuilder):
+  """Image files through the bottom-up-attention detector (needs --detector): every image file
+  under manual_dir as an image record (config images), or manual_dir/captions.json (COCO
+  format) over the files there, one pair record per caption (config pairs). The records of
+  `python -m unimo_jax.data regions`, with class_probs."""
+
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="images", description="image records"),
+                     tfds.core.BuilderConfig(name="pairs", description="captioned images")]
+
+  def __init__(self, *, detector=None, **kwargs):
+    self.detector = detector
+    super().__init__(**kwargs)
+
+  @property
+  def KIND(self):  # noqa: N802 (the base class's name for it)
+    return "image" if self.builder_config.name == "images" else "pair"
+
+  def features(self):
+    features = region_features(probs=True)
+    return dict(features, caption=_text()) if self.KIND == "pair" else features
+
+  def sources(self, manual_dir):
+    from unimo_jax.data.formats import region_extraction
+    from unimo_jax.detector.extractor import Extractor
+    if not self.detector:
+      raise DataError(f"{self.name}: expected --detector, a detector checkpoint (python -m "
+                      "unimo_jax.convert detector)")
+    extractor = Extractor.load(self.detector)
+
+    def records(skips):
+      on_bad = lambda item, error: skips.handle(error)
+      if self.KIND == "image":
+        items = region_extraction.image_files(manual_dir)
+        return region_extraction.region_records(items, extractor, on_bad)
+      items = region_extraction.captioned_images(
+          _existing(manual_dir / "captions.json", "a COCO-format captions JSON"), manual_dir,
+          skips)
+      expand = lambda item, record: [dict(record, caption=caption) for caption, _ in item[2]]
+      return region_extraction.region_records(items, extractor, on_bad, expand=expand)
+
+    return {"train": records}
+
+
 BUILDERS = {b.name: b for b in (UnimoTextCorpus, UnimoBottomUp, UnimoCocoKarpathy,
                                  UnimoFlickr30k, UnimoSnliVe, UnimoCocoCaptions, UnimoVqaV2,
-                                 UnimoCc)}
+                                 UnimoCc, UnimoRegions)}
 
 
 def build(name, manual_dir, data_dir, **kwargs):
