@@ -218,3 +218,59 @@ def test_hard_negative_images_are_co_batched_at_the_configured_fraction(tmp_path
     cfg.cmcl_twin_fraction = 1.0
     make_pretraining_iterator(cfg, {"pair": 3}, SPECIAL, VOCAB, process_index=0, process_count=1,
                               dirs={"pair": cfg.pair_dir})
+
+
+def _corrupt_chunks(path, start=1000, size=500):
+  """Overwrites bytes among a small shard's records (its first few KiB) with random ones."""
+  data = bytearray(path.read_bytes())
+  data[start:start + size] = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+  path.write_bytes(bytes(data))
+
+
+def test_corrupt_chunks_in_what_tasks_and_the_held_out_eval_read(tmp_path, scenes):
+  """A task's splits and the held-out evaluation read their records whole: with
+  data.skip_bad_records the unreadable ones are left out and counted, the rest keep their order;
+  without it, the first one is a DataError naming the file and record."""
+  import ml_collections
+  from train_helpers import config_from_file
+  from unimo_jax.data.formats.records import ShardSource, read_metadata
+  from unimo_jax.data.pipeline.streams import ReadableRecords
+  from unimo_jax.errors import DataError
+  from unimo_jax.tasks.registry import make_task
+  root = write_datasets(tmp_path, n_pair=60)
+  shard = root / "pair" / read_metadata(root / "pair")["shards"][2]["file"]
+  _corrupt_chunks(shard)
+  source = ShardSource(root / "pair")
+  bad = []
+  for i in range(len(source)):
+    try:
+      source[i]
+    except DataError:
+      bad.append(i)
+  assert 0 < len(bad) < 10, bad  # some records of the corrupt shard, not all
+  readable = ReadableRecords(source, "test")
+  assert readable.skipped == len(bad) and len(readable) == 60 - len(bad)
+  good = [i for i in range(60) if i not in bad]
+  assert [readable[k]["image_id"] for k in (0, len(good) - 1)] == [
+      source[good[0]]["image_id"], source[good[-1]]["image_id"]]
+
+  config = config_from_file("caption", "tiny")
+  config.data.train_dir = config.data.eval_dir = str(root / "pair")
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
+  paths = {"train": str(root / "pair"), "eval": str(root / "pair"),
+           "tokenizer": str(scenes / "tokenizer.model")}
+  tokenizer = load_tokenizer(paths["tokenizer"])
+  task = make_task(config, tmp_path / "w", data_paths=paths, tokenizer=tokenizer)
+  first = bad[0] - 20  # the shard's third: its records 20..29
+  with pytest.raises(DataError, match=rf"{shard.name} records {first}\.\.{first}: cannot read"):
+    task.train_examples()
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.skip_bad_records = True
+  task = make_task(config, tmp_path / "w2", data_paths=paths, tokenizer=tokenizer)
+  assert task.train_examples() == 60 - len(bad)
+  assert task.skipped == {"train_unreadable": len(bad)}
+  from unimo_jax.train.heldout_eval import Evaluator
+  pretrain = config_from_file("pretrain", "tiny")
+  pretrain.data.skip_bad_records = True
+  evaluation = Evaluator(pretrain, str(root / "pair"), task.tokenizer, max_pairs=100)
+  assert evaluation.count == 60 - len(bad)

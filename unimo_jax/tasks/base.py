@@ -23,6 +23,7 @@ from unimo_jax.data.pipeline.batching import batched_apply, contrastive_embedder
 from unimo_jax.data.pipeline.model_inputs import ModelInputs
 from unimo_jax.errors import DataError
 from unimo_jax.data.formats.tfds_source import is_tfds, open_records
+from unimo_jax.data.pipeline.streams import ReadableRecords
 from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
 from unimo_jax.data.formats.tokenizers import load_tokenizer
 from unimo_jax.model import Unimo
@@ -176,12 +177,18 @@ class Task:
                              shard_dirs, self.config.data)
 
   def source(self, split):
-    """The records of split 'train', 'eval' or 'predict', read once."""
+    """The records of split 'train', 'eval' or 'predict', read once. With data.skip_bad_records,
+    the records that cannot be read are left out and counted (skipped['<split>_unreadable'])."""
     if split not in self._sources:
       path = self.data_paths.get(split, "")
       if not path:
         raise DataError(f"data.{split}_dir: expected a dataset directory, found ''")
-      self._sources[split] = self.read_split(path, split)
+      source = self.read_split(path, split)
+      if self.config.data.get("skip_bad_records") and hasattr(source, "meta"):
+        source = ReadableRecords(source, f"data.{split}_dir {path}")
+        if source.skipped:
+          self.skipped[f"{split}_unreadable"] = source.skipped
+      self._sources[split] = source
     return self._sources[split]
 
   def read_split(self, path, split):

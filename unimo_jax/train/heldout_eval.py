@@ -22,6 +22,7 @@ from unimo_jax.data.pipeline.batching import (batched_apply, contrastive_embedde
                                               stack_rows)
 from unimo_jax.data.pipeline.model_inputs import ModelInputs
 from unimo_jax.data.formats.tfds_source import open_records
+from unimo_jax.data.pipeline.streams import ReadableRecords
 from unimo_jax.metrics.retrieval import recall_at_k
 from unimo_jax.model import Unimo
 from unimo_jax.objectives.pretraining_loss import pretraining_loss
@@ -84,6 +85,8 @@ class Evaluator:
     self.tokenizer = tokenizer
     self.source = open_records(pair_dir, "pair", config.data, tokenizer=tokenizer,
                                default_split="validation")
+    if config.data.get("skip_bad_records"):  # unreadable held-out records: left out, counted
+      self.source = ReadableRecords(self.source, f"held-out pairs {pair_dir}")
     self.count = min(len(self.source), max_pairs)
     self.inputs = ModelInputs.for_model(config.data, config.model, tokenizer.special_ids)
     self._embed = contrastive_embedder(Unimo(config.model))

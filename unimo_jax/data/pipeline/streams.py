@@ -62,6 +62,34 @@ class _Records:
       return None
 
 
+class ReadableRecords:
+  """The records of `source` that can be read, found by reading each once (for the splits a
+  task or the held-out evaluation reads whole, with data.skip_bad_records): a record that raises
+  DataError (a corrupt chunk, a record that does not decode or fit the schema) is logged,
+  counted in `skipped`, and left out; the others keep their order."""
+
+  def __init__(self, source, where: str):
+    self.source = source
+    self.meta = getattr(source, "meta", {})
+    self.skipped = 0
+    self._indices = []
+    for i in range(len(source)):
+      try:
+        source[i]
+      except DataError as e:
+        self.skipped += 1
+        logging.warning("%s: skipped unreadable record %d (%d so far): %s", where, i,
+                        self.skipped, e)
+        continue
+      self._indices.append(i)
+
+  def __len__(self):
+    return len(self._indices)
+
+  def __getitem__(self, index):
+    return self.source[self._indices[index]]
+
+
 def _prefixed(prefix, fields):
   return {f"{prefix}/{k}": v for k, v in fields.items()}
 
