@@ -224,3 +224,23 @@ def test_your_own_captions_tokenizer_and_check(photos, tmp_path, capsys):
   assert not list(tmp_path.glob("*/metadata.json"))
   assert data_cli(["coco-images", "--captions", str(captions), "--images",
                    str(base / "images")]) == 2  # neither --out nor --check
+
+
+def test_a_run_reports_the_captions_it_will_cut(photos, capsys):
+  """At start-up (check_data) a task counts its training captions longer than
+  data.max_caption_length with [CLS] and [SEP]: "a square in red" is 6 tokens with them."""
+  from train_helpers import config_from_file
+  from unimo_jax.data.formats.tokenizers import load_tokenizer
+  from unimo_jax.tasks.registry import make_task
+  base, _, count = photos
+  c = config_from_file("caption", "tiny")
+  c.model.image_input = c.data.image_input = "pixels"
+  paths = {"train": str(base / "pairs"), "tokenizer": str(base / "tokenizer.model")}
+  for length, expected in ((5, count), (6, 0)):
+    c.data.max_caption_length = length
+    task = make_task(c, base / "w", data_paths=paths, tokenizer=load_tokenizer(paths["tokenizer"]))
+    task.check_data()
+    assert task.captions_cut == expected
+    printed = capsys.readouterr().out
+    assert (f"{count} of {2 * count} captions are longer than data.max_caption_length=5"
+            in printed) == bool(expected), printed

@@ -23,6 +23,7 @@ from unimo_jax.data.pipeline.batching import batched_apply, contrastive_embedder
 from unimo_jax.data.pipeline.model_inputs import ModelInputs
 from unimo_jax.errors import DataError
 from unimo_jax.data.formats.tfds_source import is_tfds, open_records
+from unimo_jax.data.pipeline.caption_lengths import report_longer_captions
 from unimo_jax.data.pipeline.streams import ReadableRecords
 from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
 from unimo_jax.data.formats.tokenizers import load_tokenizer
@@ -175,6 +176,10 @@ class Task:
                   if split in SPLITS and path and (is_tfds(path) or as_path(path).is_dir())}
     check_data_against_model(self.config.model, self.tokenizer, self.data_paths["tokenizer"],
                              shard_dirs, self.config.data)
+    if "data.train_dir" in shard_dirs:
+      self.captions_cut = report_longer_captions(
+          self.source("train"), int(self.config.data.max_caption_length),
+          f"data.train_dir {shard_dirs['data.train_dir']}")
 
   def source(self, split):
     """The records of split 'train', 'eval' or 'predict', read once. With data.skip_bad_records,

@@ -8,6 +8,8 @@ synthetic scenes generated into data.synthetic_dir (default <workdir>/synthetic_
 
 import functools
 
+from unimo_jax.data.formats.tfds_source import open_records
+from unimo_jax.data.pipeline.caption_lengths import report_longer_captions
 from unimo_jax.data.pipeline.streams import STREAMS, batch_spec, make_pretraining_iterator
 from unimo_jax.data.synthetic.random_batch import random_pretraining_batch
 from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
@@ -75,6 +77,10 @@ class PretrainingExperiment:
                               "data.eval_dir": paths["eval"],
                               "data.pair_dir": paths["pair"]},
                              self.config.data)
+    if paths["pair"]:
+      source = open_records(paths["pair"], "pair", self.config.data, tokenizer=self.tokenizer)
+      report_longer_captions(source, int(self.config.data.max_caption_length),
+                             f"data.pair_dir {paths['pair']}")
 
   def train_batches(self):
     tok = self.tokenizer
