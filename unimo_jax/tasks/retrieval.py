@@ -38,6 +38,16 @@ def circle_loss(positive, negatives, margin: float, scale: float):
   return jax.nn.softplus(jax.nn.logsumexp(logit_n, axis=-1) + logit_p)
 
 
+def constant_score_loss(negatives: int, margin: float, scale: float) -> float:
+  """The circle loss when every pair scores the same: where a match head that ignores its input
+  settles (its bias alone gets there). With the weights held constant the loss's gradient along
+  a common shift of all scores vanishes where a_p = a_n, i.e. at score 0.5, where the loss is
+  softplus(ln n + 2 * scale * (0.5 + m) * (0.5 - m)): 8.666 for n = 7, m = 0.2, scale 16."""
+  import math
+  x = math.log(negatives) + 2.0 * scale * (0.5 + margin) * (0.5 - margin)
+  return x + math.log1p(math.exp(-x))
+
+
 NEGATIVE_SOURCES = ("train_set", "batch")
 
 
@@ -49,6 +59,16 @@ class RetrievalTask(Task):
 
   def head(self):
     return MatchHead(self.config.model, self.config.task.head_dropout)
+
+  def check_data(self) -> None:
+    super().check_data()
+    if not self.config.get("init_from") and self.data_paths.get("train"):
+      t = self.config.task
+      plateau = constant_score_loss(int(t.negatives), float(t.circle_margin), float(t.circle_scale))
+      print(f"warning: retrieval fine-tuning without config.init_from: from a random backbone "
+            f"the match head settles where every pair scores the same (training loss "
+            f"{plateau:.3f}) and R@K stays at chance; start from a backbone pretrained with "
+            "CMCL (docs/finetuning.md#retrieval-needs-a-pretrained-backbone)", flush=True)
 
   @property
   def negative_source(self) -> str:
