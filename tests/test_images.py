@@ -288,9 +288,10 @@ def distinct_photo_folder(root):
 
 @pytest.mark.slow
 def test_pixel_retrieval_learns_from_a_cmcl_pretrained_backbone(tmp_path):
-  """On 24 generated photos: from a random backbone the retrieval fine-tune sits on the
-  constant-score plateau; pretrained first with CMCL on the same pairs (pairs only, 300 steps),
-  it leaves the plateau (loss 7.40 after 300 steps against 8.666) and retrieves: i2t R@1 0.208,
+  """On 24 generated photos, from a backbone pretrained first with CMCL on the same pairs (pairs
+  only, 300 steps), the retrieval fine-tune leaves the constant-score plateau where it stays from
+  a random backbone (docs/notes/retrieval_plateau.md; the plateau's value is tested above): loss
+  7.40 after 300 steps against 8.666, and it retrieves: i2t R@1 0.208,
   R@10 0.792; t2i R@1 0.125, R@10 1.0 (chance: R@1 1/24, R@10 10/24; deterministic on CPU)."""
   from train_helpers import config_from_file, set_fields
   from unimo_jax.data.formats.tokenizers import SentencePieceTokenizer
@@ -320,8 +321,6 @@ def test_pixel_retrieval_learns_from_a_cmcl_pretrained_backbone(tmp_path):
     return metrics, list(training_losses(workdir).values())
 
   plateau = constant_score_loss(7, 0.2, 16.0)
-  _, losses = retrieval(tmp_path / "scratch", 100)
-  assert abs(losses[-1] - plateau) < 0.01, (losses[-1], plateau)
   metrics, losses = retrieval(tmp_path / "pretrained", 300, str(tmp_path / "pre"))
   assert losses[-1] < plateau - 0.5, losses
   assert metrics["i2t_R@10"] >= 0.7 and metrics["t2i_R@10"] >= 0.9, metrics
