@@ -16,7 +16,6 @@ share; the report says how many loops the program has.
 """
 
 import argparse
-import functools
 import os
 import pathlib
 import sys
@@ -95,40 +94,18 @@ def _torch_network_seconds(ref, state, config, prepared) -> float:
 
 
 def tpu_report(topology_name: str, per_chip_batch: int, bucket) -> None:
-  from unimo_jax.compile import topology
-  slice_ = topology.parse_slice(topology_name)
-  devices = topology.abstract_devices(slice_)
-  import jax
-  import numpy as np
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-  from unimo_jax.compile import analysis
+  from unimo_jax.detector.compile_report import compile_for_slice
   from unimo_jax.detector.config import DetectorConfig
-  from unimo_jax.detector.network import detect
-  from unimo_jax.detector.params import random_params
-  config = DetectorConfig()
-  mesh = Mesh(np.array(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  batch = per_chip_batch * len(devices)
-  replicated = NamedSharding(mesh, P())
-  split = lambda rank: NamedSharding(mesh, P("data", *([None] * (rank - 1))))
-  params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32, sharding=replicated),
-                        random_params(config))
-  args = (params,
-          jax.ShapeDtypeStruct((batch, *bucket, 3), np.float32, sharding=split(4)),
-          jax.ShapeDtypeStruct((batch, 2), np.int32, sharding=split(2)),
-          jax.ShapeDtypeStruct((batch,), np.float32, sharding=split(1)))
-  start = time.perf_counter()
-  compiled = jax.jit(functools.partial(detect, config=config)).lower(*args).compile()
-  report = analysis.program_report(compiled)
-  memory, cost = report["memory"], report["cost"]
-  seconds = cost["estimated_seconds"]
-  print(f"{topology_name} ({slice_.topology}): {batch} images of {bucket[0]}x{bucket[1]} per step "
-        f"({per_chip_batch} per chip), compiled in {time.perf_counter() - start:.0f} s")
+  r = compile_for_slice(DetectorConfig(), topology_name, per_chip_batch, bucket)
+  memory, cost = r["memory"], r["cost"]
+  print(f"{topology_name}: {r['images_per_step']} images of {bucket[0]}x{bucket[1]} per step "
+        f"({per_chip_batch} per chip), compiled in {r['compile_seconds']:.0f} s")
   print(f"  memory per chip: {memory['total'] / 2**30:.2f} GiB of "
-        f"{slice_.chip.usable_hbm_bytes / 2**30:.1f} GiB usable "
-        f"(fits: {memory['total'] <= slice_.chip.usable_hbm_bytes})")
-  print(f"  FLOPs per chip: {cost['flops'] / 1e12:.2f} T; estimated step {seconds * 1e3:.1f} ms "
-        f"-> {per_chip_batch / seconds:.1f} images/s per chip (XLA TPU cost-model estimate; "
-        f"{int(cost['loops'])} while loops counted once)")
+        f"{r['usable_hbm_bytes'] / 2**30:.1f} GiB usable (fits: {r['fits']})")
+  print(f"  FLOPs per chip: {cost['flops'] / 1e12:.2f} T; estimated step "
+        f"{cost['estimated_seconds'] * 1e3:.1f} ms -> {r['images_per_second_per_chip']:.1f} "
+        f"images/s per chip (XLA TPU cost-model estimate; {int(cost['loops'])} while loops "
+        "counted once)")
 
 
 def main():

@@ -177,3 +177,24 @@ def test_config_round_trip_and_unknown_field():
   assert DetectorConfig.from_dict(json.loads(config.to_json())) == config
   with pytest.raises(Exception, match="unknown fields.*max_box"):
     DetectorConfig.from_dict({"max_box": 3})
+
+
+@pytest.mark.tpu
+def test_the_detector_compiles_for_a_tpu_slice_data_parallel():
+  """libtpu compiles the whole detector (static-shape NMS, RoIPool, selection) for v5e-4 with
+  the images split over the chips: nothing crosses chips (no collective), each chip holds the
+  full parameters, and its FLOPs cover at least res5's on its images' regions."""
+  from unimo_jax.detector.compile_report import compile_for_slice
+  report = compile_for_slice(TINY, "v5e-4", per_chip_batch=2, bucket=(96, 160))
+  assert report["fits"] and report["images_per_step"] == 8
+  assert all(c["count"] == 0 for c in report["collectives"].values()), report["collectives"]
+  assert report["memory"]["arguments"] >= report["parameter_bytes"]
+  inner, out = TINY.stage_widths(5)
+  c4 = TINY.stage_widths(4)[1]
+  # res5's multiply-adds per region: 1x1 convs at 14 x 14, and the 3x3 (dilation 2, pad 2) over
+  # the taps that land inside the map (XLA counts no padding): 38 of 42 per axis
+  taps = sum(0 <= p + k < 14 for p in range(14) for k in (-2, 0, 2)) ** 2
+  per_region = 2 * (196 * (c4 * inner + inner * out + c4 * out) + taps * inner * inner)
+  per_region += 2 * (TINY.blocks[3] - 1) * (196 * 2 * out * inner + taps * inner * inner)
+  assert report["cost"]["flops"] >= 2 * TINY.post_nms_top_n * per_region
+  assert report["images_per_second_per_chip"] > 0
