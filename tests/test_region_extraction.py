@@ -193,3 +193,35 @@ def test_the_tfds_builder_gives_the_shards_records(world, tmp_path):
       np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
   with pytest.raises(Exception, match="expected --detector"):
     tfds_builders.build("unimo_regions/images", manual, tmp_path / "tfds2")
+
+
+@pytest.mark.slow
+def test_two_processes_under_jax_distributed_split_the_shards(world, tmp_path):
+  """Two `regions` processes joined by jax.distributed: each writes its own shards, and process
+  0 writes the metadata after both are done; the records are those of one process alone."""
+  import socket
+  import subprocess
+  import sys
+  from train_helpers import ROOT
+  base = world[0]
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  command = [sys.executable, "-m", "unimo_jax.data", "regions", "--images", str(base / "images"),
+             "--detector", str(base / "detector"), "--out", str(tmp_path / "two"),
+             "--images-per-shard", "5", "--skip-bad", "--coordinator", f"127.0.0.1:{port}",
+             "--num-processes", "2"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+  procs = [subprocess.Popen(command + ["--process-id", str(i)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outputs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]
+  assert "process 1 of 2" in outputs[1][0] and "wrote" not in outputs[1][0]
+  assert "wrote 24 image records of 24 images" in outputs[0][0]
+  done = {json.loads(p.read_text())["file"] for p in (tmp_path / "two").glob("*.done.json")}
+  assert len(done) == 5  # 25 files in shards of 5: process 0 has 0, 2, 4 and process 1 has 1, 3
+  assert _regions(world, tmp_path / "one", "--skip-bad") == 0
+  two, one = ShardSource(tmp_path / "two"), ShardSource(tmp_path / "one")
+  assert [r["image_id"] for r in two] == [r["image_id"] for r in one]
+  np.testing.assert_array_equal(two[7]["region_features"], one[7]["region_features"])

@@ -103,7 +103,12 @@ def _parser():
                  "compiled program per size bucket and batch size)")
   s.add_argument("--threads", type=int, default=8, help="threads decoding and resizing images")
   s.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() first "
-                 "(TPU pods and GPU clusters): each process extracts its share of the shards")
+                 "(auto-detected on TPU pods and clusters): each process extracts its share of "
+                 "the shards")
+  s.add_argument("--coordinator", default="", help="or name the launch: the coordinator's "
+                 "host:port, with --num-processes and --process-id")
+  s.add_argument("--num-processes", type=int, default=0)
+  s.add_argument("--process-id", type=int, default=-1)
   s.add_argument("--skip-bad", action="store_true", help="count and log files that do not "
                  "decode, not fail")
 
@@ -203,7 +208,13 @@ def _extract_regions(args) -> int:
   import jax
   from unimo_jax.data.formats import converters, region_extraction
   from unimo_jax.detector.extractor import Extractor, load_detector
-  if args.distributed:
+  if args.coordinator:
+    if args.num_processes <= 0 or args.process_id < 0:
+      raise records.DataError("regions --coordinator: expected --num-processes > 0 and "
+                              f"--process-id >= 0, found {args.num_processes} and "
+                              f"{args.process_id}")
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  elif args.distributed:
     jax.distributed.initialize()
   config, params = load_detector(args.detector)
   changes = {k: v for k, v in (("min_boxes", args.min_boxes), ("max_boxes", args.max_boxes),
