@@ -109,10 +109,8 @@ class Pipeline:
     from unimo_jax.data.formats.images import read_image
     pixels = np.asarray(image, np.uint8) if isinstance(image, np.ndarray) else read_image(
         image, where)
-    regions = self._extractor([pixels])[0]
-    return {"region_features": regions["region_features"], "boxes": regions["boxes"],
-            "class_probs": regions["class_probs"], "image_w": regions["image_w"],
-            "image_h": regions["image_h"]}
+    regions = self._extractor([pixels])[0]  # already a record's fields
+    return {k: v for k, v in regions.items() if k != "attr_probs"}
 
   def image_rows(self, images) -> list:
     """Model fields of each image; a captioning task with object tags adds each image's tags."""

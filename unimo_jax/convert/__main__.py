@@ -128,11 +128,7 @@ def _detector(args) -> int:
     config = dataclasses.replace(config, min_boxes=args.boxes, max_boxes=args.boxes)
   src = pathlib.Path(args.src)
   print(f"reading {src} ...", flush=True)
-  if src.suffix in (".pth", ".pt", ".bin"):
-    from unimo_jax.convert.safe_pickle import load_torch_zip
-    state = load_torch_zip(src, nested_key="model")
-  else:
-    state = load_state_dict(src)
+  state = load_state_dict(src, nested_key="model")
   params, report = params_from_state_dict(state, config, args.layout)
   save_detector(out, config, params)
   (out / "report.json").write_text(json.dumps(report, indent=2))

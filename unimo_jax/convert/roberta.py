@@ -26,20 +26,21 @@ def _numpy(value):
   return np.asarray(value)
 
 
-def load_state_dict(path) -> dict:
+def load_state_dict(path, nested_key: str | None = None) -> dict:
   """Reads a .safetensors file or a torch .bin zip archive to numpy, neither needing torch; the
-  .bin pickle goes through a restricted unpickler that admits only tensor storage."""
+  .bin pickle goes through a restricted unpickler that admits only tensor storage. nested_key:
+  see safe_pickle.load_torch_zip (a detectron2 checkpoint's 'model')."""
   path = pathlib.Path(path)
   if path.is_dir():
     for name in ("model.safetensors", "pytorch_model.bin"):
       if (path / name).exists():
-        return load_state_dict(path / name)
+        return load_state_dict(path / name, nested_key)
     raise FileNotFoundError(f"{path}: expected model.safetensors or pytorch_model.bin inside")
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file
     return load_file(str(path))
   if path.suffix in (".bin", ".pt", ".pth"):
-    return load_torch_zip(path)
+    return load_torch_zip(path, nested_key)
   raise ValueError(f"{path}: expected a .safetensors or .bin file, found suffix {path.suffix!r}")
 
 

@@ -48,8 +48,9 @@ def resize_bilinear(image: np.ndarray, scale: float) -> np.ndarray:
   yi, yf = _taps(height, out_h, scale)
   xj, yj = np.minimum(xi + 1, width - 1), np.minimum(yi + 1, height - 1)
   xf, yf = xf[None, :, None], yf[:, None, None]
-  top = image[yi][:, xi] * (1 - xf) + image[yi][:, xj] * xf
-  bottom = image[yj][:, xi] * (1 - xf) + image[yj][:, xj] * xf
+  upper, lower = image[yi], image[yj]
+  top = upper[:, xi] * (1 - xf) + upper[:, xj] * xf
+  bottom = lower[:, xi] * (1 - xf) + lower[:, xj] * xf
   return (top * (1 - yf) + bottom * yf).astype(np.float32)
 
 

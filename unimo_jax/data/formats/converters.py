@@ -253,6 +253,24 @@ def convert_coco_captions(captions_json, features_tsv, out_dir, tokenizer, *, fe
   return w.meta
 
 
+def coco_image_files(images, path, root, skips, check=None) -> dict:
+  """{str(id): file under root} of a COCO-format JSON's 'images' entries; an entry without 'id'
+  and 'file_name', or whose file fails check(file, where), is a DataError handled by skips."""
+  files = {}
+  for i, image in enumerate(images):
+    where = f"{path} image {i}"
+    try:
+      if "id" not in image or not image.get("file_name"):
+        raise DataError(f"{where}: expected 'id' and 'file_name'")
+      file = pathlib.Path(root) / image["file_name"]
+      if check is not None:
+        check(file, where)
+      files[str(image["id"])] = file
+    except DataError as e:
+      skips.handle(e)
+  return files
+
+
 def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_bad=False,
                         max_caption_length: int = 0, **writer_kwargs) -> dict:
   """COCO-format captions JSON ({'images': [{'id', 'file_name'}], 'annotations': [{'image_id',
@@ -267,17 +285,8 @@ def convert_coco_images(captions_json, image_dir, out_dir, tokenizer, *, skip_ba
   path, root = pathlib.Path(captions_json), pathlib.Path(image_dir).resolve()
   data = _read_coco_json(path, ("images", "annotations"))
   skips = Skips(skip_bad)
-  files = {}
-  for i, image in enumerate(data["images"]):
-    where = f"{path} image {i}"
-    try:
-      if "id" not in image or not image.get("file_name"):
-        raise DataError(f"{where}: expected 'id' and 'file_name'")
-      file = root / image["file_name"]
-      read_image(file, where)  # decodable: a corrupt file is named now, not mid-training
-      files[str(image["id"])] = file
-    except DataError as e:
-      skips.handle(e)
+  # every image decoded once: a corrupt file is named now, not mid-training
+  files = coco_image_files(data["images"], path, root, skips, check=read_image)
   captions = _captions_of_known_images(data["annotations"], path, files,
                                        f"which is not a readable image of {path}'s 'images'",
                                        skips)

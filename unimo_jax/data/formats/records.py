@@ -124,13 +124,9 @@ def check_example(example: dict, kind: str, meta: dict, where: str) -> None:
 
 # ---- writer ----------------------------------------------------------------------------------
 
-def _shard_name(kind, index, count):
-  return f"{kind}-{index:05d}-of-{count:05d}.array_record"
-
-
 def shard_name(kind: str, index: int, count: int) -> str:
   """The file name of shard `index` of `count`."""
-  return _shard_name(kind, index, count)
+  return f"{kind}-{index:05d}-of-{count:05d}.array_record"
 
 
 def stored_example(example: dict, feature_dtype) -> dict:
@@ -214,7 +210,7 @@ class ShardWriter:
     count = len(self._lengths)
     shards = []
     for i, length in enumerate(self._lengths):
-      final = self.out_dir / _shard_name(self.kind, i, count)
+      final = self.out_dir / shard_name(self.kind, i, count)
       (self.out_dir / f"{self.kind}-{i:05d}.tmp").rename(final)
       shards.append({"file": final.name, "records": length})
     self.meta.update(num_records=self._count, shards=shards)

@@ -44,29 +44,20 @@ def image_files(root) -> list:
 
 
 def captioned_images(captions_json, root, skips) -> list:
-  """(image_id, path, [captions]) of the images a COCO-format JSON captions, in its order."""
-  from unimo_jax.data.formats.converters import _read_coco_json
-  path, root = pathlib.Path(captions_json), pathlib.Path(root)
-  data = _read_coco_json(path, ("images", "annotations"))
+  """(image_id, path, [(caption, caption_id)]) of the images a COCO-format JSON captions, in the
+  order of its 'images'; bad entries, and captions of images it does not list, go to skips (as
+  `coco-images` reads the same JSON)."""
+  from unimo_jax.data.formats import converters
+  path = pathlib.Path(captions_json)
+  data = converters._read_coco_json(path, ("images", "annotations"))
+  files = converters.coco_image_files(data["images"], path, root, skips)
   captions = {}
-  for i, ann in enumerate(data["annotations"]):
-    try:
-      if "image_id" not in ann or not str(ann.get("caption", "")).strip():
-        raise DataError(f"{path} annotation {i}: expected 'image_id' and a non-empty 'caption'")
-      captions.setdefault(str(ann["image_id"]), []).append(
-          (ann["caption"].strip(), str(ann.get("id", ""))))
-    except DataError as e:
-      skips.handle(e)
-  items = []
-  for i, image in enumerate(data["images"]):
-    try:
-      if "id" not in image or not image.get("file_name"):
-        raise DataError(f"{path} image {i}: expected 'id' and 'file_name'")
-    except DataError as e:
-      skips.handle(e)
-      continue
-    if str(image["id"]) in captions:
-      items.append((str(image["id"]), root / image["file_name"], captions[str(image["id"])]))
+  for ann in converters._captions_of_known_images(
+      data["annotations"], path, files, f"which is not one of {path}'s 'images'", skips):
+    captions.setdefault(str(ann["image_id"]), []).append(
+        (ann["caption"].strip(), str(ann.get("id", ""))))
+  items = [(image_id, file, captions[image_id]) for image_id, file in files.items()
+           if image_id in captions]
   if not items:
     raise DataError(f"{path}: no image of 'images' has a caption in 'annotations'")
   return items
@@ -81,11 +72,10 @@ def _decode(item):
 
 
 def _region_record(image_id, regions, attributes: bool) -> dict:
-  record = {"image_id": image_id, "image_w": regions["image_w"], "image_h": regions["image_h"],
-            "region_features": regions["region_features"], "boxes": regions["boxes"],
-            "class_probs": regions["class_probs"]}
-  if attributes:
-    record["attr_probs"] = regions["attr_probs"]
+  """The extractor's regions of one image (already in the record layout) under its id."""
+  record = dict(regions, image_id=image_id)
+  if not attributes:
+    del record["attr_probs"]
   return record
 
 
