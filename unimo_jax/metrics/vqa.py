@@ -5,6 +5,7 @@ restored); a prediction's accuracy on one question is the mean, over the 10 leav
 subsets of the ground-truth answers, of min(#matching answers in the subset / 3, 1).
 """
 
+import functools
 import re
 
 import numpy as np
@@ -55,8 +56,10 @@ def _digits_and_articles(text: str) -> str:
   return " ".join(words)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_answer(answer: str) -> str:
-  """The official normalisation of a predicted answer."""
+  """The official normalisation of a predicted answer (cached: a dataset's answers repeat, and
+  a training split's targets normalise every annotator's answer)."""
   answer = answer.replace("\n", " ").replace("\t", " ").strip()
   return _digits_and_articles(_punctuation(answer))
 

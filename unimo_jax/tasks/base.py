@@ -14,6 +14,7 @@ A task subclass (one file in tasks/, plus configs/<task>.py) says:
 
 import functools
 import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -24,6 +25,7 @@ from unimo_jax.data.pipeline.model_inputs import ModelInputs
 from unimo_jax.errors import DataError
 from unimo_jax.data.formats.tfds_source import is_tfds, open_records
 from unimo_jax.data.pipeline.caption_lengths import report_longer_captions
+from unimo_jax.data.pipeline.host_batches import HostBatchIterator
 from unimo_jax.data.pipeline.streams import ReadableRecords
 from unimo_jax.data.synthetic.scene_dataset import ensure_synthetic_scenes
 from unimo_jax.data.formats.tokenizers import load_tokenizer
@@ -45,13 +47,15 @@ class StepBatches:
     if len(self.indices) == 0:
       raise ValueError("training set: expected at least one usable record, found none")
     self.batch_size, self.seed = int(batch_size), int(seed)
-    self._epoch, self._order = None, None
+    self._cached = (None, None)  # (epoch, its order): one tuple, so reader threads agree
 
   def _permutation(self, epoch):
-    if epoch != self._epoch:
+    cached_epoch, order = self._cached
+    if epoch != cached_epoch:
       rng = np.random.default_rng([self.seed, epoch])
-      self._epoch, self._order = epoch, self.indices[rng.permutation(len(self.indices))]
-    return self._order
+      order = self.indices[rng.permutation(len(self.indices))]
+      self._cached = (epoch, order)
+    return order
 
   def __call__(self, step: int) -> np.ndarray:
     n = len(self.indices)
@@ -61,33 +65,31 @@ class StepBatches:
     return np.asarray(out)
 
 
-def process_slice(global_indices):
+def process_slice(global_indices, process_index: int, process_count: int):
   """This process's contiguous share of a global batch."""
-  count, index = jax.process_count(), jax.process_index()
-  per = len(global_indices) // count
-  return global_indices[index * per:(index + 1) * per]
+  per = len(global_indices) // process_count
+  return global_indices[process_index * per:(process_index + 1) * per]
 
 
-class StepIterator:
-  """The host batches batch_at(0), batch_at(1), ...; its state is the next step, so a resumed
-  run continues with the batch it would have seen."""
+class TaskBatches:
+  """Host batch `step` of a task's training split (a data source for
+  data/pipeline/host_batches.py): this process's rows of global batch `step` (StepBatches),
+  each example from train_example with a Generator seeded by (seed, step, record index)."""
 
-  def __init__(self, batch_at):
-    self.batch_at, self.step = batch_at, 0
+  def __init__(self, task, source, batches: StepBatches, process_index: int,
+               process_count: int):
+    self.task, self.source, self.batches = task, source, batches
+    self.process_index, self.process_count = process_index, process_count
 
-  def __iter__(self):
-    return self
+  def __len__(self):
+    return sys.maxsize
 
-  def __next__(self):
-    batch = self.batch_at(self.step)
-    self.step += 1
-    return batch
+  def __getitem__(self, step):
+    indices = process_slice(self.batches(int(step)), self.process_index, self.process_count)
+    return self.task.train_batch(self.source, indices, int(step))
 
-  def get_state(self) -> dict:
-    return {"step": self.step}
-
-  def set_state(self, state: dict) -> None:
-    self.step = int(state["step"])
+  def __repr__(self):
+    return f"TaskBatches({self.task.name})"
 
 
 class Task:
@@ -258,11 +260,21 @@ class Task:
         [self.config.seed, step, int(i)])) for i in indices]
     return stack_rows(rows)
 
-  def train_batches(self) -> StepIterator:
-    """This process's rows of global batch 0, 1, ... (a pure function of the step)."""
-    source = self.source("train")
-    batches = self.make_batches()
-    return StepIterator(lambda step: self.train_batch(source, process_slice(batches(step)), step))
+  def train_batches(self) -> HostBatchIterator:
+    """This process's rows of global batch 0, 1, ... (a pure function of the step), built by
+    data.workers worker processes or in this one."""
+    source = TaskBatches(self, self.source("train"), self.make_batches(), jax.process_index(),
+                         jax.process_count())
+    return HostBatchIterator(source, self.config.data)
+
+  def __getstate__(self):
+    """What a worker process needs to build training batches: not the mesh, not compiled
+    functions (cached properties holding them are dropped; a worker never evaluates)."""
+    state = dict(self.__dict__)
+    state["mesh"] = None
+    for key in ("_embed",):
+      state.pop(key, None)
+    return state
 
   # ---- evaluation batches, and their shapes without data (compile mode) ------------------------
   def eval_fn(self):

@@ -251,7 +251,7 @@ def _train(run: Run) -> dict:
   primary = jax.process_index() == 0
   checkpoints = Checkpointer(run.workdir / "checkpoints", every=config.checkpoint_every,
                              keep=config.keep_checkpoints, use_async=config.async_checkpoints)
-  writer = None
+  writer = data = None
   last_eval, evaluated_at = {}, None
   try:
     with run.context(), watching_peers(config, checkpoints.directory, RUN_ERRORS), \
@@ -312,6 +312,8 @@ def _train(run: Run) -> dict:
       if evaluated_at != step:
         last_eval = evaluate_and_write(run, state["params"], step, writer)
   finally:
+    if data is not None:
+      data.close()  # input worker processes
     checkpoints.close()
     if writer is not None:
       writer.close()

@@ -51,8 +51,12 @@ def data_config() -> ml_collections.ConfigDict:
   # scenes, or nearest images found offline) with this probability, else by a random pair.
   c.cmcl_twin_fraction = 0.0
   c.seed = 0
-  c.num_threads = 4
-  c.prefetch = 16
+  # Input workers: processes that build whole host batches (-1: from the host's cores, see
+  # streams.default_workers; 0: in this process). Each reads with num_threads threads and keeps
+  # `prefetch` batches ready.
+  c.workers = -1
+  c.num_threads = 2
+  c.prefetch = 2
   c.skip_bad_records = False  # True: count and log bad records instead of failing
   return c
 

@@ -78,18 +78,26 @@ def iou_matrix(boxes):
   return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def region_anchors(valid, rng, *, ratio=0.15):
+  """[N] bool: each real region an anchor with probability `ratio` (at least one)."""
+  valid = np.asarray(valid, bool)
+  real = np.flatnonzero(valid)
+  anchors = np.zeros(len(valid), bool)
+  if len(real) == 0:
+    return anchors
+  chosen = real[rng.uniform(size=len(real)) < ratio]
+  if len(chosen) == 0:
+    chosen = rng.choice(real, 1)
+  anchors[chosen] = True
+  return anchors
+
+
 def region_mask(boxes, valid, rng, *, ratio=0.15, overlap_ratio=0.4):
   """[N] bool: anchors drawn with probability `ratio` among real regions (at least one), plus
   every real region whose IoU with an anchor exceeds overlap_ratio."""
   valid = np.asarray(valid, bool)
-  real = np.flatnonzero(valid)
-  mask = np.zeros(len(valid), bool)
-  if len(real) == 0:
+  mask = region_anchors(valid, rng, ratio=ratio)
+  if not mask.any():
     return mask
-  anchors = real[rng.uniform(size=len(real)) < ratio]
-  if len(anchors) == 0:
-    anchors = rng.choice(real, 1)
-  mask[anchors] = True
-  overlaps = iou_matrix(boxes)[anchors] > overlap_ratio  # [anchors, N]
-  mask |= overlaps.any(axis=0) & valid
-  return mask
+  overlaps = iou_matrix(boxes)[mask] > overlap_ratio  # [anchors, N]
+  return mask | (overlaps.any(axis=0) & valid)

@@ -1,23 +1,26 @@
-"""grain pipelines: per-modality streams over ArrayRecord shards, mixed into one batch per step.
+"""grain pipelines: the pretraining streams over ArrayRecord shards, one host batch per step.
 
 Each stream: MapDataset.source(shards)[process_index::process_count] -> shuffle(seed) (a new
-order every epoch) -> repeat -> random_map(seeded per-example transform: tokenised, masked, padded
-to fixed shapes) -> in-process reading with threads -> batch(per-host size). The mixture yields
-one dict per step whose keys are the pretraining terms (see unimo_jax/objectives/pretraining_loss.py):
+order every epoch) -> repeat. One grain MapDataset's element `step` is the host batch of that
+step: each stream's records step*B .. step*B+B-1 through its batch transform
+(batch_transforms.py), with one Generator per example seeded by (seed, step, slot). Because an
+element depends only on its step, worker processes (data.workers, grain's mp_prefetch) build
+every workers-th batch each and the order is that of one process. The batch's terms (see
+unimo_jax/objectives/pretraining_loss.py):
   text  -> text_mlm, text_seq2seq     (the same documents, masked two ways)
   image -> image_mrm
   pair  -> pair_mlm, pair_mrm, pair_caption, cmcl
-Its state (`get_state` / `set_state`) is a small JSON-able dict, saved with checkpoints.
+Its state is the next step ({'step': N}), saved with checkpoints.
 `to_global_arrays` turns the host batch into jax.Arrays sharded on the batch axes.
 """
 
-import json
 import logging
-import threading
+import sys
 
 import numpy as np
 
 from unimo_jax.data.pipeline import examples
+from unimo_jax.data.pipeline.batch_transforms import BatchTransforms
 from unimo_jax.data.pipeline.model_inputs import ModelInputs
 from unimo_jax.errors import DataError
 from unimo_jax.data.formats.tfds_source import open_records
@@ -26,24 +29,22 @@ STREAMS = ("text", "image", "pair")  # the pretraining streams, in mixture order
 
 
 class SkipCounter:
-  """Thread-safe count of skipped bad records, logged as they happen."""
+  """The count of bad records skipped so far (data.skip_bad_records)."""
 
   def __init__(self):
-    self._lock = threading.Lock()
     self.count = 0
 
-  def skip(self, error):
-    with self._lock:
-      self.count += 1
-      count = self.count
-    logging.warning("skipped bad record (%d so far): %s", count, error)
+  def add(self, count: int) -> None:
+    self.count += int(count)
+    logging.warning("skipped %d bad record(s) (%d so far)", count, self.count)
 
 
 class _Records:
-  """A record source that returns None for a bad record when skipping is configured."""
+  """A record source that returns None for a bad record when skipping is configured (logged
+  here; counted by the batch that replaces it, see batch_records)."""
 
-  def __init__(self, source, counter: SkipCounter | None):
-    self.source, self.counter = source, counter
+  def __init__(self, source, skip: bool):
+    self.source, self.skip = source, skip
 
   @property
   def per_host(self):
@@ -56,9 +57,9 @@ class _Records:
     try:
       return self.source[index]
     except DataError as e:
-      if self.counter is None:
+      if not self.skip:
         raise
-      self.counter.skip(e)
+      logging.warning("skipped bad record: %s", e)
       return None
 
 
@@ -150,46 +151,52 @@ class Transforms:
     out.update(_prefixed("cmcl/image", image))
     out["cmcl/text/input_ids"] = text
     if cfg.cmcl_extra_positives + cfg.cmcl_hard_negatives > 0:
-      positives = list(record.get("paraphrase_ids", [])) + list(
-          record.get("retrieved_text_ids", []))
-      extra = examples.extra_text_fields(positives, record.get("hard_negative_ids", []), cfg,
-                                         special, rng)
-      out["cmcl/extra_text/input_ids"] = extra["input_ids"]
-      out["cmcl/extra_text_positive"] = extra["positive"]
-      out["cmcl/extra_text_valid"] = extra["valid"]
+      out.update(self.extra_texts(record, rng))
     out.update(self._extra_images(record, image, rng))
     return out
+
+  def extra_texts(self, record, rng) -> dict:
+    """The CMCL extra texts of a pair: its paraphrases and retrieved texts (positives), then its
+    hard negatives, sampled into the configured slots."""
+    positives = list(record.get("paraphrase_ids", [])) + list(
+        record.get("retrieved_text_ids", []))
+    extra = examples.extra_text_fields(positives, record.get("hard_negative_ids", []), self.cfg,
+                                       self.special, rng)
+    return {"cmcl/extra_text/input_ids": extra["input_ids"],
+            "cmcl/extra_text_positive": extra["positive"],
+            "cmcl/extra_text_valid": extra["valid"]}
+
+  def chosen_extra_images(self, record, rng) -> np.ndarray:
+    """Indices (into the image split) of the retrieved images that fill the extra-image slots."""
+    refs = np.asarray(record.get("retrieved_images", np.zeros(0, np.int64)))
+    if self.image_lookup is None:
+      return refs[:0]
+    return refs[rng.permutation(len(refs))[:self.cfg.cmcl_extra_images]]
 
   def _extra_images(self, record, image, rng):
     """cfg.cmcl_extra_images retrieved images (slots beyond those available are invalid)."""
     count = self.cfg.cmcl_extra_images
     if count <= 0:
       return {}
-    refs = np.asarray(record.get("retrieved_images", np.zeros(0, np.int64)))
-    chosen = refs[rng.permutation(len(refs))[:count]] if self.image_lookup is not None else []
-    blocks, valid = [], []
-    for slot in range(count):
-      if slot < len(chosen):
-        blocks.append(self.inputs.image(self.image_lookup[int(chosen[slot])]))
-        valid.append(True)
-      else:
-        blocks.append(None)
-        valid.append(False)
+    chosen = self.chosen_extra_images(record, rng)
+    blocks = [self.inputs.image(self.image_lookup[int(i)]) for i in chosen]
+    blocks += [None] * (count - len(blocks))
     stacked = {k: np.stack([b[k] if b is not None else np.zeros_like(v) for b in blocks])
                for k, v in image.items()}
     out = _prefixed("cmcl/extra_image", stacked)
-    out["cmcl/extra_image_valid"] = np.array(valid, bool)
+    out["cmcl/extra_image_valid"] = np.arange(count) < len(chosen)
     return out
 
 
 class TwinGroups:
-  """The pair transform two records at a time: a pair and, with probability `fraction`, one of
-  its twin_pairs (pair indices into `lookup`, the whole split), else a random pair of the split.
-  Returns the two examples stacked ([2, ...] leaves), so that a batch of groups, merged
-  (merge_groups), holds each pair next to its hard-negative image in the contrastive batch."""
+  """Hard-negative images for CMCL: the pair batch is built two by two, each of its first half's
+  records followed by one of its twin_pairs (pair indices into `lookup`, the whole split) with
+  probability `fraction`, else by a random pair of the split, so that each pair sits next to its
+  hard-negative image in the contrastive batch. The partner is drawn from the record's own
+  Generator (that of its slot) before its example is built."""
 
-  def __init__(self, pair, lookup, fraction: float):
-    self.pair, self.lookup, self.fraction = pair, lookup, float(fraction)
+  def __init__(self, lookup, fraction: float):
+    self.lookup, self.fraction = lookup, float(fraction)
 
   def partner(self, record, rng) -> int:
     """The index of the record co-batched with `record`."""
@@ -198,20 +205,19 @@ class TwinGroups:
       return int(twins[rng.integers(len(twins))])
     return int(rng.integers(len(self.lookup)))
 
-  def __call__(self, record, rng):
-    if record is None:
-      return None
-    other = self.lookup[self.partner(record, rng)]
-    first = self.pair(record, rng)
-    second = self.pair(other, rng) if other is not None else None
-    if second is None:
-      return None
-    return {k: np.stack([first[k], second[k]]) for k in first}
-
-
-def merge_groups(batch):
-  """[groups, 2, ...] leaves -> [2 * groups, ...]: each group's two examples side by side."""
-  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
+  def arrange(self, records, rngs) -> list:
+    """[r0, partner(r0), r1, partner(r1), ...] for the slots' Generators rngs[0], rngs[2], ..."""
+    out = []
+    for i, record in enumerate(records):
+      rng = rngs[2 * i]
+      for _ in range(100):  # an unreadable partner (skip_bad_records): draw another
+        other = self.lookup[self.partner(record, rng)]
+        if other is not None:
+          break
+      else:
+        raise DataError("data.cmcl_twin_fraction: 100 partners in a row could not be read")
+      out += [record, other]
+    return out
 
 
 def host_records(source, *, seed, process_index, process_count):
@@ -227,62 +233,77 @@ def host_records(source, *, seed, process_index, process_count):
   return grain.MapDataset.source(source)[process_index::process_count].shuffle(seed=seed)
 
 
-def _stream(source, transform, *, batch_size, seed, process_index, process_count, cfg,
-            groups=False):
-  """groups: the transform returns two examples at a time (TwinGroups), batched as pairs of
-  examples and merged."""
-  import grain
-  ds = host_records(source, seed=seed, process_index=process_index, process_count=process_count)
-  ds = ds.repeat(None).random_map(transform, seed=seed)
-  ds = ds.filter(lambda x: x is not None)
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads,
-                                            prefetch_buffer_size=cfg.prefetch))
-  if not groups:
-    return ds.batch(batch_size, drop_remainder=True)
-  return ds.batch(batch_size // 2, drop_remainder=True).map(merge_groups)
+def example_rngs(seed: int, step: int, count: int) -> list:
+  """The Generators of a stream's examples in the host batch of `step`: one per slot, seeded by
+  (seed, step, slot), so a batch is a pure function of its step."""
+  return [np.random.default_rng([seed, step, slot]) for slot in range(count)]
 
 
-class MixtureIterator:
-  """Yields {term: sub-batch} from the text, image and pair streams, one batch of each per step."""
+def batch_records(records, start: int, size: int) -> tuple:
+  """(records start .. start+size-1 of an endless record stream, how many were unreadable): an
+  unreadable record (None: skip_bad_records) is replaced by the next readable one after the
+  batch (a record of the next batch, which it then meets twice)."""
+  batch = [records[start + i] for i in range(size)]
+  bad = sum(r is None for r in batch)
+  spare = start + size
+  for i in range(size):
+    while batch[i] is None:
+      batch[i] = records[spare]
+      spare += 1
+      bad += batch[i] is None
+      if spare - start - size > 100 * size + 100:
+        raise DataError(f"input stream: more than {100 * size} records after step {start // size}"
+                        " in a row could not be read")
+  return batch, bad
 
-  def __init__(self, iterators: dict, counter: SkipCounter):
-    self.iterators = iterators
-    self.counter = counter
 
-  def __iter__(self):
-    return self
+class PretrainingBatches:
+  """Host batch `step` of the pretraining streams (a grain data source: host_batches.py): every
+  stream's terms ({term: {field: [batch, ...]}}) and '_skipped', the unreadable records
+  replaced."""
 
-  def __next__(self):
-    batch = {}
-    for name, it in self.iterators.items():
-      batch.update(unflatten(next(it)))
+  def __init__(self, streams):
+    self.streams = streams
+
+  def __len__(self):
+    return sys.maxsize
+
+  def __getitem__(self, step):
+    out, skipped = {}, 0
+    for stream in self.streams:
+      fields, bad = stream.batch(int(step))
+      out.update(fields)
+      skipped += bad
+    batch = unflatten(out)
+    batch["_skipped"] = np.int64(skipped)
     return batch
 
-  def get_state(self) -> dict:
-    return {name: json.loads(json.dumps(it.get_state(), default=_bytes_to_list))
-            for name, it in self.iterators.items()}
-
-  def set_state(self, state: dict) -> None:
-    missing = sorted(set(self.iterators) - set(state))
-    if missing:
-      raise ValueError(f"iterator state: expected streams {sorted(self.iterators)}, missing "
-                       f"{missing}")
-    for name, it in self.iterators.items():
-      it.set_state(state[name])
+  def __repr__(self):
+    return f"PretrainingBatches({[s.name for s in self.streams]})"
 
 
-def _bytes_to_list(value):
-  if isinstance(value, (bytes, bytearray)):
-    return list(value)
-  if isinstance(value, np.generic):
-    return value.item()
-  raise TypeError(f"cannot serialise {type(value).__name__} in iterator state")
+class Stream:
+  """One pretraining stream: its endless shuffled record stream, its batch transform, this host's
+  batch size, its seed, and TwinGroups when the pair batch is built two by two."""
+
+  def __init__(self, name, records, transform, batch_size, seed, twins=None):
+    self.name, self.records, self.transform = name, records, transform
+    self.batch_size, self.seed, self.twins = int(batch_size), int(seed), twins
+
+  def batch(self, step: int) -> tuple:
+    """(this stream's fields of the host batch of `step`, unreadable records replaced)."""
+    read = self.batch_size // 2 if self.twins else self.batch_size
+    records, bad = batch_records(self.records, step * read, read)
+    rngs = example_rngs(self.seed, step, self.batch_size)
+    if self.twins:
+      records = self.twins.arrange(records, rngs)
+    return self.transform(records, rngs), bad
 
 
 def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size: int, *,
                               dirs: dict | None = None, process_index: int | None = None,
                               process_count: int | None = None,
-                              tokenizer=None, image_size: int | None = None) -> MixtureIterator:
+                              tokenizer=None, image_size: int | None = None):
   """The mixed pretraining stream for this host.
 
   cfg: the data config (examples.data_config()); batch_sizes: global examples per step for
@@ -297,14 +318,14 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
-  counter = SkipCounter() if cfg.skip_bad_records else None
+  skip = bool(cfg.skip_bad_records)
   if dirs is None:
     dirs = {"text": cfg.text_dir, "image": cfg.image_dir, "pair": cfg.pair_dir}
-  iterators = {}
+  streams = []
   image_lookup, image_meta = None, None
   if dirs.get("image"):
     image_lookup = _Records(open_records(dirs["image"], "image", cfg, tokenizer=tokenizer),
-                            counter)  # retrieved images: looked up by index, the whole split
+                            skip)  # retrieved images: looked up by index, the whole split
     image_meta = image_lookup.source.meta
   for offset, name in enumerate(STREAMS):
     size = int(batch_sizes.get(name, 0) or 0)
@@ -319,27 +340,29 @@ def make_pretraining_iterator(cfg, batch_sizes: dict, special: dict, vocab_size:
       raise ValueError(f"batch.{name}: {size} is not divisible by the {process_count} hosts")
     source = _Records(open_records(dirs[name], name, cfg, tokenizer=tokenizer,
                                    process_index=process_index, process_count=process_count),
-                      counter)
+                      skip)
     if source.source.kind != name:
       raise DataError(f"data.{name}_dir {dirs[name]}: expected a {name} dataset, found kind "
                       f"{source.source.kind!r}")
     meta = (source.source.meta if name != "text" else image_meta) or {}
     inputs = ModelInputs(cfg, special, meta.get("region_feature_dim"), meta.get("num_classes"),
                          image_size)
-    transforms = Transforms(cfg, special, vocab_size, inputs, image_lookup)
-    transform, groups = getattr(transforms, name), False
+    transforms = BatchTransforms(Transforms(cfg, special, vocab_size, inputs, image_lookup))
+    twins = None
     if name == "pair" and cfg.cmcl_twin_fraction > 0:
       if (size // process_count) % 2:
         raise ValueError(f"batch.pair: data.cmcl_twin_fraction co-batches pairs two by two; "
                          f"{size // process_count} pairs per host is odd")
-      whole = _Records(open_records(dirs[name], name, cfg, tokenizer=tokenizer), counter)
-      transform, groups = TwinGroups(transform, whole, cfg.cmcl_twin_fraction), True
-    iterators[name] = iter(_stream(
-        source, transform, batch_size=size // process_count, seed=cfg.seed + offset,
-        process_index=process_index, process_count=process_count, cfg=cfg, groups=groups))
-  if not iterators:
+      whole = _Records(open_records(dirs[name], name, cfg, tokenizer=tokenizer), skip)
+      twins = TwinGroups(whole, cfg.cmcl_twin_fraction)
+    records = host_records(source, seed=cfg.seed + offset, process_index=process_index,
+                           process_count=process_count).repeat(None)
+    streams.append(Stream(name, records, getattr(transforms, name), size // process_count,
+                          cfg.seed + offset, twins))
+  if not streams:
     raise ValueError(f"batch sizes: expected at least one of {STREAMS} > 0, found {batch_sizes}")
-  return MixtureIterator(iterators, counter or SkipCounter())
+  from unimo_jax.data.pipeline.host_batches import HostBatchIterator
+  return HostBatchIterator(PretrainingBatches(streams), cfg)
 
 
 def to_global_arrays(batch, mesh):
