@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from unimo_jax.data.formats.records import ShardSource, write_examples
-from unimo_jax.data.pipeline.batch_transforms import BatchTransforms, iou_batch
+from unimo_jax.data.pipeline.batch_transforms import BatchTransforms, anchor_iou
 from unimo_jax.data.pipeline.examples import data_config
 from unimo_jax.data.pipeline.masking import iou_matrix
 from unimo_jax.data.pipeline.model_inputs import ModelInputs
@@ -117,12 +117,16 @@ def test_pixel_mode_and_no_extras(tmp_path):
   assert batch["cmcl/image/pixels"].shape == (4, 32, 32, 3)
 
 
-def test_the_batched_iou_equals_the_per_image_one():
+def test_the_anchor_rows_iou_equals_the_per_image_one():
   rng = np.random.default_rng(2)
   xy = rng.uniform(0, 50, (3, 9, 2))
-  boxes = np.concatenate([xy, xy + rng.uniform(0, 30, (3, 9, 2))], -1)
+  boxes = np.concatenate([xy, xy + rng.uniform(0, 30, (3, 9, 2))], -1).astype(np.float32)
   boxes[1, 4:] = 0  # padding rows: zero area, IoU 0
-  got = iou_batch(boxes)
-  for i in range(3):
-    np.testing.assert_array_equal(got[i], iou_matrix(boxes[i]))
-  assert np.all(got[1, 4:, :] == 0) and got[0].max() == pytest.approx(1.0)
+  anchors = rng.random((3, 9)) < 0.4
+  anchors[2] = False  # an image without anchors contributes no rows
+  image, iou = anchor_iou(boxes, anchors)
+  rows = [(b, r) for b in range(3) for r in range(9) if anchors[b, r]]
+  assert image.tolist() == [b for b, _ in rows]
+  for k, (b, r) in enumerate(rows):
+    np.testing.assert_array_equal(iou[k], iou_matrix(boxes[b])[r])
+  assert iou.max() == pytest.approx(1.0)

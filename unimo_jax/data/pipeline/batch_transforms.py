@@ -5,8 +5,8 @@ list of records, with one Generator per example, and returns the stacked batch. 
 at random (span masking, seq2seq spans, region anchors, extra texts and images, pixel crops) is
 still drawn per example, in the per-example order, from that example's Generator; what is plain
 array work is done once for the batch: region features, locations and soft labels are written
-into one [batch, regions, ...] array each, the IoU of every region pair in one [batch, R, R]
-computation, masked features in one `where`, and an image's fields are one array shared by
+into one [batch, regions, ...] array each, the IoU of every anchor with its image's regions in
+one computation, masked features in one `where`, and an image's fields are one array shared by
 every term that reads them (not one copy per term). So for the same records and Generators
 the batch equals the per-example examples stacked (tests/test_batch_transforms.py).
 """
@@ -52,21 +52,26 @@ def region_batch(records, cfg, feature_dim, num_classes) -> dict:
     area_scale[i] = w * h
   area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]) / area_scale[:, None]
   locations = np.concatenate([boxes / wh[:, None, :], area[..., None]], -1)
-  return {"region_features": features, "region_locations": locations * valid[..., None],
+  # padding rows have zero boxes, so their locations are zero as region_fields pads them
+  return {"region_features": features, "region_locations": locations,
           "region_mask": valid, "_boxes": boxes, "_soft_labels": soft}
 
 
-def iou_batch(boxes):
-  """[batch, N, N] IoU of boxes [batch, N, 4] (masking.iou_matrix per row)."""
+def anchor_iou(boxes, anchors):
+  """(image index [K], IoU [K, N]) of each anchor region (anchors [batch, N] bool) with every
+  region of its image (boxes [batch, N, 4]): the anchors' rows of masking.iou_matrix, computed
+  with the same float64 operations, for the ~15 % of rows masking reads."""
+  image, row = np.nonzero(anchors)
   boxes = np.asarray(boxes, np.float64)
-  x1 = np.maximum(boxes[:, :, None, 0], boxes[:, None, :, 0])
-  y1 = np.maximum(boxes[:, :, None, 1], boxes[:, None, :, 1])
-  x2 = np.minimum(boxes[:, :, None, 2], boxes[:, None, :, 2])
-  y2 = np.minimum(boxes[:, :, None, 3], boxes[:, None, :, 3])
+  a, others = boxes[image, row], boxes[image]  # [K, 4], [K, N, 4]
+  x1 = np.maximum(a[:, None, 0], others[:, :, 0])
+  y1 = np.maximum(a[:, None, 1], others[:, :, 1])
+  x2 = np.minimum(a[:, None, 2], others[:, :, 2])
+  y2 = np.minimum(a[:, None, 3], others[:, :, 3])
   inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-  area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-  union = area[:, :, None] + area[:, None, :] - inter
-  return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+  union = area(a)[:, None] + area(others) - inter
+  return image, np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def mrm_batch(regions, anchors, cfg) -> dict:
@@ -74,11 +79,16 @@ def mrm_batch(regions, anchors, cfg) -> dict:
   masking.region_anchors): the anchors and every real region overlapping one above
   cfg.overlap_ratio are masked."""
   valid = regions["region_mask"]
-  overlaps = (iou_batch(regions["_boxes"]) > cfg.overlap_ratio) & anchors[:, :, None]
-  mask = anchors | (overlaps.any(axis=1) & valid)
+  mask = anchors.copy()
+  image, iou = anchor_iou(regions["_boxes"], anchors)
+  if len(image):  # OR each image's anchor rows together (np.nonzero lists them image by image)
+    starts = np.flatnonzero(np.r_[True, image[1:] != image[:-1]])
+    mask[image[starts]] |= np.logical_or.reduceat(iou > cfg.overlap_ratio, starts, axis=0) & \
+        valid[image[starts]]
   features = regions["region_features"]
   return {
-      "region_features": np.where(mask[..., None], 0, features).astype(features.dtype),
+      "region_features": np.where(mask[..., None], 0, features).astype(features.dtype,
+                                                                        copy=False),
       "region_locations": regions["region_locations"],
       "region_mask": valid,
       "mrm_mask": mask,
