@@ -1,15 +1,16 @@
 """Can one host's input pipeline feed the TPU step? Host batches/s against the estimated step rate.
 
   python benchmarks/input_vs_step.py [--presets pretrain:base,caption:base,...]
-      [--workers 0,1,2] [--seconds 20] [--records 300]
+      [--workers 0,1,2] [--seconds 20] [--records 1000] [--threads 2] [--prefetch 2]
 
 For every preset with a compile-report row (docs/tpu_sizing.md), this writes shards in the
 preset's real layout (100 regions x 2048 float16 features, 1,601-class float16 soft labels,
 128-token texts, 40-token captions with the CMCL extras; pixel mode: 640x480 JPEGs), builds one
 host's training batches exactly as a run does (the pretraining streams, or the task's
 train_example batches) with 0, 1 and 2 input worker processes, and reports host batches/s on
-this machine. One worker is one core's worth of batch building; from its rate it derives the
-host cores needed to feed the compile report's estimated step time three times over (the
+this machine. A worker process is one core of batch building: the per-core rate is the lowest
+batches/s per worker over the worker counts run, and from it comes the number of host cores
+needed to feed the compile report's estimated step time three times over (the
 estimates are XLA's TPU cost model, not measured). The host's share: the slice's global batch
 divided by its hosts (v5e-16 and v5p-32: 4 hosts; v5e-8: 1 host).
 
@@ -189,7 +190,9 @@ def main():
           rates[w] = rate(it, args.seconds)
         finally:
           getattr(it, "close", lambda: None)()  # (older pipelines had no close)
-    per_core = rates.get(1, rates[max(rates)] / max(1, max(rates)))
+    # one worker process is one core of batch building; the conservative rate over the worker
+    # counts run (two workers on two cores also share them with the training process)
+    per_core = min((r / w for w, r in rates.items() if w), default=rates[0])
     best = max(rates.values())
     print(f"{name:<22}{slice_name:<8}{' + '.join(shares):<22}{1 / step:>12.2f}"
           + "".join(f"{rates[w]:>11.2f}" for w in workers)

@@ -93,9 +93,9 @@ def synthetic_data_config(preset: str) -> ml_collections.ConfigDict:
     d.max_text_length = 64
     d.max_caption_length = 20  # the longest synthetic caption or paraphrase is 19 tokens
     d.max_regions = 4
-    # Read and transform in the training thread: on 2 cores, reader threads contend with the
-    # step for the GIL and the cores; the jitted step runs asynchronously meanwhile.
-    d.num_threads = 0
+    # One thread builds the next batches while the jitted step runs: on 2 cores the fastest of
+    # building in the loop, one thread, or one worker process (docs/notes/input_pipeline.md).
+    d.num_threads = 1
   return d
 
 
