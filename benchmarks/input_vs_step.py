@@ -8,11 +8,11 @@ preset's real layout (100 regions x 2048 float16 features, 1,601-class float16 s
 128-token texts, 40-token captions with the CMCL extras; pixel mode: 640x480 JPEGs), builds one
 host's training batches exactly as a run does (the pretraining streams, or the task's
 train_example batches) with 0, 1 and 2 input worker processes, and reports host batches/s on
-this machine. A worker process is one core of batch building: the per-core rate is the lowest
-batches/s per worker over the worker counts run, and from it comes the number of host cores
-needed to feed the compile report's estimated step time three times over (the
-estimates are XLA's TPU cost model, not measured). The host's share: the slice's global batch
-divided by its hosts (v5e-16 and v5p-32: 4 hosts; v5e-8: 1 host).
+this machine. One worker process is one core of batch building: the per-core rate is the rate
+with one worker (alone on a core while the training process receives on another), and from it
+comes the number of host cores needed to feed the compile report's estimated step time three
+times over (the estimates are XLA's TPU cost model, not measured). The host's share: the
+slice's global batch divided by its hosts (v5e-16 and v5p-32: 4 hosts; v5e-8: 1 host).
 
 1,000 records per dataset (5,000 texts) are reused across epochs (the pipeline's work per
 record is the same); the first batch of each setting (worker start-up) is not timed.
@@ -190,9 +190,9 @@ def main():
           rates[w] = rate(it, args.seconds)
         finally:
           getattr(it, "close", lambda: None)()  # (older pipelines had no close)
-    # one worker process is one core of batch building; the conservative rate over the worker
-    # counts run (two workers on two cores also share them with the training process)
-    per_core = min((r / w for w, r in rates.items() if w), default=rates[0])
+    # one worker alone on a core (the training process receiving on another); more workers than
+    # spare cores share them with the training process, so their rate per worker is lower
+    per_core = rates.get(1, rates[max(rates)] / max(1, max(rates)))
     best = max(rates.values())
     print(f"{name:<22}{slice_name:<8}{' + '.join(shares):<22}{1 / step:>12.2f}"
           + "".join(f"{rates[w]:>11.2f}" for w in workers)
