@@ -52,7 +52,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.cmcl_twin_fraction = 0.0
   c.seed = 0
   # Input workers: processes that build whole host batches (-1: from the host's cores, see
-  # streams.default_workers; 0: in this process). Each reads with num_threads threads and keeps
+  # host_batches.default_workers; 0: in this process). Each reads with num_threads threads and keeps
   # `prefetch` batches ready.
   c.workers = -1
   c.num_threads = 2
