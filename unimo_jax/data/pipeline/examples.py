@@ -52,8 +52,8 @@ def data_config() -> ml_collections.ConfigDict:
   c.cmcl_twin_fraction = 0.0
   c.seed = 0
   # Input workers: processes that build whole host batches (-1: from the host's cores, see
-  # host_batches.default_workers; 0: in this process). Each reads with num_threads threads and keeps
-  # `prefetch` batches ready.
+  # host_batches.default_workers; 0: in this process). Each reads with num_threads threads
+  # and keeps `prefetch` batches ready.
   c.workers = -1
   c.num_threads = 2
   c.prefetch = 2
