@@ -272,8 +272,7 @@ class Task:
     functions (cached properties holding them are dropped; a worker never evaluates)."""
     state = dict(self.__dict__)
     state["mesh"] = None
-    for key in ("_embed",):
-      state.pop(key, None)
+    state.pop("_embed", None)  # the jitted embedder (cached_property)
     return state
 
   # ---- evaluation batches, and their shapes without data (compile mode) ------------------------

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from unimo_jax.data.pipeline import examples
-from unimo_jax.data.pipeline.batch_transforms import BatchTransforms
+from unimo_jax.data.pipeline.batch_transforms import BatchTransforms, prefixed
 from unimo_jax.data.pipeline.model_inputs import ModelInputs
 from unimo_jax.errors import DataError
 from unimo_jax.data.formats.tfds_source import open_records
@@ -91,10 +91,6 @@ class ReadableRecords:
     return self.source[self._indices[index]]
 
 
-def _prefixed(prefix, fields):
-  return {f"{prefix}/{k}": v for k, v in fields.items()}
-
-
 def unflatten(batch: dict) -> dict:
   """{'a/b/c': x} -> {'a': {'b': {'c': x}}}."""
   out = {}
@@ -122,15 +118,15 @@ class Transforms:
     if record is None:
       return None
     ids = record["input_ids"]
-    out = _prefixed("text_mlm", examples.mlm_fields(
+    out = prefixed("text_mlm", examples.mlm_fields(
         ids, self.cfg.max_text_length, self.cfg, self.special, self.vocab_size, rng))
-    out.update(_prefixed("text_seq2seq", examples.seq2seq_fields(ids, self.cfg, self.special, rng)))
+    out.update(prefixed("text_seq2seq", examples.seq2seq_fields(ids, self.cfg, self.special, rng)))
     return out
 
   def image(self, record, rng):
     if record is None:
       return None
-    return _prefixed("image_mrm", examples.mrm_fields(self.inputs.regions(record), self.cfg, rng))
+    return prefixed("image_mrm", examples.mrm_fields(self.inputs.regions(record), self.cfg, rng))
 
   def pair(self, record, rng):
     if record is None:
@@ -141,14 +137,14 @@ class Transforms:
     image = self.inputs.image(record, rng=rng) if self.pixels else examples.image_inputs(regions)
     caption = record["caption_ids"]
     text = self.inputs.text(caption)
-    out = _prefixed("pair_mlm", dict(image, **examples.mlm_fields(
+    out = prefixed("pair_mlm", dict(image, **examples.mlm_fields(
         caption, cfg.max_caption_length, cfg, special, self.vocab_size, rng)))
     if not self.pixels:  # masked region prediction needs detector regions
-      out.update(_prefixed("pair_mrm", dict(examples.mrm_fields(regions, cfg, rng),
+      out.update(prefixed("pair_mrm", dict(examples.mrm_fields(regions, cfg, rng),
                                             input_ids=text)))
-    out.update(_prefixed("pair_caption", dict(image, **examples.caption_fields(caption, cfg,
+    out.update(prefixed("pair_caption", dict(image, **examples.caption_fields(caption, cfg,
                                                                                 special))))
-    out.update(_prefixed("cmcl/image", image))
+    out.update(prefixed("cmcl/image", image))
     out["cmcl/text/input_ids"] = text
     if cfg.cmcl_extra_positives + cfg.cmcl_hard_negatives > 0:
       out.update(self.extra_texts(record, rng))
@@ -183,7 +179,7 @@ class Transforms:
     blocks += [None] * (count - len(blocks))
     stacked = {k: np.stack([b[k] if b is not None else np.zeros_like(v) for b in blocks])
                for k, v in image.items()}
-    out = _prefixed("cmcl/extra_image", stacked)
+    out = prefixed("cmcl/extra_image", stacked)
     out["cmcl/extra_image_valid"] = np.arange(count) < len(chosen)
     return out
 
